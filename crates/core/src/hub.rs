@@ -1,0 +1,584 @@
+//! The hub: every live stream's parameter sets, its newest keyframe and the frames after it
+//! (compressed, in decode order), and its statistics. Nothing is decoded here: a frame that
+//! nobody pictures costs a lock, a push and a few counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use media::avc::AvcConfig;
+use media::sps::SpsInfo;
+use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink, StreamWriter};
+use media::{Codec, Frame};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{Error, Result};
+
+/// Limits of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Most live streams at once.
+    pub max_streams: usize,
+    /// Most bytes buffered for one stream's current GOP; frames past it are dropped until the
+    /// next keyframe (the keyframe itself is always kept).
+    pub max_gop_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_streams: 1000,
+            max_gop_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A stream's decoder configuration with what its SPS says.
+#[derive(Debug)]
+pub struct StreamParams {
+    /// Codec.
+    pub codec: Codec,
+    /// Parameter sets.
+    pub config: AvcConfig,
+    /// Size, profile, colour.
+    pub sps: SpsInfo,
+}
+
+/// One buffered frame with where it stands in the stream.
+#[derive(Debug, Clone)]
+pub struct StoredFrame {
+    /// The frame.
+    pub frame: Frame,
+    /// Number of the frame in this publish session, from 0.
+    pub seq: u64,
+    /// Wall-clock time it arrived.
+    pub arrived: SystemTime,
+}
+
+/// A copy of what is needed to picture the stream now: parameters and the current GOP.
+#[derive(Debug, Clone)]
+pub struct GopView {
+    /// Parameters in force for the GOP.
+    pub params: Arc<StreamParams>,
+    /// Keyframe first, then what followed, in decode order.
+    pub frames: Vec<StoredFrame>,
+}
+
+/// Rates measured over one-second windows.
+#[derive(Debug, Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    frames: u64,
+    bytes: u64,
+    fps: f64,
+    bitrate: f64,
+}
+
+/// How often the rates are recomputed.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct StreamState {
+    params: Option<Arc<StreamParams>>,
+    params_error: Option<String>,
+    unsupported: Option<String>,
+    gop: Vec<StoredFrame>,
+    gop_bytes: usize,
+    gop_overflowed: bool,
+    next_seq: u64,
+    frames_total: u64,
+    bytes_total: u64,
+    frames_dropped: u64,
+    keyframes: u64,
+    last_keyframe_dts: Option<i64>,
+    keyframe_interval_ms: Option<i64>,
+    last_keyframe_at: Option<(SystemTime, Instant)>,
+    rates: RateWindow,
+}
+
+/// One live stream.
+#[derive(Debug)]
+pub struct LiveStream {
+    /// `{domain}/{app}/{stream}`.
+    pub key: StreamKey,
+    /// Unique per publish: a republished stream gets a new id, so nothing cached survives it.
+    pub id: u64,
+    /// Who publishes it.
+    pub publisher: PublisherInfo,
+    /// When the publish started.
+    pub started: SystemTime,
+    /// Pictures made of this stream.
+    pub snapshots: AtomicU64,
+    state: Mutex<StreamState>,
+    keyframe_tx: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+/// The stream as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStats {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    pub codec: Option<String>,
+    pub profile: Option<String>,
+    pub level: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub colour: Option<String>,
+    pub fps: f64,
+    pub bitrate_kbps: f64,
+    pub keyframe_interval_ms: Option<i64>,
+    pub last_keyframe_age_ms: Option<u64>,
+    pub gop_frames: usize,
+    pub gop_bytes: usize,
+    pub frames: u64,
+    pub keyframes: u64,
+    pub frames_dropped: u64,
+    pub bytes: u64,
+    pub snapshots: u64,
+    pub publisher: String,
+    pub protocol: String,
+    pub started_at: String,
+    pub error: Option<String>,
+}
+
+impl LiveStream {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        // A panic while holding the lock leaves counters, not invariants, half-updated.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True after the publisher went away.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Parameters and the current GOP, if a keyframe has arrived. `whole` copies every frame of
+    /// the GOP (for `precision=latest`); otherwise only the keyframe. Frames are `Bytes`, so a
+    /// copy is a reference count.
+    pub fn gop(&self, whole: bool) -> Option<GopView> {
+        let s = self.lock();
+        let params = s.params.clone()?;
+        let first = s.gop.first()?;
+        let frames = if whole {
+            s.gop.clone()
+        } else {
+            vec![first.clone()]
+        };
+        Some(GopView { params, frames })
+    }
+
+    /// A receiver that changes whenever a keyframe arrives (or the stream closes).
+    pub fn keyframes(&self) -> watch::Receiver<u64> {
+        self.keyframe_tx.subscribe()
+    }
+
+    /// Why this stream cannot be pictured, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let s = self.lock();
+        s.unsupported
+            .clone()
+            .map(|c| format!("unsupported video codec {c}"))
+            .or_else(|| s.params_error.clone())
+    }
+
+    /// Statistics for the API.
+    pub fn stats(&self) -> StreamStats {
+        let s = self.lock();
+        let p = s.params.as_deref();
+        StreamStats {
+            domain: self.key.domain.clone(),
+            app: self.key.app.clone(),
+            stream: self.key.stream.clone(),
+            codec: p
+                .map(|p| p.codec.name().to_string())
+                .or_else(|| s.unsupported.clone()),
+            profile: p.map(|p| p.sps.profile_name().to_string()),
+            level: p.map(|p| f64::from(p.sps.level_idc) / 10.0),
+            width: p.map(|p| p.sps.width),
+            height: p.map(|p| p.sps.height),
+            colour: p.map(|p| p.sps.colour.describe()),
+            fps: (s.rates.fps * 100.0).round() / 100.0,
+            bitrate_kbps: (s.rates.bitrate / 10.0).round() / 100.0,
+            keyframe_interval_ms: s.keyframe_interval_ms,
+            last_keyframe_age_ms: s
+                .last_keyframe_at
+                .map(|(_, i)| i.elapsed().as_millis() as u64),
+            gop_frames: s.gop.len(),
+            gop_bytes: s.gop_bytes,
+            frames: s.frames_total,
+            keyframes: s.keyframes,
+            frames_dropped: s.frames_dropped,
+            bytes: s.bytes_total,
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            publisher: self.publisher.addr.to_string(),
+            protocol: self.publisher.protocol.to_string(),
+            started_at: humantime::format_rfc3339_millis(self.started).to_string(),
+            error: s
+                .unsupported
+                .clone()
+                .map(|c| format!("unsupported video codec {c}"))
+                .or_else(|| s.params_error.clone()),
+        }
+    }
+}
+
+/// Every live stream.
+pub struct Hub {
+    streams: RwLock<HashMap<StreamKey, Arc<LiveStream>>>,
+    config: HubConfig,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            streams: RwLock::new(HashMap::new()),
+            config,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<StreamKey, Arc<LiveStream>>> {
+        self.streams.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every live stream, sorted by key.
+    pub fn list(&self) -> Vec<Arc<LiveStream>> {
+        let mut v: Vec<_> = self.read().values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// The stream with exactly this key.
+    pub fn get(&self, key: &StreamKey) -> Option<Arc<LiveStream>> {
+        self.read().get(key).cloned()
+    }
+
+    /// Finds a stream by `stream`, `app/stream` or `domain/app/stream`. A name that matches
+    /// several live streams is [`Error::Ambiguous`].
+    pub fn find(&self, name: &str) -> Result<Arc<LiveStream>> {
+        let parts: Vec<&str> = name.split('/').collect();
+        let streams = self.read();
+        let matches: Vec<&Arc<LiveStream>> = streams
+            .values()
+            .filter(|s| match parts[..] {
+                [stream] => s.key.stream == stream,
+                [app, stream] => s.key.app == app && s.key.stream == stream,
+                [domain, app, stream] => {
+                    s.key.domain == domain && s.key.app == app && s.key.stream == stream
+                }
+                _ => false,
+            })
+            .collect();
+        match matches.len() {
+            0 => Err(Error::NotLive(name.to_string())),
+            1 => Ok(matches[0].clone()),
+            _ => {
+                let mut candidates: Vec<String> =
+                    matches.iter().map(|s| s.key.to_string()).collect();
+                candidates.sort();
+                Err(Error::Ambiguous {
+                    name: name.to_string(),
+                    candidates,
+                })
+            }
+        }
+    }
+
+    /// Starts a stream (see [`StreamSink`]).
+    pub fn start(
+        self: &Arc<Self>,
+        key: StreamKey,
+        publisher: PublisherInfo,
+    ) -> std::result::Result<HubWriter, PublishRefused> {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        if streams.contains_key(&key) {
+            return Err(PublishRefused::AlreadyLive(key.to_string()));
+        }
+        if streams.len() >= self.config.max_streams {
+            return Err(PublishRefused::TooManyStreams(self.config.max_streams));
+        }
+        let (keyframe_tx, _) = watch::channel(0);
+        let stream = Arc::new(LiveStream {
+            key: key.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            publisher,
+            started: SystemTime::now(),
+            snapshots: AtomicU64::new(0),
+            state: Mutex::new(StreamState::default()),
+            keyframe_tx,
+            closed: AtomicBool::new(false),
+        });
+        streams.insert(key, stream.clone());
+        Ok(HubWriter {
+            hub: self.clone(),
+            stream,
+            max_gop_bytes: self.config.max_gop_bytes,
+        })
+    }
+
+    fn remove(&self, stream: &Arc<LiveStream>) {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        if streams.get(&stream.key).is_some_and(|s| s.id == stream.id) {
+            streams.remove(&stream.key);
+        }
+    }
+}
+
+/// The hub as the sink that protocol front ends publish into.
+pub struct HubSink(pub Arc<Hub>);
+
+impl StreamSink for HubSink {
+    fn publish(
+        &self,
+        key: StreamKey,
+        info: PublisherInfo,
+    ) -> std::result::Result<Box<dyn StreamWriter>, PublishRefused> {
+        Ok(Box::new(self.0.start(key, info)?))
+    }
+}
+
+/// Feeds one stream; dropping it ends the stream.
+pub struct HubWriter {
+    hub: Arc<Hub>,
+    stream: Arc<LiveStream>,
+    max_gop_bytes: usize,
+}
+
+impl HubWriter {
+    /// The stream being written.
+    pub fn stream(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+}
+
+impl StreamWriter for HubWriter {
+    fn config(&mut self, config: AvcConfig) {
+        let parsed = config
+            .sps
+            .first()
+            .ok_or_else(|| "no SPS".to_string())
+            .and_then(|sps| SpsInfo::parse(sps).map_err(|e| e.to_string()));
+        let mut s = self.stream.lock();
+        // A new configuration invalidates the buffered GOP: its frames need the old one.
+        s.gop.clear();
+        s.gop_bytes = 0;
+        match parsed {
+            Ok(sps) => {
+                if s.params.as_ref().is_none_or(|p| p.config != config) {
+                    info!(stream = %self.stream.key, width = sps.width, height = sps.height, profile = sps.profile_name(), colour = %sps.colour.describe(), "H.264 configuration");
+                }
+                s.params = Some(Arc::new(StreamParams {
+                    codec: Codec::H264,
+                    config,
+                    sps,
+                }));
+                s.params_error = None;
+            }
+            Err(e) => {
+                warn!(stream = %self.stream.key, error = %e, "H.264 configuration refused; no pictures until a valid one arrives");
+                s.params = None;
+                s.params_error = Some(e);
+            }
+        }
+    }
+
+    fn frame(&mut self, frame: Frame) {
+        let now = Instant::now();
+        let len = frame.data.len();
+        let mut guard = self.stream.lock();
+        let s = &mut *guard;
+        s.frames_total += 1;
+        s.bytes_total += len as u64;
+        let w = &mut s.rates;
+        let start = *w.start.get_or_insert(now);
+        w.frames += 1;
+        w.bytes += len as u64;
+        let elapsed = now.duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let secs = elapsed.as_secs_f64();
+            w.fps = w.frames as f64 / secs;
+            w.bitrate = w.bytes as f64 * 8.0 / secs;
+            *w = RateWindow {
+                start: Some(now),
+                frames: 0,
+                bytes: 0,
+                fps: w.fps,
+                bitrate: w.bitrate,
+            };
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        if s.params.is_none() {
+            return; // nothing can be pictured without parameters
+        }
+        let keyframe = frame.keyframe;
+        if keyframe {
+            s.keyframes += 1;
+            if let Some(prev) = s.last_keyframe_dts {
+                s.keyframe_interval_ms = Some(frame.dts_ms - prev);
+            }
+            s.last_keyframe_dts = Some(frame.dts_ms);
+            s.last_keyframe_at = Some((SystemTime::now(), now));
+            s.gop.clear();
+            s.gop_bytes = 0;
+            s.gop_overflowed = false;
+        } else if s.gop.is_empty() {
+            return; // no keyframe yet: nothing before one is decodable
+        } else if s.gop_bytes + len > self.max_gop_bytes {
+            s.frames_dropped += 1;
+            if !s.gop_overflowed {
+                s.gop_overflowed = true;
+                warn!(stream = %self.stream.key, limit = self.max_gop_bytes, frames = s.gop.len(), "GOP exceeds max_gop_bytes; frames until the next keyframe are not buffered (precision=latest sees the last one kept)");
+            }
+            return;
+        }
+        s.gop_bytes += len;
+        s.gop.push(StoredFrame {
+            frame,
+            seq,
+            arrived: SystemTime::now(),
+        });
+        drop(guard);
+        if keyframe {
+            self.stream.keyframe_tx.send_modify(|n| *n = seq);
+        }
+    }
+
+    fn unsupported(&mut self, name: &str) {
+        self.stream.lock().unsupported = Some(name.to_string());
+    }
+}
+
+impl Drop for HubWriter {
+    fn drop(&mut self) {
+        self.stream.closed.store(true, Ordering::Release);
+        self.hub.remove(&self.stream);
+        // Wake anyone waiting for a keyframe so they see the stream is gone.
+        self.stream.keyframe_tx.send_modify(|_| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn info() -> PublisherInfo {
+        PublisherInfo {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            protocol: "test",
+        }
+    }
+
+    fn key(d: &str, a: &str, s: &str) -> StreamKey {
+        StreamKey::new(d, a, s).unwrap()
+    }
+
+    #[test]
+    fn refuses_duplicate_and_frees_on_drop() {
+        let hub = Hub::new(HubConfig::default());
+        let w = hub
+            .start(key("_default", "live", "a"), info())
+            .ok()
+            .unwrap();
+        assert!(matches!(
+            hub.start(key("_default", "live", "a"), info()),
+            Err(PublishRefused::AlreadyLive(_))
+        ));
+        drop(w);
+        assert!(hub.start(key("_default", "live", "a"), info()).is_ok());
+    }
+
+    #[test]
+    fn finds_bare_qualified_and_ambiguous_names() {
+        let hub = Hub::new(HubConfig::default());
+        let _a = hub
+            .start(key("_default", "live", "cam"), info())
+            .ok()
+            .unwrap();
+        let _b = hub
+            .start(key("x.example", "live", "cam"), info())
+            .ok()
+            .unwrap();
+        let _c = hub
+            .start(key("_default", "live", "solo"), info())
+            .ok()
+            .unwrap();
+        assert_eq!(hub.find("solo").unwrap().key.stream, "solo");
+        assert!(
+            matches!(hub.find("cam"), Err(Error::Ambiguous { candidates, .. }) if candidates.len() == 2)
+        );
+        assert_eq!(
+            hub.find("x.example/live/cam").unwrap().key.domain,
+            "x.example"
+        );
+        assert!(matches!(hub.find("nope"), Err(Error::NotLive(_))));
+    }
+
+    #[test]
+    fn limits_streams() {
+        let hub = Hub::new(HubConfig {
+            max_streams: 1,
+            ..HubConfig::default()
+        });
+        let _a = hub
+            .start(key("_default", "live", "a"), info())
+            .ok()
+            .unwrap();
+        assert!(matches!(
+            hub.start(key("_default", "live", "b"), info()),
+            Err(PublishRefused::TooManyStreams(1))
+        ));
+    }
+
+    #[test]
+    fn gop_starts_at_keyframe_and_respects_byte_limit() {
+        let hub = Hub::new(HubConfig {
+            max_streams: 10,
+            max_gop_bytes: 100,
+        });
+        let mut w = hub
+            .start(key("_default", "live", "a"), info())
+            .ok()
+            .unwrap();
+        // An SPS for 64x64 baseline (from x264) so the parameters are accepted.
+        let sps = Bytes::from_static(&[
+            0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x07, 0x3c, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40,
+            0x00, 0x00, 0x0c, 0x83, 0xc4, 0x89, 0xe0,
+        ]);
+        let pps = Bytes::from_static(&[0x68, 0xcb, 0x83, 0xcb, 0x20]);
+        w.config(AvcConfig {
+            profile: 66,
+            level: 10,
+            nal_length_size: 4,
+            sps: vec![sps],
+            pps: vec![pps],
+        });
+        assert_eq!(w.stream().problem(), None);
+        let f = |dts, key, n: usize| Frame {
+            dts_ms: dts,
+            pts_ms: dts,
+            keyframe: key,
+            data: Bytes::from(vec![0u8; n]),
+        };
+        w.frame(f(0, false, 10)); // before any keyframe: not buffered
+        assert!(w.stream().gop(true).is_none());
+        w.frame(f(40, true, 60));
+        w.frame(f(80, false, 30));
+        w.frame(f(120, false, 30)); // over 100 bytes: dropped
+        let gop = w.stream().gop(true).unwrap();
+        assert_eq!(gop.frames.len(), 2);
+        assert_eq!(gop.frames[0].frame.dts_ms, 40);
+        assert_eq!(w.stream().stats().frames_dropped, 1);
+        w.frame(f(160, true, 60));
+        assert_eq!(w.stream().gop(true).unwrap().frames.len(), 1);
+        assert_eq!(w.stream().stats().keyframe_interval_ms, Some(120));
+    }
+}

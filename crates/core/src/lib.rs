@@ -1,0 +1,9 @@
+//! livesnap's core: the hub that keeps every live stream's current GOP, compressed, and the
+//! snapshot service that turns it into pictures with a bounded pool of reused decoders.
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod hub;
+pub mod snapshot;
+
+pub use error::{Error, Result};

@@ -1,0 +1,352 @@
+//! The snapshot service: from a live stream's current GOP to image bytes.
+//!
+//! Decoders are pooled (creating one costs more than decoding a keyframe) and the pool is bounded
+//! by the worker count, so memory does not grow with the number of streams. A picture of a given
+//! frame, precision and output is made once: concurrent and later requests for it share one
+//! cache cell, filled by whichever request came first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use media::decode::Decoder;
+use media::picture::{self, EncodeOptions};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::hub::{GopView, LiveStream};
+use crate::{Error, Result};
+
+/// Which frame of the GOP to picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// The newest keyframe: one decode.
+    #[default]
+    Keyframe,
+    /// The newest frame in presentation order: decode from the keyframe on.
+    Latest,
+}
+
+impl Precision {
+    /// Parses `keyframe` or `latest`.
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "keyframe" => Some(Precision::Keyframe),
+            "latest" => Some(Precision::Latest),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the snapshot service.
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    /// Decodes at once, and so decoders alive at most.
+    pub workers: usize,
+    /// How long a request may wait for a picture (`snapshot_taking_interval_ms`).
+    pub interval: Duration,
+    /// How many keyframes a request may try before it gives up (`snapshot_taking_attempts`).
+    pub attempts: u32,
+    /// Pictures kept in the cache.
+    pub cache_entries: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            interval: Duration::from_millis(3000),
+            attempts: 30,
+            cache_entries: 256,
+        }
+    }
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnapshotRequest {
+    /// Format, size, quality.
+    pub options: EncodeOptions,
+    /// Which frame.
+    pub precision: Precision,
+}
+
+/// A picture and which frame it shows.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The encoded image.
+    pub image: Bytes,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+    /// When the pictured frame arrived.
+    pub frame_arrived: SystemTime,
+    /// The pictured frame's presentation timestamp (ms, stream clock).
+    pub frame_pts_ms: i64,
+    /// Whether the pictured frame is a keyframe.
+    pub keyframe: bool,
+    /// True when this came from the cache without waiting for a decode.
+    pub cache_hit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    stream_id: u64,
+    frame_seq: u64,
+    request: SnapshotRequest,
+}
+
+type Cell = Arc<OnceCell<Arc<Snapshot>>>;
+
+/// A small cache of cells, evicting the least recently used. Hand-written: it is a map and a
+/// counter, and the cells double as the single-flight for concurrent requests.
+struct Cache {
+    capacity: usize,
+    tick: u64,
+    cells: HashMap<CacheKey, (Cell, u64)>,
+}
+
+impl Cache {
+    fn cell(&mut self, key: CacheKey) -> Cell {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((cell, used)) = self.cells.get_mut(&key) {
+            *used = tick;
+            return cell.clone();
+        }
+        if self.cells.len() >= self.capacity {
+            if let Some(oldest) = self
+                .cells
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                self.cells.remove(&oldest);
+            }
+        }
+        let cell: Cell = Arc::new(OnceCell::new());
+        self.cells.insert(key, (cell.clone(), tick));
+        cell
+    }
+}
+
+/// Makes a decoder for the pool.
+pub type DecoderFactory = Arc<dyn Fn() -> media::Result<Box<dyn Decoder>> + Send + Sync>;
+
+/// Counters for metrics and the benchmark.
+#[derive(Debug, Default)]
+pub struct SnapshotCounters {
+    /// Requests answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Pictures made (decode + encode).
+    pub pictures_made: AtomicU64,
+    /// Decodes that failed.
+    pub decode_errors: AtomicU64,
+    /// Decoders created.
+    pub decoders_created: AtomicU64,
+}
+
+/// Turns live streams into pictures.
+pub struct Snapshotter {
+    config: SnapshotConfig,
+    permits: Semaphore,
+    decoders: Mutex<Vec<Box<dyn Decoder>>>,
+    factory: DecoderFactory,
+    cache: Mutex<Cache>,
+    /// Counters.
+    pub counters: SnapshotCounters,
+}
+
+impl Snapshotter {
+    /// A service with the default openh264 decoder.
+    pub fn new(config: SnapshotConfig) -> Arc<Snapshotter> {
+        let factory: DecoderFactory =
+            Arc::new(|| Ok(Box::new(media::decode::OpenH264Decoder::new()?) as Box<dyn Decoder>));
+        Self::with_factory(config, factory)
+    }
+
+    /// A service with another decoder backend.
+    pub fn with_factory(config: SnapshotConfig, factory: DecoderFactory) -> Arc<Snapshotter> {
+        let workers = config.workers.max(1);
+        Arc::new(Snapshotter {
+            permits: Semaphore::new(workers),
+            decoders: Mutex::new(Vec::with_capacity(workers)),
+            cache: Mutex::new(Cache {
+                capacity: config.cache_entries.max(1),
+                tick: 0,
+                cells: HashMap::new(),
+            }),
+            factory,
+            config,
+            counters: SnapshotCounters::default(),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &SnapshotConfig {
+        &self.config
+    }
+
+    /// Takes a picture of `stream`, waiting up to the interval for a keyframe and trying at most
+    /// `attempts` keyframes. Fails with [`Error::Timeout`] when none could be pictured in time.
+    pub async fn take(
+        &self,
+        stream: &Arc<LiveStream>,
+        request: SnapshotRequest,
+    ) -> Result<Snapshot> {
+        // Check the size against the limits before waiting for anything.
+        request
+            .options
+            .output_size(1920, 1080)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let deadline = Instant::now() + self.config.interval;
+        let mut keyframes = stream.keyframes();
+        let mut attempts = 0u32;
+        let mut last_error: Option<String> = None;
+        let mut tried_seq: Option<u64> = None;
+        loop {
+            if stream.is_closed() {
+                return Err(Error::NotLive(stream.key.to_string()));
+            }
+            let view = stream.gop(request.precision == Precision::Latest);
+            if let Some(view) = view.filter(|v| Some(v.frames[0].seq) != tried_seq) {
+                tried_seq = Some(view.frames[0].seq);
+                attempts += 1;
+                match self.picture(stream, view, request).await {
+                    Ok(s) => return Ok(s),
+                    Err(Error::BadRequest(e)) => return Err(Error::BadRequest(e)),
+                    Err(e) => {
+                        self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(stream = %stream.key, attempt = attempts, error = %e, "snapshot attempt failed");
+                        last_error = Some(e.to_string());
+                    }
+                }
+                if attempts >= self.config.attempts {
+                    break;
+                }
+            }
+            // Wait for a (newer) keyframe until the deadline.
+            match tokio::time::timeout_at(deadline, keyframes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Error::NotLive(stream.key.to_string())),
+                Err(_) => break,
+            }
+        }
+        let why = last_error.or_else(|| stream.problem()).unwrap_or_else(|| {
+            "no keyframe arrived (audio only, or the publisher sends no video)".to_string()
+        });
+        Err(Error::Timeout(why))
+    }
+
+    async fn picture(
+        &self,
+        stream: &Arc<LiveStream>,
+        view: GopView,
+        request: SnapshotRequest,
+    ) -> Result<Snapshot> {
+        // The target: the keyframe, or the newest frame in presentation order.
+        let target = match request.precision {
+            Precision::Keyframe => &view.frames[0],
+            Precision::Latest => view
+                .frames
+                .iter()
+                .max_by_key(|f| (f.frame.pts_ms, f.seq))
+                .unwrap_or(&view.frames[0]),
+        };
+        let key = CacheKey {
+            stream_id: stream.id,
+            frame_seq: target.seq,
+            request,
+        };
+        let (frame_arrived, frame_pts_ms, keyframe) =
+            (target.arrived, target.frame.pts_ms, target.frame.keyframe);
+        let cell = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cell(key);
+        if let Some(s) = cell.get() {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Snapshot {
+                cache_hit: true,
+                ..(**s).clone()
+            });
+        }
+        let made = cell
+            .get_or_try_init(|| async {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Internal("snapshot service closed".into()))?;
+                let mut decoder = self.checkout()?;
+                let options = request.options;
+                let (decoder, result) = tokio::task::spawn_blocking(move || {
+                    let params = &view.params;
+                    let frames: Vec<media::Frame> = match request.precision {
+                        Precision::Keyframe => vec![view.frames[0].frame.clone()],
+                        Precision::Latest => view.frames.iter().map(|f| f.frame.clone()).collect(),
+                    };
+                    let result = decoder
+                        .decode(
+                            &params.config,
+                            &frames,
+                            (params.sps.width, params.sps.height),
+                        )
+                        .and_then(|pic| {
+                            let size = options.output_size(pic.width, pic.height)?;
+                            let bytes = picture::encode(&pic, params.sps.colour, &options)?;
+                            Ok((bytes, size))
+                        });
+                    (decoder, result)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
+                self.checkin(decoder);
+                let (bytes, (width, height)) = result.map_err(|e| match e {
+                    media::Error::BadOutputSize { .. } => Error::BadRequest(e.to_string()),
+                    e => Error::Internal(e.to_string()),
+                })?;
+                self.counters.pictures_made.fetch_add(1, Ordering::Relaxed);
+                stream.snapshots.fetch_add(1, Ordering::Relaxed);
+                debug!(stream = %stream.key, bytes = bytes.len(), "picture made");
+                Ok::<_, Error>(Arc::new(Snapshot {
+                    image: Bytes::from(bytes),
+                    width,
+                    height,
+                    frame_arrived,
+                    frame_pts_ms,
+                    keyframe,
+                    cache_hit: false,
+                }))
+            })
+            .await?;
+        Ok((**made).clone())
+    }
+
+    fn checkout(&self) -> Result<Box<dyn Decoder>> {
+        if let Some(d) = self
+            .decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Ok(d);
+        }
+        self.counters
+            .decoders_created
+            .fetch_add(1, Ordering::Relaxed);
+        (self.factory)().map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn checkin(&self, decoder: Box<dyn Decoder>) {
+        self.decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(decoder);
+    }
+}

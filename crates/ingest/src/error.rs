@@ -1,0 +1,37 @@
+//! The one error type of the ingest crate.
+
+/// Why a connection or a file was refused. Each variant is one thing a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The RTMP handshake failed (wrong version byte, garbage).
+    #[error("RTMP handshake: {0}")]
+    Handshake(String),
+    /// The RTMP chunk stream could not be read.
+    #[error("RTMP chunk stream: {0}")]
+    Chunk(String),
+    /// An AMF0 value could not be read.
+    #[error("AMF0: {0}")]
+    Amf0(&'static str),
+    /// A command arrived that makes no sense at this point.
+    #[error("RTMP protocol: {0}")]
+    Protocol(String),
+    /// A message larger than the configured limit.
+    #[error("{what} of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An FLV file or tag could not be read.
+    #[error("FLV: {0}")]
+    Flv(String),
+    /// Socket error.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result with the ingest [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

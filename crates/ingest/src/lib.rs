@@ -1,0 +1,13 @@
+//! livesnap's protocol front ends. Each turns a connection or a file into [`media::Frame`]s and
+//! hands them to a [`media::stream::StreamSink`].
+//!
+//! Protocol cores are sans-IO (bytes in, events and bytes out) so they can be fuzzed and tested
+//! without sockets; only `rtmp::server` touches tokio.
+#![deny(missing_docs, unsafe_code)]
+
+pub mod amf0;
+pub mod error;
+pub mod flv;
+pub mod rtmp;
+
+pub use error::{Error, Result};

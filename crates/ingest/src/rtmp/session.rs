@@ -1,0 +1,471 @@
+//! The sans-IO core of an RTMP publish connection: bytes in, [`Event`]s and reply bytes out.
+//!
+//! It drives rml_rtmp's handshake and chunk (de)serializer, and answers the NetConnection and
+//! NetStream commands a publisher sends (connect, releaseStream, FCPublish, createStream,
+//! publish, FCUnpublish, deleteStream). It is written here rather than using rml_rtmp's
+//! `ServerSession` because that one hides the connect command's `tcUrl` (we need its host for the
+//! domain) and decodes AMF0 without a nesting limit. Playing is refused: livesnap only ingests.
+
+use bytes::Bytes;
+use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::{
+    MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use std::collections::HashMap;
+
+use crate::amf0::{self, Amf0Value};
+use crate::{Error, Result};
+
+/// Chunk size we send with.
+const OUT_CHUNK_SIZE: u32 = 4096;
+/// Window acknowledgement size we announce.
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
+/// Largest chunk size a peer may set (the protocol allows 2^31 - 1).
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Largest command or data message decoded as AMF0.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// The message stream id given to the one stream a publisher creates.
+const STREAM_ID: u32 = 1;
+
+/// RTMP message type ids (RTMP spec 5.4 and 7.1).
+mod msg {
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    pub const AUDIO: u8 = 8;
+    pub const VIDEO: u8 = 9;
+    pub const COMMAND_AMF0: u8 = 20;
+    pub const WINDOW_ACK_SIZE: u8 = 5;
+}
+
+/// What happened on the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The publisher asks to publish `name` (the raw publish name, query string included) on
+    /// `app`; answer with [`Session::accept_publish`] or [`Session::reject_publish`].
+    PublishRequested {
+        /// The app from the connect command.
+        app: String,
+        /// The publish name, with any `?query`.
+        name: String,
+        /// The tcUrl from the connect command, if any.
+        tc_url: Option<String>,
+    },
+    /// A video message on the published stream: an FLV video tag body.
+    Video {
+        /// RTMP timestamp (ms), as the chunk stream gives it.
+        timestamp: u32,
+        /// The tag body.
+        body: Bytes,
+    },
+    /// The publisher stopped publishing (FCUnpublish, deleteStream or closeStream).
+    Unpublished,
+    /// The peer asked for something we do not serve (playing); the connection should close.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Connected,
+    PublishPending,
+    Publishing,
+}
+
+/// One RTMP publish connection's protocol state.
+pub struct Session {
+    state: State,
+    handshake: Handshake,
+    deserializer: ChunkDeserializer,
+    serializer: ChunkSerializer,
+    out: Vec<u8>,
+    app: Option<String>,
+    tc_url: Option<String>,
+    publish_tx: f64,
+    received: u64,
+    peer_window: u32,
+    last_ack: u64,
+    connected: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    /// A new connection, waiting for the handshake.
+    pub fn new() -> Session {
+        Session {
+            state: State::Handshaking,
+            handshake: Handshake::new(PeerType::Server),
+            deserializer: ChunkDeserializer::new(),
+            serializer: ChunkSerializer::new(),
+            out: Vec::new(),
+            app: None,
+            tc_url: None,
+            publish_tx: 0.0,
+            received: 0,
+            peer_window: 0,
+            last_ack: 0,
+            connected: false,
+        }
+    }
+
+    /// True once the handshake is done.
+    pub fn handshake_done(&self) -> bool {
+        self.state != State::Handshaking
+    }
+
+    /// True while a publish is accepted and running.
+    pub fn publishing(&self) -> bool {
+        self.state == State::Publishing
+    }
+
+    /// Bytes to send to the peer; the caller writes them out and clears the buffer.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Feeds bytes from the socket, appending what happened to `events`.
+    pub fn feed(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<()> {
+        self.received += data.len() as u64;
+        let remaining;
+        let data = if self.state == State::Handshaking {
+            match self
+                .handshake
+                .process_bytes(data)
+                .map_err(|e| Error::Handshake(format!("{e:?}")))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.out.extend_from_slice(&response_bytes);
+                    return Ok(());
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.out.extend_from_slice(&response_bytes);
+                    self.state = State::Connected;
+                    remaining = remaining_bytes;
+                    &remaining[..]
+                }
+            }
+        } else {
+            data
+        };
+        let mut next = self
+            .deserializer
+            .get_next_message(data)
+            .map_err(|e| Error::Chunk(e.to_string()))?;
+        while let Some(message) = next {
+            self.on_message(message, events)?;
+            next = self
+                .deserializer
+                .get_next_message(&[])
+                .map_err(|e| Error::Chunk(e.to_string()))?;
+        }
+        if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
+            self.last_ack = self.received;
+            self.send(
+                RtmpMessage::Acknowledgement {
+                    sequence_number: self.received as u32,
+                },
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Accepts the pending publish: the publisher gets NetStream.Publish.Start.
+    pub fn accept_publish(&mut self) -> Result<()> {
+        if self.state != State::PublishPending {
+            return Err(Error::Protocol("no publish is pending".into()));
+        }
+        self.state = State::Publishing;
+        self.send(
+            RtmpMessage::UserControl {
+                event_type: UserControlEventType::StreamBegin,
+                stream_id: Some(STREAM_ID),
+                buffer_length: None,
+                timestamp: None,
+            },
+            0,
+        )?;
+        let tx = self.publish_tx;
+        self.on_status(
+            tx,
+            "status",
+            "NetStream.Publish.Start",
+            "Publishing started.",
+        )
+    }
+
+    /// Refuses the pending publish with an error status (e.g. `NetStream.Publish.BadName`).
+    pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<()> {
+        self.state = State::Connected;
+        let tx = self.publish_tx;
+        self.on_status(tx, "error", code, description)
+    }
+
+    fn on_message(&mut self, m: MessagePayload, events: &mut Vec<Event>) -> Result<()> {
+        match m.type_id {
+            msg::VIDEO => {
+                if self.state == State::Publishing
+                    && m.message_stream_id == STREAM_ID
+                    && !m.data.is_empty()
+                {
+                    events.push(Event::Video {
+                        timestamp: m.timestamp.value,
+                        body: m.data,
+                    });
+                }
+            }
+            msg::AUDIO => {} // accepted and dropped
+            msg::SET_CHUNK_SIZE => {
+                let b = &m.data[..];
+                if b.len() < 4 {
+                    return Err(Error::Protocol("SetChunkSize shorter than 4 bytes".into()));
+                }
+                let size = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
+                if size == 0 || size > MAX_CHUNK_SIZE {
+                    return Err(Error::TooLarge {
+                        what: "chunk size",
+                        size: size as usize,
+                        limit: MAX_CHUNK_SIZE as usize,
+                    });
+                }
+                self.deserializer
+                    .set_max_chunk_size(size as usize)
+                    .map_err(|e| Error::Chunk(e.to_string()))?;
+            }
+            msg::WINDOW_ACK_SIZE => {
+                if let Some(b) = m.data.get(..4) {
+                    self.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            msg::COMMAND_AMF0 => {
+                if m.data.len() > MAX_COMMAND_BYTES {
+                    return Err(Error::TooLarge {
+                        what: "command message",
+                        size: m.data.len(),
+                        limit: MAX_COMMAND_BYTES,
+                    });
+                }
+                let values = amf0::decode_all(&m.data)?;
+                self.on_command(values, events)?;
+            }
+            _ => {} // data (onMetaData), acks, user control, AMF3: nothing we need
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, values: Vec<Amf0Value>, events: &mut Vec<Event>) -> Result<()> {
+        let mut it = values.into_iter();
+        let name = match it.next() {
+            Some(Amf0Value::Utf8String(s)) => s,
+            _ => return Err(Error::Protocol("command without a name".into())),
+        };
+        let tx = match it.next() {
+            Some(Amf0Value::Number(n)) => n,
+            _ => 0.0,
+        };
+        let object = it.next();
+        let args: Vec<Amf0Value> = it.collect();
+        match name.as_str() {
+            "connect" => {
+                if self.connected {
+                    return Err(Error::Protocol("second connect on one connection".into()));
+                }
+                let props = match object {
+                    Some(Amf0Value::Object(p)) => p,
+                    _ => return Err(Error::Protocol("connect without a command object".into())),
+                };
+                let text = |k: &str| match props.get(k) {
+                    Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                let app = text("app").unwrap_or_default();
+                // Some clients put the query on the app ("live?vhost=x"); keep it for the resolver.
+                self.app = Some(app.trim_end_matches('/').to_string());
+                self.tc_url = text("tcUrl");
+                self.connected = true;
+                self.send(
+                    RtmpMessage::WindowAcknowledgement {
+                        size: WINDOW_ACK_SIZE,
+                    },
+                    0,
+                )?;
+                self.send(
+                    RtmpMessage::SetPeerBandwidth {
+                        size: WINDOW_ACK_SIZE,
+                        limit_type: PeerBandwidthLimitType::Dynamic,
+                    },
+                    0,
+                )?;
+                let packet = self
+                    .serializer
+                    .set_max_chunk_size(OUT_CHUNK_SIZE, RtmpTimestamp::new(0))
+                    .map_err(|e| Error::Chunk(e.to_string()))?;
+                self.out.extend_from_slice(&packet.bytes);
+                let mut server = HashMap::new();
+                server.insert(
+                    "fmsVer".to_string(),
+                    Amf0Value::Utf8String("FMS/3,0,1,123".into()),
+                );
+                server.insert("capabilities".to_string(), Amf0Value::Number(31.0));
+                let mut info = HashMap::new();
+                info.insert("level".to_string(), Amf0Value::Utf8String("status".into()));
+                info.insert(
+                    "code".to_string(),
+                    Amf0Value::Utf8String("NetConnection.Connect.Success".into()),
+                );
+                info.insert(
+                    "description".to_string(),
+                    Amf0Value::Utf8String("Connection succeeded.".into()),
+                );
+                info.insert("objectEncoding".to_string(), Amf0Value::Number(0.0));
+                self.command(
+                    "_result",
+                    tx,
+                    Amf0Value::Object(server),
+                    vec![Amf0Value::Object(info)],
+                    0,
+                )?;
+            }
+            "releaseStream" | "FCPublish" => {
+                self.require_connected(&name)?;
+                self.command(
+                    "_result",
+                    tx,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Undefined],
+                    0,
+                )?;
+            }
+            "createStream" => {
+                self.require_connected(&name)?;
+                self.command(
+                    "_result",
+                    tx,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Number(f64::from(STREAM_ID))],
+                    0,
+                )?;
+            }
+            "publish" => {
+                self.require_connected(&name)?;
+                if self.state != State::Connected {
+                    return Err(Error::Protocol("publish while already publishing".into()));
+                }
+                let stream_name = match args.first() {
+                    Some(Amf0Value::Utf8String(s)) if !s.is_empty() => s.clone(),
+                    _ => return Err(Error::Protocol("publish without a stream name".into())),
+                };
+                self.publish_tx = tx;
+                self.state = State::PublishPending;
+                events.push(Event::PublishRequested {
+                    app: self.app.clone().unwrap_or_default(),
+                    name: stream_name,
+                    tc_url: self.tc_url.clone(),
+                });
+            }
+            "FCUnpublish" | "deleteStream" | "closeStream" => {
+                if self.state == State::Publishing {
+                    self.state = State::Connected;
+                    events.push(Event::Unpublished);
+                    if name == "FCUnpublish" {
+                        self.on_status(
+                            tx,
+                            "status",
+                            "NetStream.Unpublish.Success",
+                            "Stream unpublished.",
+                        )?;
+                    }
+                }
+            }
+            "play" => {
+                self.on_status(
+                    tx,
+                    "error",
+                    "NetStream.Play.Failed",
+                    "livesnap does not serve playback",
+                )?;
+                events.push(Event::Refused("play is not supported".into()));
+            }
+            _ => {} // getStreamLength, _checkbw, ...: ignored, as other servers do
+        }
+        Ok(())
+    }
+
+    fn require_connected(&self, name: &str) -> Result<()> {
+        if self.connected {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!("{name} before connect")))
+        }
+    }
+
+    fn on_status(&mut self, tx: f64, level: &str, code: &str, description: &str) -> Result<()> {
+        let mut info = HashMap::new();
+        info.insert("level".to_string(), Amf0Value::Utf8String(level.into()));
+        info.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
+        info.insert(
+            "description".to_string(),
+            Amf0Value::Utf8String(description.into()),
+        );
+        self.command(
+            "onStatus",
+            tx,
+            Amf0Value::Null,
+            vec![Amf0Value::Object(info)],
+            STREAM_ID,
+        )
+    }
+
+    fn command(
+        &mut self,
+        name: &str,
+        tx: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream: u32,
+    ) -> Result<()> {
+        let mut values = vec![
+            Amf0Value::Utf8String(name.into()),
+            Amf0Value::Number(tx),
+            object,
+        ];
+        values.extend(args);
+        let data = amf0::encode(&values)?;
+        self.send_payload(msg::COMMAND_AMF0, Bytes::from(data), stream)
+    }
+
+    fn send(&mut self, message: RtmpMessage, stream: u32) -> Result<()> {
+        let payload = message
+            .into_message_payload(RtmpTimestamp::new(0), stream)
+            .map_err(|e| Error::Chunk(e.to_string()))?;
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .map_err(|e| Error::Chunk(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
+    fn send_payload(&mut self, type_id: u8, data: Bytes, stream: u32) -> Result<()> {
+        let payload = MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id,
+            message_stream_id: stream,
+            data,
+        };
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .map_err(|e| Error::Chunk(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! Which live stream an RTMP publish names: `{domain}/{app}/{stream}` from the connect command's
+//! app and tcUrl and the publish name.
+//!
+//! The domain is a `domain=` or `vhost=` query parameter (on the publish name, the app or the
+//! tcUrl), else the tcUrl's host when that host is one of the configured domains, else
+//! [`DEFAULT_DOMAIN`]. An IP address or `localhost` is never a domain.
+
+use media::stream::{StreamKey, DEFAULT_DOMAIN};
+
+/// Splits `s` at the first `?` into the part before and the query after.
+fn split_query(s: &str) -> (&str, &str) {
+    match s.split_once('?') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    }
+}
+
+/// The value of `domain=` or `vhost=` in a query string.
+fn domain_param(query: &str) -> Option<&str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (matches!(k, "domain" | "vhost") && !v.is_empty()).then_some(v)
+    })
+}
+
+/// The host of an `rtmp://host[:port]/...` URL, lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// True when `host` can be a domain: not an IP address and not `localhost`.
+pub fn is_domain_name(host: &str) -> bool {
+    !host.is_empty() && host != "localhost" && host.parse::<std::net::IpAddr>().is_err()
+}
+
+/// Resolves the stream key of a publish. `domains` are the configured domain names.
+pub fn resolve(
+    app: &str,
+    name: &str,
+    tc_url: Option<&str>,
+    domains: &[String],
+) -> Result<StreamKey, String> {
+    let (app, app_query) = split_query(app);
+    let (stream, name_query) = split_query(name);
+    let tc_query = tc_url.map(|u| split_query(u).1).unwrap_or("");
+    let domain = domain_param(name_query)
+        .or_else(|| domain_param(app_query))
+        .or_else(|| domain_param(tc_query))
+        .map(|d| d.to_ascii_lowercase())
+        .or_else(|| {
+            let host = url_host(tc_url?)?;
+            (is_domain_name(&host) && domains.iter().any(|d| d.eq_ignore_ascii_case(&host)))
+                .then_some(host)
+        })
+        .unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
+    // ffmpeg sends "live/cam1" as app "live" and name "cam1"; OBS may send an app with a
+    // trailing slash. A name with a slash inside stays refused by the key check.
+    StreamKey::new(&domain, app.trim_matches('/'), stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(app: &str, name: &str, tc: Option<&str>) -> String {
+        resolve(app, name, tc, &["cams.example.com".to_string()])
+            .map(|k| k.to_string())
+            .unwrap_or_else(|e| e)
+    }
+
+    #[test]
+    fn default_domain_for_ip_and_localhost() {
+        assert_eq!(
+            key("live", "cam1", Some("rtmp://127.0.0.1:1935/live")),
+            "_default/live/cam1"
+        );
+        assert_eq!(
+            key("live", "cam1", Some("rtmp://localhost/live")),
+            "_default/live/cam1"
+        );
+        assert_eq!(
+            key("live", "cam1", Some("rtmp://[::1]:1935/live")),
+            "_default/live/cam1"
+        );
+    }
+
+    #[test]
+    fn domain_from_query_and_configured_host() {
+        assert_eq!(
+            key("live", "cam1?domain=a.example&t=1", None),
+            "a.example/live/cam1"
+        );
+        assert_eq!(
+            key("live?vhost=b.example", "cam1", None),
+            "b.example/live/cam1"
+        );
+        assert_eq!(
+            key("live", "cam1", Some("rtmp://CAMS.example.com:1935/live")),
+            "cams.example.com/live/cam1"
+        );
+        // A host that is not configured is not a domain.
+        assert_eq!(
+            key("live", "cam1", Some("rtmp://other.example.com/live")),
+            "_default/live/cam1"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert!(resolve("live", "", None, &[]).is_err());
+        assert!(resolve("live", "..", None, &[]).is_err());
+        assert!(resolve("", "cam", None, &[]).is_err());
+        assert!(resolve("live", "a\u{0}b", None, &[]).is_err());
+    }
+}

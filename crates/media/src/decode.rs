@@ -1,0 +1,182 @@
+//! Decoders behind one trait, and the decoded picture they hand back.
+//!
+//! A decoder is expensive to create and cheap to reuse, and a keyframe needs no earlier state, so
+//! the caller pools decoders and gives any of them any stream's keyframe with its parameter sets.
+//! Each call starts clean: whatever a previous call left in the decoder is flushed and dropped.
+
+use openh264::decoder::{DecodeOptions, Decoder as OpenH264, DecoderConfig, Flush};
+use openh264::formats::YUVSource;
+use openh264::OpenH264API;
+
+use crate::avc::{self, AvcConfig};
+use crate::{Error, Frame, Result};
+
+/// A decoded 8-bit 4:2:0 picture with its own planes (tightly packed: stride = width).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Luma, `width * height` bytes.
+    pub y: Vec<u8>,
+    /// Cb, `ceil(width/2) * ceil(height/2)` bytes.
+    pub u: Vec<u8>,
+    /// Cr, same size as `u`.
+    pub v: Vec<u8>,
+}
+
+impl Picture {
+    /// Width of the chroma planes.
+    pub fn chroma_width(&self) -> u32 {
+        self.width.div_ceil(2)
+    }
+
+    /// Copies planes given with strides, keeping at most `width` x `height` (the display size).
+    pub fn from_planes(
+        width: u32,
+        height: u32,
+        y: (&[u8], usize),
+        u: (&[u8], usize),
+        v: (&[u8], usize),
+    ) -> Result<Picture> {
+        let mut p = Picture {
+            width: 0,
+            height: 0,
+            y: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+        };
+        p.copy_planes(width, height, y, u, v)?;
+        Ok(p)
+    }
+
+    /// Like [`Picture::from_planes`], reusing this picture's buffers.
+    pub fn copy_planes(
+        &mut self,
+        width: u32,
+        height: u32,
+        (y, y_stride): (&[u8], usize),
+        (u, u_stride): (&[u8], usize),
+        (v, v_stride): (&[u8], usize),
+    ) -> Result<()> {
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        fn copy(out: &mut Vec<u8>, plane: &[u8], stride: usize, w: usize, h: usize) -> Result<()> {
+            if h > 0 && (stride < w || plane.len() < stride * (h - 1) + w) {
+                return Err(Error::Decode(
+                    "decoder returned a plane smaller than its size".into(),
+                ));
+            }
+            out.clear();
+            for row in 0..h {
+                out.extend_from_slice(&plane[row * stride..row * stride + w]);
+            }
+            Ok(())
+        }
+        copy(&mut self.y, y, y_stride, w, h)?;
+        copy(&mut self.u, u, u_stride, cw, ch)?;
+        copy(&mut self.v, v, v_stride, cw, ch)?;
+        self.width = width;
+        self.height = height;
+        Ok(())
+    }
+}
+
+/// Something that turns compressed access units into a picture.
+pub trait Decoder: Send {
+    /// Decodes `frames` (decode order, the first one a keyframe) with `config`'s parameter sets
+    /// and returns the picture of the newest frame in presentation order, cropped to at most
+    /// `display` (width, height).
+    fn decode(
+        &mut self,
+        config: &AvcConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+    ) -> Result<Picture>;
+}
+
+/// The default H.264 decoder: Cisco's openh264, built from source by the `openh264` crate.
+pub struct OpenH264Decoder {
+    inner: OpenH264,
+    annexb: Vec<u8>,
+}
+
+impl OpenH264Decoder {
+    /// Creates a decoder. Costs more than decoding a keyframe: pool it.
+    pub fn new() -> Result<Self> {
+        // Without NoFlush, openh264 flushes after every access unit and fails on most frames
+        // that follow a B-frame; we flush once, at the end of each call.
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let inner = OpenH264::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| Error::Decode(format!("cannot create openh264 decoder: {e}")))?;
+        Ok(OpenH264Decoder {
+            inner,
+            annexb: Vec::new(),
+        })
+    }
+
+    fn copy_out(yuv: &impl YUVSource, display: (u32, u32), out: &mut Picture) -> Result<()> {
+        let (w, h) = yuv.dimensions();
+        let (sy, su, sv) = yuv.strides();
+        let width = (w as u32).min(display.0);
+        let height = (h as u32).min(display.1);
+        out.copy_planes(width, height, (yuv.y(), sy), (yuv.u(), su), (yuv.v(), sv))
+    }
+}
+
+impl Decoder for OpenH264Decoder {
+    fn decode(
+        &mut self,
+        config: &AvcConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+    ) -> Result<Picture> {
+        let first = frames
+            .first()
+            .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
+        if !first.keyframe {
+            return Err(Error::Decode("decoding must start at a keyframe".into()));
+        }
+        // Drop anything an earlier call (maybe of another stream) left buffered.
+        let _ = self.inner.flush_remaining();
+        let no_flush = || DecodeOptions::new().flush_after_decode(Flush::NoFlush);
+        // Pictures come out in presentation order, so the last one out is the newest. Each is
+        // copied into the same buffers (the decoder's own are reused on the next call).
+        let mut out = Picture {
+            width: 0,
+            height: 0,
+            y: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+        };
+        let mut have = false;
+        for (i, frame) in frames.iter().enumerate() {
+            self.annexb.clear();
+            if i == 0 {
+                config.annexb_parameter_sets(&mut self.annexb);
+            }
+            avc::append_annexb(&frame.data, config.nal_length_size, &mut self.annexb)?;
+            let decoded = self
+                .inner
+                .decode_with_options(&self.annexb, no_flush())
+                .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
+            if let Some(yuv) = decoded {
+                Self::copy_out(&yuv, display, &mut out)?;
+                have = true;
+            }
+        }
+        let remaining = self
+            .inner
+            .flush_remaining()
+            .map_err(|e| Error::Decode(format!("flush: {e}")))?;
+        if let Some(yuv) = remaining.last() {
+            Self::copy_out(yuv, display, &mut out)?;
+            have = true;
+        }
+        if !have {
+            return Err(Error::Decode("the decoder produced no picture".into()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,301 @@
+//! From a decoded [`Picture`] to image bytes: colour conversion honouring the stream's matrix and
+//! range, optional scaling, and JPEG or PNG encoding.
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
+use yuvutils_rs::{YuvPlanarImage, YuvRange, YuvStandardMatrix};
+
+use crate::decode::Picture;
+use crate::sps::{Colour, Matrix};
+use crate::{Error, Result};
+
+/// Largest output width or height a caller may ask for.
+pub const MAX_OUTPUT_SIDE: u32 = 8192;
+/// JPEG quality used when none is given.
+pub const DEFAULT_JPEG_QUALITY: u8 = 85;
+
+/// The encoded image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    /// JPEG (baseline, 4:2:0).
+    Jpeg,
+    /// PNG, RGB, fast compression.
+    Png,
+}
+
+impl ImageFormat {
+    /// Parses `jpg`, `jpeg` or `png` (any case).
+    pub fn parse(s: &str) -> Option<ImageFormat> {
+        match s.to_ascii_lowercase().as_str() {
+            "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
+            "png" => Some(ImageFormat::Png),
+            _ => None,
+        }
+    }
+
+    /// File extension (`jpg` / `png`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+        }
+    }
+
+    /// MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+        }
+    }
+}
+
+/// What picture to make: format, optional size, JPEG quality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncodeOptions {
+    /// Output format.
+    pub format: ImageFormat,
+    /// Output width; with only one of width/height the other keeps the aspect ratio.
+    pub width: Option<u32>,
+    /// Output height.
+    pub height: Option<u32>,
+    /// JPEG quality 1..=100 (ignored for PNG).
+    pub quality: u8,
+}
+
+impl EncodeOptions {
+    /// Full-size picture in `format` with the default quality.
+    pub fn new(format: ImageFormat) -> Self {
+        EncodeOptions {
+            format,
+            width: None,
+            height: None,
+            quality: DEFAULT_JPEG_QUALITY,
+        }
+    }
+
+    /// The output size for a source of `src_w` x `src_h`.
+    pub fn output_size(&self, src_w: u32, src_h: u32) -> Result<(u32, u32)> {
+        let scale = |given: u32, num: u32, den: u32| -> u32 {
+            ((u64::from(given) * u64::from(num) + u64::from(den) / 2) / u64::from(den.max(1)))
+                .max(1) as u32
+        };
+        let (w, h) = match (self.width, self.height) {
+            (None, None) => (src_w, src_h),
+            (Some(w), Some(h)) => (w, h),
+            (Some(w), None) => (w, scale(w, src_h, src_w)),
+            (None, Some(h)) => (scale(h, src_w, src_h), h),
+        };
+        if w == 0 || h == 0 || w > MAX_OUTPUT_SIDE || h > MAX_OUTPUT_SIDE {
+            return Err(Error::BadOutputSize {
+                width: w,
+                height: h,
+                max: MAX_OUTPUT_SIDE,
+            });
+        }
+        Ok((w, h))
+    }
+}
+
+/// Converts 4:2:0 YUV to packed RGB8 with the given colour description.
+pub fn to_rgb(picture: &Picture, colour: Colour) -> Result<Vec<u8>> {
+    let (w, h) = (picture.width, picture.height);
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    let cw = picture.chroma_width();
+    let planar = YuvPlanarImage {
+        y_plane: &picture.y,
+        y_stride: w,
+        u_plane: &picture.u,
+        u_stride: cw,
+        v_plane: &picture.v,
+        v_stride: cw,
+        width: w,
+        height: h,
+    };
+    let range = if colour.full_range {
+        YuvRange::Full
+    } else {
+        YuvRange::Limited
+    };
+    let matrix = match colour.matrix {
+        Matrix::Bt601 => YuvStandardMatrix::Bt601,
+        Matrix::Bt709 => YuvStandardMatrix::Bt709,
+        Matrix::Bt2020 => YuvStandardMatrix::Bt2020,
+    };
+    yuvutils_rs::yuv420_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
+        .map_err(|e| Error::Encode(format!("colour conversion: {e:?}")))?;
+    Ok(rgb)
+}
+
+/// Scales packed RGB8 from `src` size to `dst` size (bilinear-quality convolution).
+pub fn scale_rgb(rgb: Vec<u8>, src: (u32, u32), dst: (u32, u32)) -> Result<Vec<u8>> {
+    if src == dst {
+        return Ok(rgb);
+    }
+    let src_img = Image::from_vec_u8(src.0, src.1, rgb, PixelType::U8x3)
+        .map_err(|e| Error::Encode(format!("scale source: {e}")))?;
+    let mut dst_img = Image::new(dst.0, dst.1, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(
+        fast_image_resize::FilterType::Bilinear,
+    ));
+    Resizer::new()
+        .resize(&src_img, &mut dst_img, &options)
+        .map_err(|e| Error::Encode(format!("scale: {e}")))?;
+    Ok(dst_img.into_vec())
+}
+
+/// Encodes packed RGB8 as JPEG or PNG.
+pub fn encode_rgb(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    format: ImageFormat,
+    quality: u8,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    match format {
+        ImageFormat::Jpeg => {
+            let (w, h) = (u16::try_from(width), u16::try_from(height));
+            let (Ok(w), Ok(h)) = (w, h) else {
+                return Err(Error::Encode(format!("JPEG cannot hold {width}x{height}")));
+            };
+            let mut enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+            enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+                .map_err(|e| Error::Encode(format!("jpeg: {e}")))?;
+        }
+        ImageFormat::Png => {
+            let mut enc = png::Encoder::new(&mut out, width, height);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.set_compression(png::Compression::Fast);
+            let mut writer = enc
+                .write_header()
+                .map_err(|e| Error::Encode(format!("png: {e}")))?;
+            writer
+                .write_image_data(rgb)
+                .map_err(|e| Error::Encode(format!("png: {e}")))?;
+            writer
+                .finish()
+                .map_err(|e| Error::Encode(format!("png: {e}")))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The whole path from a decoded picture to image bytes.
+pub fn encode(picture: &Picture, colour: Colour, options: &EncodeOptions) -> Result<Vec<u8>> {
+    let (w, h) = options.output_size(picture.width, picture.height)?;
+    let rgb = to_rgb(picture, colour)?;
+    let rgb = scale_rgb(rgb, (picture.width, picture.height), (w, h))?;
+    encode_rgb(&rgb, w, h, options.format, options.quality)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(width: u32, height: u32, y: u8, u: u8, v: u8) -> Picture {
+        let c = (width.div_ceil(2) * height.div_ceil(2)) as usize;
+        Picture {
+            width,
+            height,
+            y: vec![y; (width * height) as usize],
+            u: vec![u; c],
+            v: vec![v; c],
+        }
+    }
+
+    #[test]
+    fn output_size_keeps_aspect() {
+        let o = |w, h| EncodeOptions {
+            width: w,
+            height: h,
+            ..EncodeOptions::new(ImageFormat::Jpeg)
+        };
+        assert_eq!(
+            o(Some(640), None).output_size(1920, 1080).unwrap(),
+            (640, 360)
+        );
+        assert_eq!(
+            o(None, Some(360)).output_size(1920, 1080).unwrap(),
+            (640, 360)
+        );
+        assert_eq!(
+            o(Some(100), Some(50)).output_size(1920, 1080).unwrap(),
+            (100, 50)
+        );
+        assert!(o(Some(0), None).output_size(1920, 1080).is_err());
+        assert!(o(Some(100_000), None).output_size(1920, 1080).is_err());
+    }
+
+    #[test]
+    fn limited_and_full_range_differ_as_they_should() {
+        // Y=16 is black in limited range and dark grey in full range.
+        let p = flat(4, 4, 16, 128, 128);
+        let limited = to_rgb(
+            &p,
+            Colour {
+                matrix: Matrix::Bt709,
+                full_range: false,
+            },
+        )
+        .unwrap();
+        let full = to_rgb(
+            &p,
+            Colour {
+                matrix: Matrix::Bt709,
+                full_range: true,
+            },
+        )
+        .unwrap();
+        assert!(limited[0] <= 1, "limited Y=16 gave {}", limited[0]);
+        assert!((14..=18).contains(&full[0]), "full Y=16 gave {}", full[0]);
+    }
+
+    #[test]
+    fn matrix_matters_for_colour() {
+        // A saturated red in BT.709 limited: Y=63 Cb=102 Cr=240.
+        let p = flat(2, 2, 63, 102, 240);
+        let bt709 = to_rgb(
+            &p,
+            Colour {
+                matrix: Matrix::Bt709,
+                full_range: false,
+            },
+        )
+        .unwrap();
+        let bt601 = to_rgb(
+            &p,
+            Colour {
+                matrix: Matrix::Bt601,
+                full_range: false,
+            },
+        )
+        .unwrap();
+        assert!(
+            bt709[0] > 250 && bt709[1] < 8 && bt709[2] < 8,
+            "bt709 red = {:?}",
+            &bt709[..3]
+        );
+        assert!(
+            bt601[1] > 20,
+            "bt601 should tint the red: {:?}",
+            &bt601[..3]
+        );
+    }
+
+    #[test]
+    fn encodes_odd_sizes() {
+        let p = flat(33, 17, 120, 90, 200);
+        for f in [ImageFormat::Jpeg, ImageFormat::Png] {
+            let bytes = encode(&p, Colour::untagged(), &EncodeOptions::new(f)).unwrap();
+            assert!(bytes.len() > 50);
+        }
+        let small = EncodeOptions {
+            width: Some(10),
+            ..EncodeOptions::new(ImageFormat::Png)
+        };
+        assert!(!encode(&p, Colour::untagged(), &small).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,164 @@
+//! What a stream's sequence parameter set says about its pictures: display size after cropping,
+//! profile and level, frame rate, and the colour description (matrix and range) from the VUI.
+//!
+//! The size is checked against [`MAX_PIXELS`] and [`MAX_SIDE`] here, before anything is
+//! allocated for a picture: a hostile SPS can claim 2^32 macroblocks.
+
+use h264_reader::nal::sps::SeqParameterSet;
+use h264_reader::rbsp::BitReader;
+
+use crate::{Error, Result};
+
+/// Largest decoded width or height accepted (8K is 7680).
+pub const MAX_SIDE: u32 = 8192;
+/// Largest decoded picture accepted, in pixels (8192 x 4352 covers DCI 8K).
+pub const MAX_PIXELS: u64 = 8192 * 4352;
+
+/// The YUV -> RGB matrix of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Matrix {
+    /// ITU-R BT.601 (SD; also what an untagged stream below 720 lines is assumed to use).
+    Bt601,
+    /// ITU-R BT.709 (HD).
+    Bt709,
+    /// ITU-R BT.2020 non-constant luminance.
+    Bt2020,
+}
+
+/// Colour description needed to turn decoded YUV into RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Colour {
+    /// Matrix coefficients.
+    pub matrix: Matrix,
+    /// True for full-range (0-255) luma and chroma, false for limited (16-235).
+    pub full_range: bool,
+}
+
+impl Colour {
+    /// The colour of a stream whose VUI says nothing: limited range BT.601, whatever the size.
+    /// That is what ffmpeg (libswscale) assumes and what it used to make the YUV of untagged
+    /// streams in the first place; guessing BT.709 for HD, as some players do, tints ffmpeg-made
+    /// streams (measured: 26 dB instead of 40+ dB against the source).
+    pub fn untagged() -> Colour {
+        Colour {
+            matrix: Matrix::Bt601,
+            full_range: false,
+        }
+    }
+
+    /// Short name for the API (`bt709/limited`).
+    pub fn describe(&self) -> String {
+        let m = match self.matrix {
+            Matrix::Bt601 => "bt601",
+            Matrix::Bt709 => "bt709",
+            Matrix::Bt2020 => "bt2020",
+        };
+        format!("{m}/{}", if self.full_range { "full" } else { "limited" })
+    }
+}
+
+/// What livesnap needs to know from an SPS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpsInfo {
+    /// profile_idc (66 baseline, 77 main, 100 high, ...).
+    pub profile_idc: u8,
+    /// level_idc (31 = 3.1).
+    pub level_idc: u8,
+    /// Display width after cropping.
+    pub width: u32,
+    /// Display height after cropping (1080 for a stream coded 1088 high).
+    pub height: u32,
+    /// Frames per second from the VUI timing info, when present.
+    pub fps: Option<f64>,
+    /// Matrix and range.
+    pub colour: Colour,
+}
+
+impl SpsInfo {
+    /// Parses an SPS NAL unit (header byte included) and checks its size against the limits.
+    pub fn parse(nal: &[u8]) -> Result<SpsInfo> {
+        let rbsp = h264_reader::rbsp::decode_nal(nal).map_err(|e| Error::Sps(e.to_string()))?;
+        let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
+            .map_err(|e| Error::Sps(format!("{e:?}")))?;
+        // Check the coded size before asking h264-reader for the cropped one: the fields are
+        // u32 and a hostile SPS makes them overflow.
+        let coded_w = u64::from(sps.pic_width_in_mbs_minus1) + 1;
+        let map_units = u64::from(sps.pic_height_in_map_units_minus1) + 1;
+        let coded_h = match sps.frame_mbs_flags {
+            h264_reader::nal::sps::FrameMbsFlags::Frames => map_units,
+            _ => map_units * 2,
+        };
+        let (cw, ch) = (coded_w * 16, coded_h * 16);
+        if cw > u64::from(MAX_SIDE) || ch > u64::from(MAX_SIDE) || cw * ch > MAX_PIXELS {
+            return Err(Error::PictureTooLarge {
+                width: cw.min(u64::from(u32::MAX)) as u32,
+                height: ch.min(u64::from(u32::MAX)) as u32,
+                max_pixels: MAX_PIXELS,
+                max_side: MAX_SIDE,
+            });
+        }
+        if sps.chroma_info.bit_depth_luma_minus8 != 0
+            || sps.chroma_info.bit_depth_chroma_minus8 != 0
+        {
+            return Err(Error::Unsupported(format!(
+                "{}-bit video",
+                8 + sps.chroma_info.bit_depth_luma_minus8
+            )));
+        }
+        if sps.chroma_info.chroma_format != h264_reader::nal::sps::ChromaFormat::YUV420 {
+            return Err(Error::Unsupported(format!(
+                "chroma format {:?}",
+                sps.chroma_info.chroma_format
+            )));
+        }
+        let (width, height) = sps
+            .pixel_dimensions()
+            .map_err(|e| Error::Sps(format!("{e:?}")))?;
+        if width == 0 || height == 0 {
+            return Err(Error::Sps("cropping leaves no picture".into()));
+        }
+        let signal = sps
+            .vui_parameters
+            .as_ref()
+            .and_then(|v| v.video_signal_type.as_ref());
+        let full_range = signal.is_some_and(|s| s.video_full_range_flag);
+        let matrix = match signal
+            .and_then(|s| s.colour_description.as_ref())
+            .map(|c| c.matrix_coefficients)
+        {
+            Some(1) => Some(Matrix::Bt709),
+            Some(5) | Some(6) => Some(Matrix::Bt601),
+            Some(9) | Some(10) => Some(Matrix::Bt2020),
+            _ => None, // 2 = unspecified, and anything we do not map
+        };
+        let colour = Colour {
+            matrix: matrix.unwrap_or(Matrix::Bt601),
+            full_range,
+        };
+        let fps = sps
+            .fps()
+            .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0);
+        Ok(SpsInfo {
+            profile_idc: sps.profile_idc.into(),
+            level_idc: sps.level_idc,
+            width,
+            height,
+            fps,
+            colour,
+        })
+    }
+
+    /// Profile name for the API.
+    pub fn profile_name(&self) -> &'static str {
+        match self.profile_idc {
+            66 => "Baseline",
+            77 => "Main",
+            88 => "Extended",
+            100 => "High",
+            110 => "High 10",
+            122 => "High 4:2:2",
+            244 => "High 4:4:4",
+            _ => "Other",
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! How a protocol front end hands a live stream to whoever keeps it (the hub), without either
+//! crate knowing the other.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::avc::AvcConfig;
+use crate::Frame;
+
+/// The domain used when a publisher names none.
+pub const DEFAULT_DOMAIN: &str = "_default";
+/// Longest domain, app or stream name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// `{domain}/{app}/{stream}`: the identity of a live stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    /// Virtual host.
+    pub domain: String,
+    /// Application name.
+    pub app: String,
+    /// Stream name.
+    pub stream: String,
+}
+
+impl StreamKey {
+    /// Builds a key after checking each part with [`check_name`].
+    pub fn new(domain: &str, app: &str, stream: &str) -> Result<StreamKey, String> {
+        check_name("domain", domain)?;
+        check_name("app", app)?;
+        check_name("stream", stream)?;
+        Ok(StreamKey {
+            domain: domain.to_string(),
+            app: app.to_string(),
+            stream: stream.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.domain, self.app, self.stream)
+    }
+}
+
+/// Refuses names that are empty, too long, contain `/`, `\`, control characters, or are `.`/`..`.
+/// Names still go through path escaping wherever they become file names; this only keeps
+/// nonsense out of the hub and the API.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("{what} name is longer than {MAX_NAME_LEN} bytes"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{what} name {name:?} is not allowed"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || *c == '/' || *c == '\\')
+    {
+        return Err(format!("{what} name contains the character {c:?}"));
+    }
+    Ok(())
+}
+
+/// Who is publishing.
+#[derive(Debug, Clone)]
+pub struct PublisherInfo {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Protocol name (`rtmp`).
+    pub protocol: &'static str,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// The stream is already being published.
+    AlreadyLive(String),
+    /// The publisher limit is reached.
+    TooManyStreams(usize),
+    /// The name is not acceptable.
+    BadName(String),
+}
+
+impl fmt::Display for PublishRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishRefused::AlreadyLive(k) => write!(f, "stream {k} is already being published"),
+            PublishRefused::TooManyStreams(n) => {
+                write!(f, "the limit of {n} live streams is reached")
+            }
+            PublishRefused::BadName(why) => write!(f, "bad stream name: {why}"),
+        }
+    }
+}
+
+/// Takes in live streams.
+pub trait StreamSink: Send + Sync {
+    /// Starts a stream; the returned writer receives its frames and ends it when dropped.
+    fn publish(
+        &self,
+        key: StreamKey,
+        info: PublisherInfo,
+    ) -> Result<Box<dyn StreamWriter>, PublishRefused>;
+}
+
+/// Receives one live stream's configuration and frames, in decode order.
+pub trait StreamWriter: Send {
+    /// A new decoder configuration (sequence header). Frames after it use it.
+    fn config(&mut self, config: AvcConfig);
+    /// One compressed frame.
+    fn frame(&mut self, frame: Frame);
+    /// The stream carries video this server cannot picture (`name` says which).
+    fn unsupported(&mut self, name: &str);
+}

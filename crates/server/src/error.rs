@@ -1,0 +1,52 @@
+//! The HTTP API's one error type; the status of every failure is chosen here.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// From the hub or the snapshot service.
+    #[error(transparent)]
+    Core(#[from] livesnap_core::Error),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing at this path.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl AppError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        use livesnap_core::Error as C;
+        match self {
+            AppError::Core(C::NotLive(_)) | AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Core(C::Ambiguous { .. }) => StatusCode::CONFLICT,
+            AppError::Core(C::BadRequest(_)) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // No picture in time: the service is up but cannot answer now.
+            AppError::Core(C::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Core(C::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
+        if let AppError::Core(livesnap_core::Error::Ambiguous { candidates, .. }) = &self {
+            body["candidates"] = json!(candidates);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
