@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use livesnap_media as media;
 use media::avc::{annexb_to_frames, AvcConfig};
 use media::decode::{Decoder, OpenH264Decoder, Picture};
@@ -81,6 +81,8 @@ fn benches(c: &mut Criterion) {
 
     {
         let mut g = c.benchmark_group("decode_keyframe");
+        // Tens of milliseconds an iteration: one iteration per sample keeps the run short.
+        g.sampling_mode(SamplingMode::Flat);
         for i in &inputs {
             g.throughput(pixels(i));
             let mut decoder = OpenH264Decoder::new().unwrap();
@@ -120,6 +122,7 @@ fn benches(c: &mut Criterion) {
         ("encode_png", ImageFormat::Png),
     ] {
         let mut g = c.benchmark_group(group);
+        g.sampling_mode(SamplingMode::Flat);
         for i in &inputs {
             g.throughput(pixels(i));
             g.bench_with_input(BenchmarkId::from_parameter(i.name), i, |b, i| {
@@ -149,6 +152,7 @@ fn benches(c: &mut Criterion) {
 
     {
         let mut g = c.benchmark_group("full_picture_jpeg_q85");
+        g.sampling_mode(SamplingMode::Flat);
         for i in &inputs {
             g.throughput(pixels(i));
             let mut decoder = OpenH264Decoder::new().unwrap();

@@ -162,3 +162,59 @@ impl SpsInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPS of a 64x64 baseline stream from x264 (no colour description).
+    const SPS_64: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x04, 0x26, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00,
+        0xc8, 0x3c, 0x48, 0x99, 0x20,
+    ];
+
+    #[test]
+    fn reads_size_profile_and_default_colour() {
+        let info = SpsInfo::parse(SPS_64).unwrap();
+        assert_eq!((info.width, info.height), (64, 64));
+        assert_eq!(info.profile_name(), "Baseline");
+        assert_eq!(info.colour, Colour::untagged());
+        assert_eq!(info.fps, Some(25.0));
+    }
+
+    #[test]
+    fn refuses_absurd_sizes_before_allocating() {
+        // Baseline SPS 600 x 50 macroblocks (9600 x 800 pixels): within h264-reader's own
+        // frame-size limit (level 6.2 MaxFS) but wider than MAX_SIDE. Written by hand:
+        // written by hand with exp-Golomb codes.
+        let mut bits = String::new();
+        bits.push_str("1"); // seq_parameter_set_id ue(0)
+        bits.push_str("1"); // log2_max_frame_num_minus4 ue(0)
+        bits.push_str("1"); // pic_order_cnt_type ue(0)
+        bits.push_str("1"); // log2_max_pic_order_cnt_lsb_minus4 ue(0)
+        bits.push_str("010"); // max_num_ref_frames ue(1)
+        bits.push('0'); // gaps
+        let ue = |v: u32| {
+            let b = format!("{:b}", v + 1); // exp-Golomb: v+1 in binary after len-1 zeros
+            format!("{}{}", "0".repeat(b.len() - 1), b)
+        };
+        bits.push_str(&ue(599));
+        bits.push_str(&ue(49));
+        bits.push('1'); // frame_mbs_only
+        bits.push('1'); // direct_8x8
+        bits.push('0'); // cropping
+        bits.push('0'); // vui
+        bits.push('1'); // rbsp stop bit
+        while bits.len() % 8 != 0 {
+            bits.push('0');
+        }
+        let mut nal = vec![0x67, 66, 0, 62]; // level 6.2, so h264-reader allows the frame size
+        for chunk in bits.as_bytes().chunks(8) {
+            nal.push(u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 2).unwrap());
+        }
+        match SpsInfo::parse(&nal) {
+            Err(Error::PictureTooLarge { .. }) => {}
+            other => panic!("expected PictureTooLarge, got {other:?}"),
+        }
+    }
+}
