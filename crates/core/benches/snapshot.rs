@@ -18,10 +18,17 @@ use media::picture::{EncodeOptions, ImageFormat};
 use media::stream::{PublisherInfo, StreamKey, StreamWriter};
 
 fn bench_take(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let hub = Hub::new(HubConfig::default());
     let snapshotter = Snapshotter::new(SnapshotConfig::default());
-    let request = SnapshotRequest { options: EncodeOptions::new(ImageFormat::Jpeg), precision: Precision::Keyframe };
+    let request = SnapshotRequest {
+        options: EncodeOptions::new(ImageFormat::Jpeg),
+        precision: Precision::Keyframe,
+    };
 
     let mut g = c.benchmark_group("snapshot_take");
     for (name, file) in [("720p", "720p.h264"), ("1080p", "1080p.h264")] {
@@ -31,8 +38,14 @@ fn bench_take(c: &mut Criterion) {
         let keyframe = frames[0].clone();
         assert!(keyframe.keyframe);
 
-        let info = PublisherInfo { addr: "127.0.0.1:1935".parse().unwrap(), protocol: "bench" };
-        let mut writer = hub.start(StreamKey::new("_default", "bench", name).unwrap(), info).ok().unwrap();
+        let info = PublisherInfo {
+            addr: "127.0.0.1:1935".parse().unwrap(),
+            protocol: "bench",
+        };
+        let mut writer = hub
+            .start(StreamKey::new("_default", "bench", name).unwrap(), info)
+            .ok()
+            .unwrap();
         writer.config(config);
         let mut dts = 0i64;
         let mut push_keyframe = |writer: &mut dyn StreamWriter| {
@@ -47,7 +60,9 @@ fn bench_take(c: &mut Criterion) {
         assert_eq!(stream.problem(), None);
 
         // Fill the cache for this keyframe, then every take is a hit.
-        let first = rt.block_on(snapshotter.take(&stream, request)).expect("first snapshot");
+        let first = rt
+            .block_on(snapshotter.take(&stream, request))
+            .expect("first snapshot");
         assert!(!first.cache_hit);
         g.sampling_mode(SamplingMode::Auto);
         g.bench_function(BenchmarkId::new("cache_hit", name), |b| {
@@ -74,10 +89,18 @@ fn bench_take(c: &mut Criterion) {
     let counters = &snapshotter.counters;
     eprintln!(
         "snapshotter counters: pictures_made={} cache_hits={} decoders_created={} decode_errors={}",
-        counters.pictures_made.load(std::sync::atomic::Ordering::Relaxed),
-        counters.cache_hits.load(std::sync::atomic::Ordering::Relaxed),
-        counters.decoders_created.load(std::sync::atomic::Ordering::Relaxed),
-        counters.decode_errors.load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .pictures_made
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .cache_hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .decoders_created
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .decode_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     let _keep: Arc<Hub> = hub;
 }

@@ -52,6 +52,8 @@ pub struct SnapshotConfig {
     pub attempts: u32,
     /// Pictures kept in the cache.
     pub cache_entries: usize,
+    /// Bytes of pictures kept in the cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for SnapshotConfig {
@@ -61,6 +63,7 @@ impl Default for SnapshotConfig {
             interval: Duration::from_millis(3000),
             attempts: 30,
             cache_entries: 256,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -102,35 +105,78 @@ struct CacheKey {
 
 type Cell = Arc<OnceCell<Arc<Snapshot>>>;
 
-/// A small cache of cells, evicting the least recently used. Hand-written: it is a map and a
-/// counter, and the cells double as the single-flight for concurrent requests.
+/// A small cache of cells, evicting the least recently used when it holds more than `capacity`
+/// entries or `max_bytes` of pictures. Hand-written: it is a map and a counter, and the cells
+/// double as the single-flight for concurrent requests.
 struct Cache {
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     tick: u64,
-    cells: HashMap<CacheKey, (Cell, u64)>,
+    cells: HashMap<CacheKey, CacheEntry>,
+}
+
+struct CacheEntry {
+    cell: Cell,
+    used: u64,
+    bytes: usize,
 }
 
 impl Cache {
-    fn cell(&mut self, key: CacheKey) -> Cell {
+    fn new(capacity: usize, max_bytes: usize) -> Cache {
+        Cache {
+            capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
+            tick: 0,
+            cells: HashMap::new(),
+        }
+    }
+
+    fn cell(&mut self, key: &CacheKey) -> Cell {
         self.tick += 1;
         let tick = self.tick;
-        if let Some((cell, used)) = self.cells.get_mut(&key) {
-            *used = tick;
-            return cell.clone();
-        }
-        if self.cells.len() >= self.capacity {
-            if let Some(oldest) = self
-                .cells
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-            {
-                self.cells.remove(&oldest);
-            }
+        if let Some(entry) = self.cells.get_mut(key) {
+            entry.used = tick;
+            return entry.cell.clone();
         }
         let cell: Cell = Arc::new(OnceCell::new());
-        self.cells.insert(key, (cell.clone(), tick));
+        self.cells.insert(
+            key.clone(),
+            CacheEntry {
+                cell: cell.clone(),
+                used: tick,
+                bytes: 0,
+            },
+        );
+        self.evict(key);
         cell
+    }
+
+    /// Records the size of a filled cell, then evicts to stay within the limits.
+    fn filled(&mut self, key: &CacheKey, bytes: usize) {
+        if let Some(entry) = self.cells.get_mut(key) {
+            self.bytes = self.bytes - entry.bytes + bytes;
+            entry.bytes = bytes;
+        }
+        self.evict(key);
+    }
+
+    fn evict(&mut self, keep: &CacheKey) {
+        while self.cells.len() > self.capacity
+            || (self.bytes > self.max_bytes && self.cells.len() > 1)
+        {
+            let oldest = self
+                .cells
+                .iter()
+                .filter(|(k, _)| *k != keep)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some(e) = self.cells.remove(&oldest) {
+                self.bytes -= e.bytes;
+            }
+        }
     }
 }
 
@@ -175,11 +221,7 @@ impl Snapshotter {
         Arc::new(Snapshotter {
             permits: Semaphore::new(workers),
             decoders: Mutex::new(Vec::with_capacity(workers)),
-            cache: Mutex::new(Cache {
-                capacity: config.cache_entries.max(1),
-                tick: 0,
-                cells: HashMap::new(),
-            }),
+            cache: Mutex::new(Cache::new(config.cache_entries, config.cache_bytes)),
             factory,
             config,
             counters: SnapshotCounters::default(),
@@ -264,11 +306,7 @@ impl Snapshotter {
         };
         let (frame_arrived, frame_pts_ms, keyframe) =
             (target.arrived, target.frame.pts_ms, target.frame.keyframe);
-        let cell = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cell(key);
+        let cell = self.cache().cell(&key);
         if let Some(s) = cell.get() {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Snapshot {
@@ -276,8 +314,10 @@ impl Snapshotter {
                 ..(**s).clone()
             });
         }
+        let mut waited = true;
         let made = cell
             .get_or_try_init(|| async {
+                waited = false;
                 let _permit = self
                     .permits
                     .acquire()
@@ -325,7 +365,20 @@ impl Snapshotter {
                 }))
             })
             .await?;
+        if waited {
+            // Another request made it while this one waited: a hit that shared the decode.
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Snapshot {
+                cache_hit: true,
+                ..(**made).clone()
+            });
+        }
+        self.cache().filled(&key, made.image.len());
         Ok((**made).clone())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn checkout(&self) -> Result<Box<dyn Decoder>> {
@@ -348,5 +401,36 @@ impl Snapshotter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(decoder);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::picture::ImageFormat;
+
+    fn key(seq: u64) -> CacheKey {
+        CacheKey {
+            stream_id: 1,
+            frame_seq: seq,
+            request: SnapshotRequest {
+                options: EncodeOptions::new(ImageFormat::Jpeg),
+                precision: Precision::Keyframe,
+            },
+        }
+    }
+
+    #[test]
+    fn cache_evicts_least_recently_used_by_count_and_bytes() {
+        let mut c = Cache::new(2, 1000);
+        let a = c.cell(&key(1));
+        c.cell(&key(2));
+        assert!(Arc::ptr_eq(&a, &c.cell(&key(1))), "same key, same cell");
+        c.cell(&key(3)); // evicts 2, the least recently used
+        assert!(c.cells.contains_key(&key(1)) && !c.cells.contains_key(&key(2)));
+        c.filled(&key(1), 600);
+        c.filled(&key(3), 600); // 1200 bytes > 1000: evicts 1
+        assert!(!c.cells.contains_key(&key(1)) && c.cells.contains_key(&key(3)));
+        assert_eq!(c.bytes, 600);
     }
 }

@@ -278,7 +278,11 @@ mod tests {
             "bt709 red = {:?}",
             &bt709[..3]
         );
-        assert!(bt601[0] < 245, "bt601 should read the BT.709 red differently: {:?}", &bt601[..3]);
+        assert!(
+            bt601[0] < 245,
+            "bt601 should read the BT.709 red differently: {:?}",
+            &bt601[..3]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Settings {
     pub workers: usize,
     /// Pictures kept in the snapshot cache.
     pub cache_entries: usize,
+    /// Bytes of pictures kept in the snapshot cache.
+    pub cache_bytes: usize,
     /// Most live streams at once.
     pub max_publishers: usize,
     /// Most RTMP connections at once.
@@ -55,6 +57,7 @@ impl Default for Settings {
             snapshot_taking_attempts: 30,
             workers: 0,
             cache_entries: 256,
+            cache_bytes: 64 * 1024 * 1024,
             max_publishers: 1000,
             max_connections: 2000,
             max_gop_bytes: 32 * 1024 * 1024,
@@ -99,6 +102,9 @@ pub struct ServeArgs {
     /// Snapshot cache entries [default: 256].
     #[arg(long, env = "LIVESNAP_CACHE_ENTRIES")]
     pub cache_entries: Option<usize>,
+    /// Bytes of pictures in the snapshot cache [default: 67108864].
+    #[arg(long, env = "LIVESNAP_CACHE_BYTES")]
+    pub cache_bytes: Option<usize>,
     /// Most live streams [default: 1000].
     #[arg(long, env = "LIVESNAP_MAX_PUBLISHERS")]
     pub max_publishers: Option<usize>,
@@ -156,6 +162,7 @@ impl ServeArgs {
             snapshot_taking_attempts,
             workers,
             cache_entries,
+            cache_bytes,
             max_publishers,
             max_connections,
             max_gop_bytes,
@@ -184,6 +191,7 @@ impl Settings {
         }
         for (name, v) in [
             ("cache_entries", self.cache_entries),
+            ("cache_bytes", self.cache_bytes),
             ("max_publishers", self.max_publishers),
             ("max_connections", self.max_connections),
             ("max_gop_bytes", self.max_gop_bytes),

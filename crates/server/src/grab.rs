@@ -160,6 +160,7 @@ pub async fn run(args: GrabArgs) -> Result<(), String> {
         interval: Duration::from_millis(1),
         attempts: 1,
         cache_entries: 1,
+        cache_bytes: usize::MAX,
     });
     let request = SnapshotRequest {
         options: EncodeOptions {

@@ -86,6 +86,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         interval: settings.interval(),
         attempts: settings.snapshot_taking_attempts,
         cache_entries: settings.cache_entries,
+        cache_bytes: settings.cache_bytes,
     });
     let http = TcpListener::bind(settings.http)
         .await

@@ -28,7 +28,8 @@ fn grab_ok(input: &Path, out: &Path, extra: &[&str]) -> Image {
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
-    let bytes = std::fs::read(out).unwrap_or_else(|e| panic!("grab wrote no {}: {e}", out.display()));
+    let bytes =
+        std::fs::read(out).unwrap_or_else(|e| panic!("grab wrote no {}: {e}", out.display()));
     decode_image(&bytes)
 }
 
@@ -40,7 +41,11 @@ fn grab_flv_and_annexb_match_the_source() {
     let dir = workdir();
     let d = dir.path();
     let src = Source::generate(d, "g", SourceSpec::testsrc(640, 360, 2.0, 1000));
-    assert_eq!(src.frames.iter().filter(|f| f.key).count(), 1, "the grab source must have a single keyframe");
+    assert_eq!(
+        src.frames.iter().filter(|f| f.key).count(),
+        1,
+        "the grab source must have a single keyframe"
+    );
     let h264 = d.join("g.h264");
     run(Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
@@ -56,18 +61,50 @@ fn grab_flv_and_annexb_match_the_source() {
         assert_eq!((png.width, png.height), (640, 360), "{name}");
         src.assert_matches(&png, 0, 30.0, 6.0, &format!("grab {name}"));
 
-        let png = grab_ok(input, &d.join(format!("{name}.k.png")), &["--format", "png", "--precision", "keyframe"]);
-        src.assert_matches(&png, 0, 30.0, 6.0, &format!("grab {name} --precision keyframe"));
+        let png = grab_ok(
+            input,
+            &d.join(format!("{name}.k.png")),
+            &["--format", "png", "--precision", "keyframe"],
+        );
+        src.assert_matches(
+            &png,
+            0,
+            30.0,
+            6.0,
+            &format!("grab {name} --precision keyframe"),
+        );
 
-        let jpg = grab_ok(input, &d.join(format!("{name}.jpg")), &["--format", "jpg", "--width", "320"]);
-        assert_eq!((jpg.kind, jpg.width, jpg.height), (ImageKind::Jpeg, 320, 180), "{name} --width 320");
+        let jpg = grab_ok(
+            input,
+            &d.join(format!("{name}.jpg")),
+            &["--format", "jpg", "--width", "320"],
+        );
+        assert_eq!(
+            (jpg.kind, jpg.width, jpg.height),
+            (ImageKind::Jpeg, 320, 180),
+            "{name} --width 320"
+        );
         src.assert_matches(&jpg, 0, 27.0, 6.0, &format!("grab {name} jpg 320"));
 
-        let jpg = grab_ok(input, &d.join(format!("{name}.h.jpg")), &["--format", "jpg", "--height", "90"]);
+        let jpg = grab_ok(
+            input,
+            &d.join(format!("{name}.h.jpg")),
+            &["--format", "jpg", "--height", "90"],
+        );
         assert_eq!((jpg.width, jpg.height), (160, 90), "{name} --height 90");
 
-        let latest = grab_ok(input, &d.join(format!("{name}.latest.png")), &["--precision", "latest"]);
-        src.assert_matches(&latest, last, 30.0, 6.0, &format!("grab {name} --precision latest (the last frame)"));
+        let latest = grab_ok(
+            input,
+            &d.join(format!("{name}.latest.png")),
+            &["--precision", "latest"],
+        );
+        src.assert_matches(
+            &latest,
+            last,
+            30.0,
+            6.0,
+            &format!("grab {name} --precision latest (the last frame)"),
+        );
     }
 }
 
@@ -101,12 +138,21 @@ fn grab_rejects_garbage_with_a_message() {
         let o = grab(&input, &out, &[]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "grab of {name} succeeded on garbage");
-        assert!(!stderr.trim().is_empty(), "grab of {name} failed without a message on stderr");
-        assert!(!stderr.contains("panicked"), "grab of {name} panicked instead of reporting an error:\n{stderr}");
+        assert!(
+            !stderr.trim().is_empty(),
+            "grab of {name} failed without a message on stderr"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "grab of {name} panicked instead of reporting an error:\n{stderr}"
+        );
     }
 
     let o = grab(&d.join("does-not-exist.flv"), &d.join("x.png"), &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "grab of a missing file succeeded");
-    assert!(!stderr.trim().is_empty() && !stderr.contains("panicked"), "missing file: {stderr}");
+    assert!(
+        !stderr.trim().is_empty() && !stderr.contains("panicked"),
+        "missing file: {stderr}"
+    );
 }

@@ -13,16 +13,23 @@ use serde_json::json;
 
 fn frames(server: &Server, app: &str, stream: &str) -> u64 {
     let r = server.get(&format!("/v1/streams/{app}/{stream}"));
-    assert_eq!(r.status, 200, "{app}/{stream} is not live any more: {}", r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "{app}/{stream} is not live any more: {}",
+        r.text()
+    );
     r.json()["frames"].as_u64().unwrap()
 }
 
 /// The stream keeps receiving frames: the counter grows.
 fn assert_flowing(server: &Server, app: &str, stream: &str) {
     let f0 = frames(server, app, stream);
-    poll(WAIT, &format!("{app}/{stream} to receive more frames than {f0}"), || {
-        (frames(server, app, stream) > f0).then_some(())
-    });
+    poll(
+        WAIT,
+        &format!("{app}/{stream} to receive more frames than {f0}"),
+        || (frames(server, app, stream) > f0).then_some(()),
+    );
 }
 
 #[test]
@@ -41,16 +48,26 @@ fn second_publisher_of_a_live_name_is_refused_alone() {
 
     let mut p2 = Publisher::start(&second.path, &url);
     let status = p2.wait_exit(WAIT);
-    assert!(!status.success(), "the second publisher of a live name exited with success; log:\n{}", p2.log_tail());
+    assert!(
+        !status.success(),
+        "the second publisher of a live name exited with success; log:\n{}",
+        p2.log_tail()
+    );
 
     p1.assert_running();
     let info = server.get("/v1/streams/live/taken").json();
-    assert_eq!(info["publisher"], publisher_addr, "the stream changed hands: {info}");
+    assert_eq!(
+        info["publisher"], publisher_addr,
+        "the stream changed hands: {info}"
+    );
     assert_flowing(&server, "live", "taken");
     // The picture is still the first publisher's.
     let shot = check_keyframe_snapshot(&server, &first, "live", "taken", "");
     let p = second.psnr_to(&shot.image, first.frame_index_at(shot.pts_ms));
-    assert!(p < 25.0, "the picture looks like the refused publisher's ({p:.1} dB)");
+    assert!(
+        p < 25.0,
+        "the picture looks like the refused publisher's ({p:.1} dB)"
+    );
     let list = server.get("/v1/streams").json();
     assert_eq!(list["streams"].as_array().unwrap().len(), 1, "{list}");
 }
@@ -68,17 +85,35 @@ fn disconnect_removes_the_stream_and_frees_the_name() {
     p.kill();
     server.wait_gone("live", "bye", None);
     let list = server.get("/v1/streams").json();
-    assert_eq!(list["streams"].as_array().map(|a| a.len()), Some(0), "{list}");
+    assert_eq!(
+        list["streams"].as_array().map(|a| a.len()),
+        Some(0),
+        "{list}"
+    );
     let r = server.snapshot_post(&json!({"streamName": "bye"}));
-    assert_eq!(r.status, 404, "snapshot of a stream whose publisher left: {} {}", r.status, r.text());
+    assert_eq!(
+        r.status,
+        404,
+        "snapshot of a stream whose publisher left: {} {}",
+        r.status,
+        r.text()
+    );
     let r = server.get("/v1/streams/live/bye/snapshot.png");
-    assert_eq!(r.status, 404, "direct snapshot of a stream whose publisher left: {}", r.status);
+    assert_eq!(
+        r.status, 404,
+        "direct snapshot of a stream whose publisher left: {}",
+        r.status
+    );
 
     // A publish that ends normally (end of file: FCUnpublish/deleteStream) removes it too.
     let mut once = Publisher::start_once(&src.path, &server.rtmp_url("live", "once"));
     server.wait_keyframes("live", "once", None, 1);
     let st = once.wait_exit(WAIT);
-    assert!(st.success(), "a 4 s publish did not end cleanly: {}", once.log_tail());
+    assert!(
+        st.success(),
+        "a 4 s publish did not end cleanly: {}",
+        once.log_tail()
+    );
     server.wait_gone("live", "once", None);
 
     // The name is free again.
@@ -98,9 +133,17 @@ fn publisher_limit_refuses_one_more() {
     server.wait_keyframes("live", "b", None, 1);
     let mut c = Publisher::start(&src.path, &server.rtmp_url("live", "c"));
     let st = c.wait_exit(WAIT);
-    assert!(!st.success(), "a third publisher with LIVESNAP_MAX_PUBLISHERS=2 was not refused");
+    assert!(
+        !st.success(),
+        "a third publisher with LIVESNAP_MAX_PUBLISHERS=2 was not refused"
+    );
     let r = server.get("/v1/streams/live/c");
-    assert_eq!(r.status, 404, "the refused publisher is listed: {}", r.text());
+    assert_eq!(
+        r.status,
+        404,
+        "the refused publisher is listed: {}",
+        r.text()
+    );
     a.assert_running();
     b.assert_running();
     assert_flowing(&server, "live", "a");
@@ -181,12 +224,15 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     {
         let mut s = rtmp::connect(&addr);
         rtmp::handshake(&mut s);
-        s.write_all(&rtmp::publish_commands(&tc, "live", "badavc")).unwrap();
+        s.write_all(&rtmp::publish_commands(&tc, "live", "badavc"))
+            .unwrap();
         assert!(
             rtmp::read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(15)),
             "publish of live/badavc was not started"
         );
-        let mut seq = vec![0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40];
+        let mut seq = vec![
+            0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40,
+        ];
         seq.extend(pseudo_random(8, 20)); // the SPS is shorter than it claims
         let _ = s.write_all(&rtmp::message(6, 9, 1, 0, &seq));
         for ts in 0..10u32 {
@@ -200,7 +246,8 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     {
         let mut s = rtmp::connect(&addr);
         rtmp::handshake(&mut s);
-        s.write_all(&rtmp::publish_commands(&tc, "live", "truncraw")).unwrap();
+        s.write_all(&rtmp::publish_commands(&tc, "live", "truncraw"))
+            .unwrap();
         assert!(
             rtmp::read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(15)),
             "publish of live/truncraw was not started"
@@ -216,7 +263,9 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     let proxy = CuttingProxy::start(&addr, 40_001);
     let mut cut = Publisher::start(&cut_src.path, &format!("rtmp://{}/live/cut", proxy.addr));
     server.wait_live("live", "cut", None);
-    poll(WAIT, "the proxy to cut the ffmpeg publish", || proxy.cut.load(Ordering::SeqCst).then_some(()));
+    poll(WAIT, "the proxy to cut the ffmpeg publish", || {
+        proxy.cut.load(Ordering::SeqCst).then_some(())
+    });
     assert_eq!(proxy.forwarded.load(Ordering::SeqCst), 40_001);
     let _ = cut.wait_exit(WAIT);
 
@@ -225,12 +274,24 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     server.assert_alive();
     assert_eq!(server.get("/healthz").status, 200);
     assert_flowing(&server, "live", "good");
-    let kf = server.get("/v1/streams/live/good").json()["keyframes"].as_u64().unwrap();
+    let kf = server.get("/v1/streams/live/good").json()["keyframes"]
+        .as_u64()
+        .unwrap();
     server.wait_keyframes("live", "good", None, kf + 1);
     let after = check_keyframe_snapshot(&server, &src, "live", "good", "");
-    assert!(after.pts_ms > before.pts_ms, "good stream's keyframe did not move on ({} -> {})", before.pts_ms, after.pts_ms);
+    assert!(
+        after.pts_ms > before.pts_ms,
+        "good stream's keyframe did not move on ({} -> {})",
+        before.pts_ms,
+        after.pts_ms
+    );
     let r = server.snapshot_post(&json!({"streamName": "good"}));
-    assert_eq!(r.status, 200, "WCS snapshot of the good stream: {}", r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "WCS snapshot of the good stream: {}",
+        r.text()
+    );
 
     // Broken publishers that went away are removed.
     server.wait_gone("live", "truncraw", None);
@@ -238,7 +299,12 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
 
     // The malformed stream gives no picture: 404 if it was dropped, else the timeout 500.
     let r = server.snapshot_post(&json!({"streamName": "live/badavc"}));
-    assert!(r.status == 404 || r.status == 500, "snapshot of a malformed stream: {} {}", r.status, r.text());
+    assert!(
+        r.status == 404 || r.status == 500,
+        "snapshot of a malformed stream: {} {}",
+        r.status,
+        r.text()
+    );
 
     // Close everything still open; the server stays healthy and the good stream live.
     drop(held);
@@ -248,5 +314,9 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     good.assert_running();
     assert_flowing(&server, "live", "good");
     let list = server.get("/v1/streams").json();
-    assert_eq!(list["streams"].as_array().map(|a| a.len()), Some(1), "only the good stream should be left: {list}");
+    assert_eq!(
+        list["streams"].as_array().map(|a| a.len()),
+        Some(1),
+        "only the good stream should be left: {list}"
+    );
 }

@@ -378,3 +378,49 @@ fn config_file_interval_and_tcurl_domains() {
     drop(conns);
     server.wait_gone("live", "silent", None);
 }
+
+/// A request that arrives before the stream's first keyframe waits for it and answers with
+/// that keyframe's picture. The interval is given twice: 1000 ms by environment variable and
+/// 10000 ms by flag; the flag wins, so the request outlives the 2 s before media is sent.
+#[test]
+fn request_before_first_keyframe_waits_for_it() {
+    let dir = workdir();
+    let src = Source::generate(dir.path(), "late", SourceSpec::testsrc(320, 180, 2.0, 25));
+    let server = Server::start_with(
+        &[("LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS", "1000")],
+        &["--snapshot-taking-interval-ms", "10000"],
+    );
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let mut publisher = rtmp::RawPublisher::start(&server.rtmp, &tc, "live", "late");
+    server.wait_live("live", "late", None);
+
+    // Only the first second: the sequence header and one GOP, whose only keyframe is frame 0.
+    let tags: Vec<_> = rtmp::flv_tags(&src.path)
+        .into_iter()
+        .filter(|t| t.1 < 1000)
+        .collect();
+    assert!(tags
+        .iter()
+        .any(|t| t.0 == 9 && t.2.first() == Some(&0x17) && t.2.get(1) == Some(&0)));
+
+    let url = server.url("/rest-api/stream/snapshot");
+    let waiting =
+        std::thread::spawn(move || http_post(&url, &json!({"streamName": "late"}).to_string()));
+    // Ordering only (not an assertion): let the request reach the server before any media.
+    std::thread::sleep(Duration::from_millis(2000));
+    publisher.send_tags(&tags);
+
+    let r = waiting.join().unwrap().expect("POST");
+    assert_eq!(
+        r.status,
+        200,
+        "a request waiting for the first keyframe (interval 10000 ms by flag, 1000 ms by env) got {} {}",
+        r.status,
+        r.text()
+    );
+    let data = r.json()["data"].as_str().expect("data").to_string();
+    let img = decode_image(&decode_base64(&data));
+    src.assert_matches(&img, 0, 30.0, 6.0, "the first keyframe of a late stream");
+    drop(publisher);
+    server.wait_gone("live", "late", None);
+}

@@ -45,11 +45,17 @@ fn psnr_tells_frames_and_colour_conversions_apart() {
     let img = decode_image(&ffmpeg_png(&src, 40, "bt601", "tv"));
     let p = src.assert_matches(&img, 40, 30.0, 6.0, "ffmpeg's own frame 40");
     let next = src.psnr_to(&img, 41);
-    assert!(next < p - 6.0, "frame 41 scores {next:.1} dB against frame 40's {p:.1} dB");
+    assert!(
+        next < p - 6.0,
+        "frame 41 scores {next:.1} dB against frame 40's {p:.1} dB"
+    );
 
     // A wrong matrix or range loses clearly against the right one.
     let mut spec = SourceSpec::testsrc(320, 180, 1.0, 25);
-    spec.extra = ["-colorspace", "bt709", "-x264-params", "colormatrix=bt709"].iter().map(|s| s.to_string()).collect();
+    spec.extra = ["-colorspace", "bt709", "-x264-params", "colormatrix=bt709"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     spec.colour = BT709_TV;
     let s709 = Source::generate(dir.path(), "h709", spec);
     let right = decode_image(&ffmpeg_png(&s709, 3, "bt709", "tv"));
@@ -58,7 +64,10 @@ fn psnr_tells_frames_and_colour_conversions_apart() {
     let pr = s709.psnr_to(&right, 3);
     let pw = s709.psnr_to(&wrong, 3);
     let pf = s709.psnr_to(&full, 3);
-    assert!(pr > 30.0 && pw < pr - 3.0 && pf < pr - 3.0, "right {pr:.1} dB, wrong matrix {pw:.1} dB, wrong range {pf:.1} dB");
+    assert!(
+        pr > 30.0 && pw < pr - 3.0 && pf < pr - 3.0,
+        "right {pr:.1} dB, wrong matrix {pw:.1} dB, wrong range {pf:.1} dB"
+    );
 }
 
 #[test]
@@ -69,7 +78,18 @@ fn image_header_parsing() {
     let dir = workdir();
     let p = dir.path().join("x.jpg");
     run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=123x45", "-frames:v", "1"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=123x45",
+            "-frames:v",
+            "1",
+        ])
         .arg(&p));
     let b = std::fs::read(&p).unwrap();
     assert_eq!(image_info(&b), (ImageKind::Jpeg, 123, 45));

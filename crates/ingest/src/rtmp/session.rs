@@ -475,7 +475,8 @@ mod tests {
     //! Drives the session with rml_rtmp's client: an RTMP implementation we did not write.
     use super::*;
     use rml_rtmp::sessions::{
-        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
     };
 
     struct Pair {
@@ -495,14 +496,21 @@ mod tests {
             let s = std::mem::take(server.output());
             let c2 = match hs.process_bytes(&s).unwrap() {
                 HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
-                HandshakeProcessResult::InProgress { .. } => panic!("client handshake not complete"),
+                HandshakeProcessResult::InProgress { .. } => {
+                    panic!("client handshake not complete")
+                }
             };
             server.feed(&c2, &mut ev).unwrap();
             assert!(server.handshake_done());
             let mut config = ClientSessionConfig::new();
             config.tc_url = Some(tc_url.to_string());
             let (client, _) = ClientSession::new(config).unwrap();
-            Pair { client, server, client_events: Vec::new(), server_events: Vec::new() }
+            Pair {
+                client,
+                server,
+                client_events: Vec::new(),
+                server_events: Vec::new(),
+            }
         }
 
         /// Sends client results to the server and server output back until quiet.
@@ -511,7 +519,9 @@ mod tests {
             for _ in 0..20 {
                 for r in pending.drain(..) {
                     match r {
-                        ClientSessionResult::OutboundResponse(p) => self.server.feed(&p.bytes, &mut self.server_events).unwrap(),
+                        ClientSessionResult::OutboundResponse(p) => {
+                            self.server.feed(&p.bytes, &mut self.server_events).unwrap()
+                        }
                         ClientSessionResult::RaisedEvent(e) => self.client_events.push(e),
                         ClientSessionResult::UnhandleableMessageReceived(_) => {}
                     }
@@ -530,8 +540,14 @@ mod tests {
         let mut p = Pair::new("rtmp://cams.example.com:1935/live");
         let r = p.client.request_connection("live".into()).unwrap();
         p.pump(vec![r]);
-        assert!(p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)));
-        let r = p.client.request_publishing("cam1?token=x".into(), PublishRequestType::Live).unwrap();
+        assert!(p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)));
+        let r = p
+            .client
+            .request_publishing("cam1?token=x".into(), PublishRequestType::Live)
+            .unwrap();
         p.pump(vec![r]);
         assert_eq!(
             p.server_events.drain(..).collect::<Vec<_>>(),
@@ -543,12 +559,24 @@ mod tests {
         );
         p.server.accept_publish().unwrap();
         p.pump(Vec::new());
-        assert!(p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
+        assert!(p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
         assert!(p.server.publishing());
         let body = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]);
-        let r = p.client.publish_video_data(body.clone(), RtmpTimestamp::new(40), false).unwrap();
+        let r = p
+            .client
+            .publish_video_data(body.clone(), RtmpTimestamp::new(40), false)
+            .unwrap();
         p.pump(vec![r]);
-        assert_eq!(p.server_events, vec![Event::Video { timestamp: 40, body }]);
+        assert_eq!(
+            p.server_events,
+            vec![Event::Video {
+                timestamp: 40,
+                body
+            }]
+        );
     }
 
     #[test]
@@ -556,12 +584,20 @@ mod tests {
         let mut p = Pair::new("rtmp://127.0.0.1/live");
         let r = p.client.request_connection("live".into()).unwrap();
         p.pump(vec![r]);
-        let r = p.client.request_publishing("cam1".into(), PublishRequestType::Live).unwrap();
+        let r = p
+            .client
+            .request_publishing("cam1".into(), PublishRequestType::Live)
+            .unwrap();
         p.pump(vec![r]);
-        p.server.reject_publish("NetStream.Publish.BadName", "already live").unwrap();
+        p.server
+            .reject_publish("NetStream.Publish.BadName", "already live")
+            .unwrap();
         p.pump(Vec::new());
         assert!(!p.server.publishing());
-        assert!(!p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
+        assert!(!p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
     }
 
     #[test]
@@ -572,9 +608,12 @@ mod tests {
         // A valid C0/C1 then garbage chunks.
         let mut hs = Handshake::new(PeerType::Client);
         let mut s = Session::new();
-        s.feed(&hs.generate_outbound_p0_and_p1().unwrap(), &mut ev).unwrap();
+        s.feed(&hs.generate_outbound_p0_and_p1().unwrap(), &mut ev)
+            .unwrap();
         let out = std::mem::take(s.output());
-        if let HandshakeProcessResult::Completed { response_bytes, .. } = hs.process_bytes(&out).unwrap() {
+        if let HandshakeProcessResult::Completed { response_bytes, .. } =
+            hs.process_bytes(&out).unwrap()
+        {
             s.feed(&response_bytes, &mut ev).unwrap();
         }
         let mut junk = Vec::new();

@@ -1035,6 +1035,7 @@ impl Source {
         // A frame 2 s away (or half the source away when it is shorter than 4 s).
         let far = (index + ((2.0 * self.fps) as usize).min(n / 2).max(1)) % n;
         let p_far = self.psnr_to(img, far);
+        eprintln!("{what}: frame {index}: {p:.2} dB; frame {far}: {p_far:.2} dB");
         if p <= min_db || p_far > p - margin_db {
             // Diagnose: which frame nearby does the picture look like?
             let mut best = (index, p);
@@ -1310,6 +1311,62 @@ pub mod rtmp {
         amf_str(&mut p, "live");
         out.extend(message(4, 20, 1, 0, &p));
         out
+    }
+
+    /// The tags of an FLV file: (type, timestamp ms, data).
+    pub fn flv_tags(path: &Path) -> Vec<(u8, u32, Vec<u8>)> {
+        let b = fs::read(path).unwrap();
+        assert!(b.starts_with(b"FLV"), "{} is not FLV", path.display());
+        let mut i = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
+        let mut out = vec![];
+        while i + 11 <= b.len() {
+            let ty = b[i] & 0x1f;
+            let size = u32::from_be_bytes([0, b[i + 1], b[i + 2], b[i + 3]]) as usize;
+            let ts = u32::from_be_bytes([b[i + 7], b[i + 4], b[i + 5], b[i + 6]]);
+            let start = i + 11;
+            if start + size > b.len() {
+                break;
+            }
+            out.push((ty, ts, b[start..start + size].to_vec()));
+            i = start + size + 4;
+        }
+        out
+    }
+
+    /// A publisher written here: handshake, connect, createStream, publish; then FLV tags
+    /// are sent as RTMP messages when the test says so.
+    pub struct RawPublisher {
+        pub sock: TcpStream,
+    }
+
+    impl RawPublisher {
+        pub fn start(addr: &str, tc_url: &str, app: &str, name: &str) -> RawPublisher {
+            let mut sock = connect(addr);
+            handshake(&mut sock);
+            sock.write_all(&publish_commands(tc_url, app, name))
+                .unwrap();
+            assert!(
+                read_until(
+                    &mut sock,
+                    b"NetStream.Publish.Start",
+                    Duration::from_secs(15)
+                ),
+                "publish of {app}/{name} was not answered with NetStream.Publish.Start"
+            );
+            RawPublisher { sock }
+        }
+
+        /// Sends audio (8) and video (9) tags as messages on stream 1.
+        pub fn send_tags(&mut self, tags: &[(u8, u32, Vec<u8>)]) {
+            for (ty, ts, data) in tags {
+                if *ty == 8 || *ty == 9 {
+                    let csid = if *ty == 9 { 6 } else { 7 };
+                    self.sock
+                        .write_all(&message(csid, *ty, 1, *ts, data))
+                        .expect("send media");
+                }
+            }
+        }
     }
 
     /// Reads whatever arrives until `needle` is seen or `timeout` passes; true when seen.
