@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use media::avc::AvcConfig;
 use media::sps::SpsInfo;
@@ -67,18 +67,44 @@ pub struct GopView {
     pub frames: Vec<StoredFrame>,
 }
 
-/// Rates measured over one-second windows.
+/// Frame rate and bitrate measured over windows of about a second of the stream's own
+/// timestamps, so that network bursts do not skew them.
 #[derive(Debug, Default)]
 struct RateWindow {
-    start: Option<Instant>,
+    start_dts: Option<i64>,
     frames: u64,
     bytes: u64,
     fps: f64,
     bitrate: f64,
 }
 
-/// How often the rates are recomputed.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// How much stream time one rate window covers.
+const RATE_WINDOW_MS: i64 = 1000;
+
+impl RateWindow {
+    fn add(&mut self, dts_ms: i64, len: usize) {
+        match self.start_dts {
+            Some(start) if dts_ms >= start => {
+                let span = dts_ms - start;
+                if span >= RATE_WINDOW_MS {
+                    self.fps = self.frames as f64 * 1000.0 / span as f64;
+                    self.bitrate = self.bytes as f64 * 8000.0 / span as f64;
+                    self.start_dts = Some(dts_ms);
+                    self.frames = 0;
+                    self.bytes = 0;
+                }
+            }
+            // First frame, or timestamps went back: start over.
+            _ => {
+                self.start_dts = Some(dts_ms);
+                self.frames = 0;
+                self.bytes = 0;
+            }
+        }
+        self.frames += 1;
+        self.bytes += len as u64;
+    }
+}
 
 #[derive(Debug, Default)]
 struct StreamState {
@@ -396,23 +422,7 @@ impl StreamWriter for HubWriter {
         let s = &mut *guard;
         s.frames_total += 1;
         s.bytes_total += len as u64;
-        let w = &mut s.rates;
-        let start = *w.start.get_or_insert(now);
-        w.frames += 1;
-        w.bytes += len as u64;
-        let elapsed = now.duration_since(start);
-        if elapsed >= RATE_WINDOW {
-            let secs = elapsed.as_secs_f64();
-            w.fps = w.frames as f64 / secs;
-            w.bitrate = w.bytes as f64 * 8.0 / secs;
-            *w = RateWindow {
-                start: Some(now),
-                frames: 0,
-                bytes: 0,
-                fps: w.fps,
-                bitrate: w.bitrate,
-            };
-        }
+        s.rates.add(frame.dts_ms, len);
         let seq = s.next_seq;
         s.next_seq += 1;
         if s.params.is_none() {
@@ -580,5 +590,21 @@ mod tests {
         w.frame(f(160, true, 60));
         assert_eq!(w.stream().gop(true).unwrap().frames.len(), 1);
         assert_eq!(w.stream().stats().keyframe_interval_ms, Some(120));
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::RateWindow;
+
+    #[test]
+    fn rates_follow_stream_time_not_arrival() {
+        let mut w = RateWindow::default();
+        // 25 fps, 1000 bytes a frame, all arriving at once (a burst).
+        for i in 0..51 {
+            w.add(i * 40, 1000);
+        }
+        assert!((w.fps - 25.0).abs() < 0.01, "fps {}", w.fps);
+        assert!((w.bitrate - 200_000.0).abs() < 1.0, "bitrate {}", w.bitrate);
     }
 }

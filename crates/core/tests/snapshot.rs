@@ -12,7 +12,10 @@ use media::stream::{PublisherInfo, StreamKey, StreamWriter};
 
 fn publish(hub: &Arc<Hub>, name: &str) -> HubWriter {
     let key = StreamKey::new("_default", "live", name).unwrap();
-    let info = PublisherInfo { addr: "127.0.0.1:1".parse().unwrap(), protocol: "test" };
+    let info = PublisherInfo {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        protocol: "test",
+    };
     hub.start(key, info).ok().unwrap()
 }
 
@@ -39,7 +42,10 @@ fn service(interval_ms: u64) -> Arc<Snapshotter> {
 
 fn jpeg(width: Option<u32>) -> SnapshotRequest {
     SnapshotRequest {
-        options: EncodeOptions { width, ..EncodeOptions::new(ImageFormat::Jpeg) },
+        options: EncodeOptions {
+            width,
+            ..EncodeOptions::new(ImageFormat::Jpeg)
+        },
         precision: Precision::Keyframe,
     }
 }
@@ -61,7 +67,11 @@ async fn concurrent_requests_share_one_decode() {
     for t in tasks {
         images.push(t.await.unwrap().unwrap());
     }
-    assert_eq!(snap.counters.pictures_made.load(Ordering::Relaxed), 1, "one decode for eight requests");
+    assert_eq!(
+        snap.counters.pictures_made.load(Ordering::Relaxed),
+        1,
+        "one decode for eight requests"
+    );
     assert_eq!(snap.counters.cache_hits.load(Ordering::Relaxed), 7);
     assert!(images.iter().all(|i| i.image == images[0].image));
     assert_eq!((images[0].width, images[0].height), (640, 360));
@@ -69,13 +79,23 @@ async fn concurrent_requests_share_one_decode() {
     assert!(images[0].keyframe);
     // Another size of the same frame is another picture.
     let png = snap
-        .take(&stream, SnapshotRequest { options: EncodeOptions::new(ImageFormat::Png), precision: Precision::Keyframe })
+        .take(
+            &stream,
+            SnapshotRequest {
+                options: EncodeOptions::new(ImageFormat::Png),
+                precision: Precision::Keyframe,
+            },
+        )
         .await
         .unwrap();
     assert_eq!((png.width, png.height), (1280, 720));
     assert!(png.image.starts_with(b"\x89PNG"));
     assert_eq!(snap.counters.pictures_made.load(Ordering::Relaxed), 2);
-    assert_eq!(snap.counters.decoders_created.load(Ordering::Relaxed), 1, "the decoder is reused");
+    assert_eq!(
+        snap.counters.decoders_created.load(Ordering::Relaxed),
+        1,
+        "the decoder is reused"
+    );
 }
 
 #[tokio::test]
@@ -85,7 +105,13 @@ async fn latest_pictures_the_newest_frame_in_presentation_order() {
     let frames = feed_testdata(&mut w);
     let snap = service(2000);
     let latest = snap
-        .take(w.stream(), SnapshotRequest { precision: Precision::Latest, ..jpeg(None) })
+        .take(
+            w.stream(),
+            SnapshotRequest {
+                precision: Precision::Latest,
+                ..jpeg(None)
+            },
+        )
         .await
         .unwrap();
     let max_pts = frames.iter().map(|f| f.pts_ms).max().unwrap();
@@ -134,7 +160,13 @@ async fn absurd_sizes_are_refused_before_decoding() {
     let mut w = publish(&hub, "e");
     feed_testdata(&mut w);
     let snap = service(1000);
-    assert!(matches!(snap.take(w.stream(), jpeg(Some(100_000))).await, Err(Error::BadRequest(_))));
-    assert!(matches!(snap.take(w.stream(), jpeg(Some(0))).await, Err(Error::BadRequest(_))));
+    assert!(matches!(
+        snap.take(w.stream(), jpeg(Some(100_000))).await,
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        snap.take(w.stream(), jpeg(Some(0))).await,
+        Err(Error::BadRequest(_))
+    ));
     assert_eq!(snap.counters.pictures_made.load(Ordering::Relaxed), 0);
 }

@@ -252,7 +252,7 @@ fn cache_scaling_and_formats() {
     src.assert_matches(
         &w.image,
         src.frame_index_at(w.pts_ms),
-        27.0,
+        30.0,
         6.0,
         "jpg width=320",
     );
@@ -265,7 +265,7 @@ fn cache_scaling_and_formats() {
     src.assert_matches(
         &h.image,
         src.frame_index_at(h.pts_ms),
-        27.0,
+        30.0,
         6.0,
         "png height=90",
     );
@@ -339,7 +339,7 @@ fn sizes_not_multiple_of_16_are_exact() {
     big.assert_matches(
         &scaled.image,
         big.frame_index_at(scaled.pts_ms),
-        27.0,
+        30.0,
         6.0,
         "1080p scaled to 360",
     );

@@ -259,6 +259,24 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
         server.wait_live("live", "truncraw", None);
         drop(s);
     }
+    // 9b. A publish of real frames (decodable) that dies in the middle of the next keyframe.
+    {
+        let tags = rtmp::flv_tags(&cut_src.path);
+        let first_gop: Vec<_> = tags.iter().filter(|t| t.1 < 1000).cloned().collect();
+        let next_key = tags
+            .iter()
+            .find(|t| t.0 == 9 && t.1 >= 1000 && t.2.first() == Some(&0x17))
+            .expect("a second keyframe");
+        let mut p = rtmp::RawPublisher::start(&addr, &tc, "live", "truncflv");
+        p.send_tags(&first_gop);
+        server.wait_keyframes("live", "truncflv", None, 1);
+        let shot = check_keyframe_snapshot(&server, &cut_src, "live", "truncflv", "");
+        assert_eq!(cut_src.frame_index_at(shot.pts_ms), 0);
+        let msg = rtmp::message(6, 9, 1, next_key.1, &next_key.2);
+        p.sock.write_all(&msg[..msg.len() / 2]).unwrap();
+        drop(p);
+        server.wait_gone("live", "truncflv", None);
+    }
     // 10. A real ffmpeg publish cut off mid-stream by a proxy.
     let proxy = CuttingProxy::start(&addr, 40_001);
     let mut cut = Publisher::start(&cut_src.path, &format!("rtmp://{}/live/cut", proxy.addr));

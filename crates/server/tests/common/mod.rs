@@ -985,10 +985,16 @@ impl Source {
         if let Some(v) = self.cache.lock().unwrap().get(&key) {
             return v.clone();
         }
-        let vf = format!(
-            "select=eq(n\\,{index}),scale=w={w}:h={h}:in_color_matrix={}:in_range={}:flags=bicubic,format=rgb24",
+        // Convert to RGB at full size first, then resize in RGB: swscale's one-step
+        // YUV-resize-to-RGB path handles chroma differently enough (about 28 dB against
+        // any RGB-domain resampler) to hide real differences.
+        let mut vf = format!(
+            "select=eq(n\\,{index}),scale=in_color_matrix={}:in_range={},format=rgb24",
             colour.matrix, colour.range
         );
+        if (w, h) != (self.width, self.height) {
+            vf.push_str(&format!(",scale=w={w}:h={h}:flags=bicubic"));
+        }
         let rgb = run(ffmpeg_cmd().arg("-i").arg(&self.path).args([
             "-vf",
             &vf,
