@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod hub;
+pub mod path;
 pub mod snapshot;
+pub mod template;
 
 pub use error::{Error, Result};

@@ -1,0 +1,409 @@
+//! Snapshot templates (what to take, how often, where to put it) and bindings (which streams use
+//! which template). Both are plain data, checked here; storing them is the server's business.
+
+use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY, MAX_OUTPUT_SIDE};
+use media::stream::StreamKey;
+use serde::{Deserialize, Serialize};
+
+use crate::path::{PathPattern, DEFAULT_OVERWRITE_PATH, DEFAULT_SEQUENCE_PATH};
+
+/// Shortest and longest `interval_s`.
+pub const INTERVAL_RANGE: (u32, u32) = (1, 86_400);
+/// Largest `every_n_frames`.
+pub const MAX_EVERY_N_FRAMES: u32 = 1_000_000;
+/// Longest template name.
+pub const MAX_TEMPLATE_NAME: usize = 64;
+
+/// A template as the API reads and writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// Unique name.
+    pub name: String,
+    /// Take a picture every this many seconds (at the first keyframe at or after each due time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
+    /// Or every this many frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_n_frames: Option<u32>,
+    /// `jpg` (default) or `png`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// JPEG quality 1..=100.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+    /// Output width (alone: keeps the aspect ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Output height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Storage location name.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// `overwrite`, `sequence`, or both.
+    #[serde(default = "default_modes")]
+    pub modes: Vec<String>,
+    /// Pattern of the overwritten picture.
+    #[serde(default = "default_overwrite_path")]
+    pub overwrite_path: String,
+    /// Pattern of sequence pictures.
+    #[serde(default = "default_sequence_path")]
+    pub sequence_path: String,
+    /// What to keep of sequence pictures, per stream.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where to POST `snapshot.stored` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+fn default_format() -> String {
+    "jpg".into()
+}
+fn default_quality() -> u8 {
+    DEFAULT_JPEG_QUALITY
+}
+fn default_storage() -> String {
+    "local".into()
+}
+fn default_modes() -> Vec<String> {
+    vec!["sequence".into()]
+}
+fn default_overwrite_path() -> String {
+    DEFAULT_OVERWRITE_PATH.into()
+}
+fn default_sequence_path() -> String {
+    DEFAULT_SEQUENCE_PATH.into()
+}
+
+/// Retention of sequence pictures, per stream and template.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep at most this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u64>,
+    /// Delete those older than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+}
+
+/// When pictures are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Every N seconds, at a keyframe.
+    Interval(u32),
+    /// Every N frames.
+    EveryNFrames(u32),
+}
+
+/// A checked template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// The spec it was made from (what the API shows).
+    pub spec: TemplateSpec,
+    /// When.
+    pub trigger: Trigger,
+    /// What picture.
+    pub options: EncodeOptions,
+    /// Overwrite pattern, when that mode is on.
+    pub overwrite: Option<PathPattern>,
+    /// Sequence pattern, when that mode is on.
+    pub sequence: Option<PathPattern>,
+}
+
+/// A field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The JSON field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks a name used as a template or storage identifier.
+pub fn check_identifier(field: &'static str, name: &str) -> Result<(), FieldError> {
+    if name.is_empty() || name.len() > MAX_TEMPLATE_NAME {
+        return Err(bad(
+            field,
+            format!("must be 1..={MAX_TEMPLATE_NAME} characters"),
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(bad(
+            field,
+            "may hold only letters, digits, _, - and . (not first)",
+        ));
+    }
+    Ok(())
+}
+
+impl TemplateSpec {
+    /// Checks every field; the error names the first bad one.
+    pub fn check(self) -> Result<Template, FieldError> {
+        check_identifier("name", &self.name)?;
+        let trigger = match (self.interval_s, self.every_n_frames) {
+            (Some(s), None) => {
+                if !(INTERVAL_RANGE.0..=INTERVAL_RANGE.1).contains(&s) {
+                    return Err(bad(
+                        "interval_s",
+                        format!("must be {}..={}", INTERVAL_RANGE.0, INTERVAL_RANGE.1),
+                    ));
+                }
+                Trigger::Interval(s)
+            }
+            (None, Some(n)) => {
+                if n == 0 || n > MAX_EVERY_N_FRAMES {
+                    return Err(bad(
+                        "every_n_frames",
+                        format!("must be 1..={MAX_EVERY_N_FRAMES}"),
+                    ));
+                }
+                Trigger::EveryNFrames(n)
+            }
+            (None, None) => return Err(bad("interval_s", "give interval_s or every_n_frames")),
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "every_n_frames",
+                    "give interval_s or every_n_frames, not both",
+                ))
+            }
+        };
+        let format =
+            ImageFormat::parse(&self.format).ok_or_else(|| bad("format", "must be jpg or png"))?;
+        if !(1..=100).contains(&self.quality) {
+            return Err(bad("quality", "must be 1..=100"));
+        }
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if let Some(v) = v {
+                if v == 0 || v > MAX_OUTPUT_SIDE {
+                    return Err(bad(field, format!("must be 1..={MAX_OUTPUT_SIDE}")));
+                }
+            }
+        }
+        check_identifier("storage", &self.storage)?;
+        if self.modes.is_empty() {
+            return Err(bad("modes", "give overwrite, sequence or both"));
+        }
+        let (mut overwrite, mut sequence) = (false, false);
+        for m in &self.modes {
+            match m.as_str() {
+                "overwrite" if !overwrite => overwrite = true,
+                "sequence" if !sequence => sequence = true,
+                _ => {
+                    return Err(bad(
+                        "modes",
+                        format!("{m:?} is not overwrite or sequence, or is repeated"),
+                    ))
+                }
+            }
+        }
+        let overwrite = if overwrite {
+            Some(PathPattern::parse(&self.overwrite_path).map_err(|e| bad("overwrite_path", e))?)
+        } else {
+            None
+        };
+        let sequence = if sequence {
+            let p = PathPattern::parse(&self.sequence_path).map_err(|e| bad("sequence_path", e))?;
+            if !p.is_unique() {
+                return Err(bad(
+                    "sequence_path",
+                    "must contain {Sequence}, {SnapshotTime}, {UnixTimestampMs} or {UnixTimestamp} so that names differ",
+                ));
+            }
+            Some(p)
+        } else {
+            None
+        };
+        if self.retention.keep_last == Some(0) {
+            return Err(bad("retention", "keep_last must be at least 1"));
+        }
+        if self.retention.max_age_s == Some(0) {
+            return Err(bad("retention", "max_age_s must be at least 1"));
+        }
+        if let Some(url) = &self.callback_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return Err(bad("callback_url", "must be an http:// or https:// URL"));
+            }
+        }
+        let options = EncodeOptions {
+            format,
+            width: self.width,
+            height: self.height,
+            quality: self.quality,
+        };
+        Ok(Template {
+            spec: self,
+            trigger,
+            options,
+            overwrite,
+            sequence,
+        })
+    }
+}
+
+/// Matches an app or stream name, or any (`*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingSpec {
+    /// Domain (default `_default`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// App name or `*`.
+    #[serde(default = "star")]
+    pub app: String,
+    /// Stream name or `*`; a stream needs an app.
+    #[serde(default = "star")]
+    pub stream: String,
+    /// Template name.
+    pub template: String,
+}
+
+fn default_domain() -> String {
+    media::stream::DEFAULT_DOMAIN.into()
+}
+fn star() -> String {
+    "*".into()
+}
+
+impl BindingSpec {
+    /// Checks the binding's names.
+    pub fn check(&self) -> Result<(), FieldError> {
+        media::stream::check_name("domain", &self.domain).map_err(|e| bad("domain", e))?;
+        if self.app != "*" {
+            media::stream::check_name("app", &self.app).map_err(|e| bad("app", e))?;
+        }
+        if self.stream != "*" {
+            if self.app == "*" {
+                return Err(bad("stream", "a stream binding needs an app"));
+            }
+            media::stream::check_name("stream", &self.stream).map_err(|e| bad("stream", e))?;
+        }
+        check_identifier("template", &self.template)
+    }
+
+    /// How specific: 2 stream, 1 app, 0 domain; `None` when it does not match `key`.
+    pub fn rank(&self, key: &StreamKey) -> Option<u8> {
+        if self.domain != key.domain {
+            return None;
+        }
+        match (self.app.as_str(), self.stream.as_str()) {
+            ("*", _) => Some(0),
+            (app, "*") if app == key.app => Some(1),
+            (app, stream) if app == key.app && stream == key.stream => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// The most specific binding for a stream (stream over app over domain).
+pub fn resolve<'a>(
+    bindings: impl IntoIterator<Item = &'a BindingSpec>,
+    key: &StreamKey,
+) -> Option<&'a BindingSpec> {
+    bindings
+        .into_iter()
+        .filter_map(|b| b.rank(key).map(|r| (r, b)))
+        .max_by_key(|(r, _)| *r)
+        .map(|(_, b)| b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<Template, String> {
+        let s: TemplateSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        s.check().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_field_errors() {
+        let t = spec(r#"{"name":"t","interval_s":5}"#).unwrap();
+        assert_eq!(t.trigger, Trigger::Interval(5));
+        assert!(t.sequence.is_some() && t.overwrite.is_none());
+        assert_eq!(t.options.format, ImageFormat::Jpeg);
+        for (json, field) in [
+            (r#"{"name":"t"}"#, "interval_s"),
+            (r#"{"name":"t","interval_s":0}"#, "interval_s"),
+            (r#"{"name":"t","interval_s":86401}"#, "interval_s"),
+            (
+                r#"{"name":"t","interval_s":5,"every_n_frames":3}"#,
+                "every_n_frames",
+            ),
+            (r#"{"name":"t","interval_s":5,"format":"gif"}"#, "format"),
+            (r#"{"name":"t","interval_s":5,"quality":0}"#, "quality"),
+            (r#"{"name":"t","interval_s":5,"width":99999}"#, "width"),
+            (r#"{"name":"t","interval_s":5,"modes":[]}"#, "modes"),
+            (r#"{"name":"t","interval_s":5,"modes":["both"]}"#, "modes"),
+            (
+                r#"{"name":"t","interval_s":5,"sequence_path":"s/{StreamName}.jpg"}"#,
+                "sequence_path",
+            ),
+            (
+                r#"{"name":"t","interval_s":5,"modes":["overwrite"],"overwrite_path":"../x"}"#,
+                "overwrite_path",
+            ),
+            (r#"{"name":"../t","interval_s":5}"#, "name"),
+            (
+                r#"{"name":"t","interval_s":5,"callback_url":"ftp://x"}"#,
+                "callback_url",
+            ),
+            (
+                r#"{"name":"t","interval_s":5,"retention":{"keep_last":0}}"#,
+                "retention",
+            ),
+        ] {
+            let err = spec(json).unwrap_err();
+            assert!(err.starts_with(field), "{json} -> {err}");
+        }
+        assert!(spec(r#"{"name":"t","interval_s":5,"colour":"red"}"#)
+            .unwrap_err()
+            .contains("colour"));
+    }
+
+    #[test]
+    fn most_specific_binding_wins() {
+        let b = |app: &str, stream: &str, t: &str| BindingSpec {
+            domain: "_default".into(),
+            app: app.into(),
+            stream: stream.into(),
+            template: t.into(),
+        };
+        let all = [
+            b("*", "*", "domain"),
+            b("live", "*", "app"),
+            b("live", "cam1", "stream"),
+        ];
+        let key = |app: &str, s: &str| StreamKey::new("_default", app, s).unwrap();
+        assert_eq!(
+            resolve(&all, &key("live", "cam1")).unwrap().template,
+            "stream"
+        );
+        assert_eq!(resolve(&all, &key("live", "cam2")).unwrap().template, "app");
+        assert_eq!(
+            resolve(&all, &key("other", "x")).unwrap().template,
+            "domain"
+        );
+        assert!(resolve(&all, &StreamKey::new("d.example", "live", "cam1").unwrap()).is_none());
+        assert!(b("*", "cam1", "x").check().is_err());
+    }
+}
