@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
 use media::avc::AvcConfig;
@@ -15,6 +15,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::schedule::{Clock, Due, Schedule, SystemClock};
+use crate::snapshot::Precision;
+use crate::template::Template;
 use crate::{Error, Result};
 
 /// Limits of the hub.
@@ -123,6 +126,8 @@ struct StreamState {
     keyframe_interval_ms: Option<i64>,
     last_keyframe_at: Option<(SystemTime, Instant)>,
     rates: RateWindow,
+    schedule: Option<Schedule>,
+    shots_dropped: u64,
 }
 
 /// One live stream.
@@ -141,6 +146,7 @@ pub struct LiveStream {
     state: Mutex<StreamState>,
     keyframe_tx: watch::Sender<u64>,
     closed: AtomicBool,
+    clock: Arc<dyn Clock>,
 }
 
 /// The stream as the API shows it.
@@ -166,6 +172,9 @@ pub struct StreamStats {
     pub frames_dropped: u64,
     pub bytes: u64,
     pub snapshots: u64,
+    pub template: Option<String>,
+    pub auto_triggered: u64,
+    pub auto_missed: u64,
     pub publisher: String,
     pub protocol: String,
     pub started_at: String,
@@ -201,6 +210,23 @@ impl LiveStream {
     /// A receiver that changes whenever a keyframe arrives (or the stream closes).
     pub fn keyframes(&self) -> watch::Receiver<u64> {
         self.keyframe_tx.subscribe()
+    }
+
+    /// Puts the stream on `template`'s schedule (first picture at the next keyframe), or takes
+    /// it off with `None`. Keeps the schedule's counters when the template does not change.
+    pub fn set_template(&self, template: Option<Arc<Template>>) {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        s.schedule = match (template, s.schedule.take()) {
+            (Some(t), Some(old)) if *old.template == *t => Some(old),
+            (Some(t), _) => Some(Schedule::new(t, now)),
+            (None, _) => None,
+        };
+    }
+
+    /// The template the stream is scheduled with.
+    pub fn template(&self) -> Option<Arc<Template>> {
+        self.lock().schedule.as_ref().map(|s| s.template.clone())
     }
 
     /// Why this stream cannot be pictured, if it cannot.
@@ -241,6 +267,13 @@ impl LiveStream {
             frames_dropped: s.frames_dropped,
             bytes: s.bytes_total,
             snapshots: self.snapshots.load(Ordering::Relaxed),
+            template: s.schedule.as_ref().map(|sc| sc.template.spec.name.clone()),
+            auto_triggered: s.schedule.as_ref().map_or(0, |sc| sc.triggered),
+            auto_missed: s
+                .schedule
+                .as_ref()
+                .map_or(0, |sc| sc.missed_now(self.clock.now()))
+                + s.shots_dropped,
             publisher: self.publisher.addr.to_string(),
             protocol: self.publisher.protocol.to_string(),
             started_at: humantime::format_rfc3339_millis(self.started).to_string(),
@@ -258,16 +291,65 @@ pub struct Hub {
     streams: RwLock<HashMap<StreamKey, Arc<LiveStream>>>,
     config: HubConfig,
     next_id: AtomicU64,
+    clock: Arc<dyn Clock>,
+    observer: OnceLock<Arc<dyn HubObserver>>,
+    shots: OnceLock<tokio::sync::mpsc::Sender<Shot>>,
+}
+
+/// Told when streams come and go (automatic snapshots, callbacks).
+pub trait HubObserver: Send + Sync {
+    /// A stream started; called after it is in the hub.
+    fn published(&self, stream: &Arc<LiveStream>);
+    /// A stream ended; called after it left the hub.
+    fn unpublished(&self, stream: &Arc<LiveStream>);
+}
+
+/// A picture a schedule asked for, with the frames to make it from, taken when it was due.
+#[derive(Debug)]
+pub struct Shot {
+    /// The stream.
+    pub stream: Arc<LiveStream>,
+    /// Parameters and frames (the keyframe alone, or the GOP up to the due frame).
+    pub view: GopView,
+    /// Which frame of `view`.
+    pub precision: Precision,
+    /// The template that asked.
+    pub template: Arc<Template>,
+    /// Wall-clock time it was due.
+    pub due: SystemTime,
 }
 
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Arc<Hub> {
+        Self::with_clock(config, Arc::new(SystemClock::default()))
+    }
+
+    /// An empty hub on another clock (tests).
+    pub fn with_clock(config: HubConfig, clock: Arc<dyn Clock>) -> Arc<Hub> {
         Arc::new(Hub {
             streams: RwLock::new(HashMap::new()),
             config,
             next_id: AtomicU64::new(1),
+            clock,
+            observer: OnceLock::new(),
+            shots: OnceLock::new(),
         })
+    }
+
+    /// The clock streams are scheduled by.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Sets who is told about streams, and where due pictures go. Once; later calls are ignored.
+    pub fn set_automation(
+        &self,
+        observer: Arc<dyn HubObserver>,
+        shots: tokio::sync::mpsc::Sender<Shot>,
+    ) {
+        let _ = self.observer.set(observer);
+        let _ = self.shots.set(shots);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<StreamKey, Arc<LiveStream>>> {
@@ -340,8 +422,13 @@ impl Hub {
             state: Mutex::new(StreamState::default()),
             keyframe_tx,
             closed: AtomicBool::new(false),
+            clock: self.clock.clone(),
         });
         streams.insert(key, stream.clone());
+        drop(streams);
+        if let Some(o) = self.observer.get() {
+            o.published(&stream);
+        }
         Ok(HubWriter {
             hub: self.clone(),
             stream,
@@ -353,6 +440,10 @@ impl Hub {
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
         if streams.get(&stream.key).is_some_and(|s| s.id == stream.id) {
             streams.remove(&stream.key);
+        }
+        drop(streams);
+        if let Some(o) = self.observer.get() {
+            o.unpublished(stream);
         }
     }
 }
@@ -418,6 +509,7 @@ impl StreamWriter for HubWriter {
     fn frame(&mut self, frame: Frame) {
         let now = Instant::now();
         let len = frame.data.len();
+        let keyframe = frame.keyframe;
         let mut guard = self.stream.lock();
         let s = &mut *guard;
         s.frames_total += 1;
@@ -425,11 +517,9 @@ impl StreamWriter for HubWriter {
         s.rates.add(frame.dts_ms, len);
         let seq = s.next_seq;
         s.next_seq += 1;
-        if s.params.is_none() {
-            return; // nothing can be pictured without parameters
-        }
-        let keyframe = frame.keyframe;
-        if keyframe {
+        let stored = if s.params.is_none() {
+            false // nothing can be pictured without parameters
+        } else if keyframe {
             s.keyframes += 1;
             if let Some(prev) = s.last_keyframe_dts {
                 s.keyframe_interval_ms = Some(frame.dts_ms - prev);
@@ -439,24 +529,70 @@ impl StreamWriter for HubWriter {
             s.gop.clear();
             s.gop_bytes = 0;
             s.gop_overflowed = false;
+            true
         } else if s.gop.is_empty() {
-            return; // no keyframe yet: nothing before one is decodable
+            false // no keyframe yet: nothing before one is decodable
         } else if s.gop_bytes + len > self.max_gop_bytes {
             s.frames_dropped += 1;
             if !s.gop_overflowed {
                 s.gop_overflowed = true;
                 warn!(stream = %self.stream.key, limit = self.max_gop_bytes, frames = s.gop.len(), "GOP exceeds max_gop_bytes; frames until the next keyframe are not buffered (precision=latest sees the last one kept)");
             }
-            return;
+            false
+        } else {
+            true
+        };
+        if stored {
+            s.gop_bytes += len;
+            s.gop.push(StoredFrame {
+                frame,
+                seq,
+                arrived: SystemTime::now(),
+            });
         }
-        s.gop_bytes += len;
-        s.gop.push(StoredFrame {
-            frame,
-            seq,
-            arrived: SystemTime::now(),
-        });
+        // Automatic pictures: a comparison or a counter per frame; frames are copied (reference
+        // counts) only when a picture is due.
+        let shot = match s.schedule.as_mut() {
+            Some(sched) => {
+                let due = sched.on_frame(
+                    self.stream.clock.now(),
+                    keyframe && stored,
+                    !s.gop.is_empty(),
+                );
+                let frames = match due {
+                    Due::No => None,
+                    Due::Keyframe => s
+                        .gop
+                        .first()
+                        .map(|f| (vec![f.clone()], Precision::Keyframe)),
+                    Due::Latest => Some((s.gop.clone(), Precision::Latest)),
+                };
+                match (frames, s.params.clone()) {
+                    (Some((frames, precision)), Some(params)) => Some(Shot {
+                        stream: self.stream.clone(),
+                        view: GopView { params, frames },
+                        precision,
+                        template: sched.template.clone(),
+                        due: self.stream.clock.wall(),
+                    }),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        if let Some(shot) = shot {
+            let sent = self
+                .hub
+                .shots
+                .get()
+                .is_some_and(|tx| tx.try_send(shot).is_ok());
+            if !sent {
+                s.shots_dropped += 1;
+                warn!(stream = %self.stream.key, "automatic snapshot dropped: the snapshot queue is full");
+            }
+        }
         drop(guard);
-        if keyframe {
+        if keyframe && stored {
             self.stream.keyframe_tx.send_modify(|n| *n = seq);
         }
     }

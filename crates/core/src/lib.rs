@@ -5,6 +5,7 @@
 pub mod error;
 pub mod hub;
 pub mod path;
+pub mod schedule;
 pub mod snapshot;
 pub mod template;
 

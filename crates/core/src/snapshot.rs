@@ -284,7 +284,9 @@ impl Snapshotter {
         Err(Error::Timeout(why))
     }
 
-    async fn picture(
+    /// Pictures a given view of a stream (what a schedule captured when the picture was due),
+    /// through the same cache and decoder pool as [`Snapshotter::take`].
+    pub async fn picture(
         &self,
         stream: &Arc<LiveStream>,
         view: GopView,
