@@ -212,6 +212,12 @@ impl LiveStream {
         self.keyframe_tx.subscribe()
     }
 
+    /// An identifier of this publish session, unique across restarts (start time and id).
+    pub fn media_session_id(&self) -> String {
+        let ms = self.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        format!("{ms:x}-{}", self.id)
+    }
+
     /// Puts the stream on `template`'s schedule (first picture at the next keyframe), or takes
     /// it off with `None`. Keeps the schedule's counters when the template does not change.
     pub fn set_template(&self, template: Option<Arc<Template>>) {
