@@ -36,7 +36,9 @@ fn keyframe_and_latest_snapshots_show_the_current_frame() {
     // than the keyframe just pictured, and the picture is exactly the frame at its pts.
     let mut non_key = None;
     for attempt in 0..6 {
+        let st0 = server.get("/v1/streams/live/cam1").json();
         let l = server.snapshot_get("live", "cam1", "png", "precision=latest");
+        let st1 = server.get("/v1/streams/live/cam1").json();
         assert!(
             l.pts_ms >= k1.pts_ms,
             "latest frame pts {} is older than the keyframe pictured before it ({})",
@@ -52,6 +54,20 @@ fn keyframe_and_latest_snapshots_show_the_current_frame() {
             l.pts_ms,
             src.is_keyframe(idx)
         );
+        // It is the newest frame: of the g frames of the current GOP received (decode order)
+        // the newest in presentation order is at least g-1 frames after the keyframe and at
+        // most g-1 plus the B-frame reorder depth (3).
+        if st0["keyframes"] == st1["keyframes"] {
+            let g0 = stats_u64(&st0, "gop_frames") as usize;
+            let g1 = stats_u64(&st1, "gop_frames") as usize;
+            let key = (0..=idx).rev().find(|&i| src.is_keyframe(i)).unwrap();
+            let offset = idx - key;
+            assert!(
+                offset + 1 >= g0 && offset <= g1 + 3,
+                "precision=latest pictured frame {idx}, {offset} frames after its keyframe, but the GOP had \
+                 {g0}..{g1} frames received: not the newest frame"
+            );
+        }
         src.assert_matches(
             &l.image,
             idx,
@@ -252,7 +268,7 @@ fn cache_scaling_and_formats() {
     src.assert_matches(
         &w.image,
         src.frame_index_at(w.pts_ms),
-        30.0,
+        JPEG_SCALED_DB,
         6.0,
         "jpg width=320",
     );
@@ -339,7 +355,7 @@ fn sizes_not_multiple_of_16_are_exact() {
     big.assert_matches(
         &scaled.image,
         big.frame_index_at(scaled.pts_ms),
-        30.0,
+        JPEG_SCALED_DB,
         6.0,
         "1080p scaled to 360",
     );

@@ -84,7 +84,13 @@ fn grab_flv_and_annexb_match_the_source() {
             (ImageKind::Jpeg, 320, 180),
             "{name} --width 320"
         );
-        src.assert_matches(&jpg, 0, 30.0, 6.0, &format!("grab {name} jpg 320"));
+        src.assert_matches(
+            &jpg,
+            0,
+            JPEG_SCALED_DB,
+            6.0,
+            &format!("grab {name} jpg 320"),
+        );
 
         let jpg = grab_ok(
             input,

@@ -94,7 +94,7 @@ fn wcs_snapshot_post() {
         "live",
         "cam1",
         None,
-        30.0,
+        JPEG_SCALED_DB,
     );
     assert_eq!(img.kind, ImageKind::Jpeg);
     assert_eq!((img.width, img.height), (320, 180));
@@ -105,7 +105,7 @@ fn wcs_snapshot_post() {
         "live",
         "cam1",
         None,
-        30.0,
+        JPEG_SCALED_DB,
     );
     assert_eq!(
         (img.kind, img.width, img.height),
