@@ -65,6 +65,7 @@ fn bench_take(c: &mut Criterion) {
             .expect("first snapshot");
         assert!(!first.cache_hit);
         g.sampling_mode(SamplingMode::Auto);
+        g.measurement_time(Duration::from_secs(2));
         g.bench_function(BenchmarkId::new("cache_hit", name), |b| {
             b.iter(|| {
                 let s = rt.block_on(snapshotter.take(&stream, request)).unwrap();
@@ -75,6 +76,7 @@ fn bench_take(c: &mut Criterion) {
 
         // Each iteration: a new keyframe, so the take must make the picture.
         g.sampling_mode(SamplingMode::Flat);
+        g.measurement_time(Duration::from_secs(4));
         g.bench_function(BenchmarkId::new("cache_miss", name), |b| {
             b.iter(|| {
                 push_keyframe(&mut writer);

@@ -214,7 +214,11 @@ impl LiveStream {
 
     /// An identifier of this publish session, unique across restarts (start time and id).
     pub fn media_session_id(&self) -> String {
-        let ms = self.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let ms = self
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         format!("{ms:x}-{}", self.id)
     }
 

@@ -85,6 +85,7 @@ fn benches(c: &mut Criterion) {
         let mut g = c.benchmark_group("decode_keyframe");
         // Tens of milliseconds an iteration: one iteration per sample keeps the run short.
         g.sampling_mode(SamplingMode::Flat);
+        g.measurement_time(Duration::from_secs(4));
         for i in &inputs {
             g.throughput(pixels(i));
             let mut decoder = OpenH264Decoder::new().unwrap();
@@ -155,6 +156,7 @@ fn benches(c: &mut Criterion) {
     {
         let mut g = c.benchmark_group("full_picture_jpeg_q85");
         g.sampling_mode(SamplingMode::Flat);
+        g.measurement_time(Duration::from_secs(4));
         for i in &inputs {
             g.throughput(pixels(i));
             let mut decoder = OpenH264Decoder::new().unwrap();

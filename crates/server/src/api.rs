@@ -29,6 +29,12 @@ pub struct AppState {
     pub snapshots: Arc<Snapshotter>,
     /// Largest request body.
     pub max_request_bytes: usize,
+    /// Automatic snapshots, storage and the index.
+    pub auto: Arc<livesnap_core::auto::Automation>,
+    /// Webhooks.
+    pub callbacks: Arc<crate::callbacks::Callbacks>,
+    /// Base URL of this server for links.
+    pub public_url: String,
 }
 
 /// The whole API as a router, so tests can call it without a socket.
@@ -41,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/streams/{app}/{stream}/snapshot.jpg", get(snapshot_jpg))
         .route("/v1/streams/{app}/{stream}/snapshot.png", get(snapshot_png))
         .route("/rest-api/stream/snapshot", post(wcs_snapshot))
+        .merge(crate::auto_api::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

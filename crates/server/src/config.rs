@@ -1,11 +1,13 @@
 //! Settings: defaults, then a TOML file (`--config`), then `LIVESNAP_<KEY>` environment
 //! variables, then flags; each later source overrides the earlier ones.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use livesnap_store::location::LocationConfig;
 use serde::Deserialize;
 
 /// Every setting of `livesnap serve`, as the TOML file spells them.
@@ -44,6 +46,38 @@ pub struct Settings {
     pub rtmp_idle_timeout_s: u64,
     /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
     pub log: String,
+    /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
+    pub storage: HashMap<String, LocationConfig>,
+    /// Domain -> SourceID for path patterns (`[source_ids]`); a domain not listed is its own.
+    pub source_ids: HashMap<String, String>,
+    /// The index: `sqlite://PATH` or `postgres://...` [default: sqlite under the data dir].
+    pub index: Option<String>,
+    /// Where pictures wait while storage is down [default: <data_dir>/spool].
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool holds before it drops pictures.
+    pub spool_max_bytes: u64,
+    /// Seconds between retention sweeps.
+    pub retention_sweep_s: u64,
+    /// Receives every event, besides templates' own callback URLs.
+    pub callback_url: Option<String>,
+    /// HMAC-SHA256 key for the X-Livesnap-Signature header of callbacks.
+    pub callback_secret: Option<String>,
+    /// Tries per callback delivery.
+    pub callback_max_attempts: u32,
+    /// Milliseconds before the first callback retry (doubled each time).
+    pub callback_backoff_ms: u64,
+    /// Base URL of this server as others reach it, for links in callbacks [default: http://<http>].
+    pub public_url: Option<String>,
+    /// WCS: automatic snapshots of every stream no binding matches.
+    pub snapshot_auto_enabled: bool,
+    /// WCS: where automatic snapshots go [default: <data_dir>/snapshot-auto].
+    pub snapshot_auto_dir: Option<PathBuf>,
+    /// WCS: folder per stream named by `streamName` or `mediaSessionId`.
+    pub snapshot_auto_naming: String,
+    /// WCS: a picture every this many frames.
+    pub snapshot_auto_rate: u32,
+    /// WCS: keep the last this many pictures per stream (0 keeps all).
+    pub snapshot_auto_retention: u64,
 }
 
 impl Default for Settings {
@@ -65,9 +99,28 @@ impl Default for Settings {
             max_request_bytes: 64 * 1024,
             rtmp_idle_timeout_s: 30,
             log: "info".to_string(),
+            storage: HashMap::new(),
+            source_ids: HashMap::new(),
+            index: None,
+            spool_dir: None,
+            spool_max_bytes: livesnap_store::spool::DEFAULT_MAX_BYTES,
+            retention_sweep_s: 10,
+            callback_url: None,
+            callback_secret: None,
+            callback_max_attempts: 6,
+            callback_backoff_ms: 1000,
+            public_url: None,
+            snapshot_auto_enabled: false,
+            snapshot_auto_dir: None,
+            snapshot_auto_naming: "streamName".to_string(),
+            snapshot_auto_rate: 30,
+            snapshot_auto_retention: 0,
         }
     }
 }
+
+/// The storage location of WCS automatic snapshots (rooted at `snapshot_auto_dir`).
+pub const WCS_AUTO_STORAGE: &str = "wcs-auto";
 
 /// Largest snapshot_taking_interval_ms accepted (ten minutes).
 pub const MAX_INTERVAL_MS: u64 = 600_000;
@@ -126,6 +179,48 @@ pub struct ServeArgs {
     /// Log filter [default: info].
     #[arg(long, env = "LIVESNAP_LOG")]
     pub log: Option<String>,
+    /// Index URL: sqlite://PATH or postgres://... [default: sqlite://<data_dir>/index.db].
+    #[arg(long, env = "LIVESNAP_INDEX")]
+    pub index: Option<String>,
+    /// Spool directory [default: <data_dir>/spool].
+    #[arg(long, env = "LIVESNAP_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size limit in bytes [default: 268435456].
+    #[arg(long, env = "LIVESNAP_SPOOL_MAX_BYTES")]
+    pub spool_max_bytes: Option<u64>,
+    /// Seconds between retention sweeps [default: 10].
+    #[arg(long, env = "LIVESNAP_RETENTION_SWEEP_S")]
+    pub retention_sweep_s: Option<u64>,
+    /// Global callback URL.
+    #[arg(long, env = "LIVESNAP_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// Callback signing secret.
+    #[arg(long, env = "LIVESNAP_CALLBACK_SECRET")]
+    pub callback_secret: Option<String>,
+    /// Tries per callback [default: 6].
+    #[arg(long, env = "LIVESNAP_CALLBACK_MAX_ATTEMPTS")]
+    pub callback_max_attempts: Option<u32>,
+    /// First callback retry delay in ms [default: 1000].
+    #[arg(long, env = "LIVESNAP_CALLBACK_BACKOFF_MS")]
+    pub callback_backoff_ms: Option<u64>,
+    /// Public base URL for links in callbacks [default: http://<http address>].
+    #[arg(long, env = "LIVESNAP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// WCS automatic snapshots on/off [default: false].
+    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_ENABLED")]
+    pub snapshot_auto_enabled: Option<bool>,
+    /// WCS automatic snapshot folder [default: <data_dir>/snapshot-auto].
+    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_DIR")]
+    pub snapshot_auto_dir: Option<PathBuf>,
+    /// WCS automatic snapshot folder naming: streamName or mediaSessionId [default: streamName].
+    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_NAMING")]
+    pub snapshot_auto_naming: Option<String>,
+    /// WCS automatic snapshot every N frames [default: 30].
+    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_RATE")]
+    pub snapshot_auto_rate: Option<u32>,
+    /// WCS automatic snapshots kept per stream, 0 = all [default: 0].
+    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_RETENTION")]
+    pub snapshot_auto_retention: Option<u64>,
 }
 
 impl ServeArgs {
@@ -169,7 +264,26 @@ impl ServeArgs {
             max_access_unit_bytes,
             max_request_bytes,
             rtmp_idle_timeout_s,
+            spool_max_bytes,
+            retention_sweep_s,
+            callback_max_attempts,
+            callback_backoff_ms,
+            snapshot_auto_enabled,
+            snapshot_auto_naming,
+            snapshot_auto_rate,
+            snapshot_auto_retention,
             log
+        );
+        macro_rules! over_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; } )* };
+        }
+        over_opt!(
+            index,
+            spool_dir,
+            callback_url,
+            callback_secret,
+            public_url,
+            snapshot_auto_dir
         );
         s.validate()?;
         Ok(s)
@@ -185,6 +299,28 @@ impl Settings {
             return Err(format!(
                 "snapshot_taking_interval_ms must be 1..={MAX_INTERVAL_MS}"
             ));
+        }
+        if !matches!(
+            self.snapshot_auto_naming.as_str(),
+            "streamName" | "mediaSessionId"
+        ) {
+            return Err("snapshot_auto_naming must be streamName or mediaSessionId".into());
+        }
+        if self.snapshot_auto_rate == 0 {
+            return Err("snapshot_auto_rate must be at least 1".into());
+        }
+        if self.retention_sweep_s == 0 {
+            return Err("retention_sweep_s must be at least 1".into());
+        }
+        for (name, cfg) in &self.storage {
+            livesnap_core::template::check_identifier("storage", name)
+                .map_err(|e| format!("[storage.{name}]: {e}"))?;
+            if name == WCS_AUTO_STORAGE {
+                return Err(format!(
+                    "[storage.{name}]: the name is reserved for WCS automatic snapshots"
+                ));
+            }
+            let _ = cfg;
         }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());

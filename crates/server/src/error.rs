@@ -17,12 +17,20 @@ pub enum AppError {
     /// Nothing at this path.
     #[error("{0}")]
     NotFound(String),
+    /// A template or binding change was refused.
+    #[error(transparent)]
+    Config(#[from] livesnap_core::auto::ConfigError),
+    /// The index or a storage location failed.
+    #[error(transparent)]
+    Store(#[from] livesnap_store::Error),
 }
 
 impl AppError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
+        use livesnap_core::auto::ConfigError;
         use livesnap_core::Error as C;
+        use livesnap_store::Error as S;
         match self {
             AppError::Core(C::NotLive(_)) | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Core(C::Ambiguous { .. }) => StatusCode::CONFLICT,
@@ -30,6 +38,20 @@ impl AppError {
             // No picture in time: the service is up but cannot answer now.
             AppError::Core(C::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Core(C::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Config(e) => match e {
+                ConfigError::Field(_) => StatusCode::BAD_REQUEST,
+                ConfigError::NotFound(_) => StatusCode::NOT_FOUND,
+                ConfigError::Conflict(_) => StatusCode::CONFLICT,
+                ConfigError::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            AppError::Store(e) => match e {
+                S::NotFound { .. } => StatusCode::NOT_FOUND,
+                S::InvalidFilter(_)
+                | S::InvalidCursor(_)
+                | S::OutOfRange { .. }
+                | S::InvalidKey { .. } => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 }
@@ -40,6 +62,12 @@ impl IntoResponse for AppError {
         let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
         if let AppError::Core(livesnap_core::Error::Ambiguous { candidates, .. }) = &self {
             body["candidates"] = json!(candidates);
+        }
+        if let AppError::Config(livesnap_core::auto::ConfigError::Field(f)) = &self {
+            body["field"] = json!(f.field);
+        }
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

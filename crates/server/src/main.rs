@@ -1,18 +1,25 @@
 //! The `livesnap` binary: `serve` runs the server, `grab` takes one picture of a file.
 
 mod api;
+mod auto_api;
+mod callbacks;
 mod config;
 mod error;
 mod grab;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ingest::rtmp::server::RtmpConfig;
+use livesnap_core::auto::{AutoConfig, Automation};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
 use livesnap_core::snapshot::{SnapshotConfig, Snapshotter};
+use livesnap_core::template::{Retention, TemplateSpec};
+use livesnap_store::index::Index;
+use livesnap_store::spool::Spool;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -110,10 +117,18 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         rtmp_config,
     ));
 
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let auto = start_automation(&settings, hub.clone(), snapshots.clone(), &public_url).await?;
     let state = api::AppState {
         hub,
         snapshots,
         max_request_bytes: settings.max_request_bytes,
+        auto: auto.0,
+        callbacks: auto.1,
+        public_url,
     };
     info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), "livesnap ready");
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
@@ -151,4 +166,102 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     info!("shutting down");
+}
+
+/// Opens the index, the storage locations and the spool, and starts automatic snapshots and
+/// callbacks.
+async fn start_automation(
+    settings: &config::Settings,
+    hub: Arc<Hub>,
+    snapshots: Arc<Snapshotter>,
+    public_url: &str,
+) -> Result<(Arc<Automation>, Arc<callbacks::Callbacks>), String> {
+    use livesnap_store::location::Location;
+    let data = &settings.data_dir;
+    let index_url = settings
+        .index
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data.join("index.db").display()));
+    let index = Index::open(&index_url)
+        .await
+        .map_err(|e| format!("index {index_url}: {e}"))?;
+    info!(index = index.backend(), "index open");
+    let mut locations: HashMap<String, Arc<Location>> = HashMap::new();
+    let local = Location::local("local", &data.join("snapshots"))
+        .map_err(|e| format!("storage local: {e}"))?;
+    locations.insert("local".into(), Arc::new(local));
+    for (name, cfg) in &settings.storage {
+        let location = Location::new(name, cfg).map_err(|e| format!("[storage.{name}]: {e}"))?;
+        info!(storage = %name, at = %location.describe(), "storage location");
+        locations.insert(name.clone(), Arc::new(location));
+    }
+    let fallback = if settings.snapshot_auto_enabled {
+        let dir = settings
+            .snapshot_auto_dir
+            .clone()
+            .unwrap_or_else(|| data.join("snapshot-auto"));
+        let location = Location::local(config::WCS_AUTO_STORAGE, &dir)
+            .map_err(|e| format!("snapshot_auto_dir: {e}"))?;
+        locations.insert(config::WCS_AUTO_STORAGE.into(), Arc::new(location));
+        let folder = if settings.snapshot_auto_naming == "mediaSessionId" {
+            "{MediaSessionId}"
+        } else {
+            "{StreamName}"
+        };
+        let spec = TemplateSpec {
+            name: config::WCS_AUTO_STORAGE.into(),
+            interval_s: None,
+            every_n_frames: Some(settings.snapshot_auto_rate),
+            format: "png".into(),
+            quality: media::picture::DEFAULT_JPEG_QUALITY,
+            width: None,
+            height: None,
+            storage: config::WCS_AUTO_STORAGE.into(),
+            modes: vec!["sequence".into()],
+            overwrite_path: livesnap_core::path::DEFAULT_OVERWRITE_PATH.into(),
+            sequence_path: format!("{folder}/{{Sequence}}.png"),
+            retention: Retention {
+                keep_last: (settings.snapshot_auto_retention > 0)
+                    .then_some(settings.snapshot_auto_retention),
+                max_age_s: None,
+            },
+            callback_url: None,
+        };
+        let template = spec
+            .check()
+            .map_err(|e| format!("WCS automatic snapshots: {e}"))?;
+        info!(dir = %dir.display(), rate = settings.snapshot_auto_rate, "WCS automatic snapshots on");
+        Some(Arc::new(template))
+    } else {
+        None
+    };
+    let spool_dir = settings
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| data.join("spool"));
+    let spool = Spool::open(&spool_dir, settings.spool_max_bytes)
+        .map_err(|e| format!("spool {}: {e}", spool_dir.display()))?;
+    let callbacks = callbacks::Callbacks::start(callbacks::CallbackConfig {
+        global_url: settings.callback_url.clone(),
+        secret: settings.callback_secret.clone(),
+        max_attempts: settings.callback_max_attempts.max(1),
+        first_backoff: Duration::from_millis(settings.callback_backoff_ms),
+        public_url: public_url.to_string(),
+    });
+    let auto = Automation::start(
+        hub,
+        snapshots,
+        Arc::new(index),
+        spool,
+        locations,
+        callbacks.clone(),
+        AutoConfig {
+            save_path: Some(data.join("automation.json")),
+            source_ids: settings.source_ids.clone(),
+            fallback,
+            sweep_every: Duration::from_secs(settings.retention_sweep_s),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((auto, callbacks))
 }

@@ -25,7 +25,10 @@ fn require_gstreamer() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "GStreamer with rtmp2sink (gstreamer1.0-plugins-bad) is needed: scripts/test installs it");
+    assert!(
+        ok,
+        "GStreamer with rtmp2sink (gstreamer1.0-plugins-bad) is needed: scripts/test installs it"
+    );
 }
 
 fn publish(caps: &str, url: &str) -> Gst {
@@ -64,30 +67,50 @@ fn gstreamer_publish_is_pictured_like_gstreamer_renders_it() {
     let reference = decode_image(&std::fs::read(&reference).unwrap());
 
     let server = Server::start();
-    let _gst = publish("video/x-raw,format=I420,width=320,height=240,framerate=25/1", &server.rtmp_url("live", "gst"));
+    let _gst = publish(
+        "video/x-raw,format=I420,width=320,height=240,framerate=25/1",
+        &server.rtmp_url("live", "gst"),
+    );
     let info = server.wait_keyframes("live", "gst", None, 1);
-    assert_eq!((info["width"].as_u64(), info["height"].as_u64()), (Some(320), Some(240)), "{info}");
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{info}"
+    );
     assert_eq!(info["codec"], "h264");
     let shot = server.snapshot_get("live", "gst", "png", "");
     assert_eq!((shot.image.width, shot.image.height), (320, 240));
     // The reference never went through 4:2:0, so the sharp bar edges cost a few dB: measured
     // 29.6 dB here, and ffmpeg's own decode of the same stream scores the same.
     let db = psnr(&shot.image.rgb, &reference.rgb);
-    assert!(db > 27.0, "GStreamer publish pictured at {db:.1} dB against GStreamer's own rendering");
+    assert!(
+        db > 27.0,
+        "GStreamer publish pictured at {db:.1} dB against GStreamer's own rendering"
+    );
 }
 
 #[test]
 fn ten_bit_stream_is_refused_with_a_clear_error() {
     require_gstreamer();
     let server = Server::start_env(&[("LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS", "1000")]);
-    let _gst = publish("video/x-raw,format=I420_10LE,width=320,height=240,framerate=25/1", &server.rtmp_url("live", "deep"));
+    let _gst = publish(
+        "video/x-raw,format=I420_10LE,width=320,height=240,framerate=25/1",
+        &server.rtmp_url("live", "deep"),
+    );
     let info = server.wait_live("live", "deep", None);
     let info = poll(WAIT, "the 10-bit stream to report its error", || {
         let v = server.get("/v1/streams/live/deep").json();
-        v["error"].as_str().is_some_and(|e| e.contains("10-bit")).then_some(v)
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("10-bit"))
+            .then_some(v)
     });
     assert!(info["codec"].is_null(), "{info}");
     let r = server.get("/v1/streams/live/deep/snapshot.png");
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.text().contains("10-bit"), "the error says why: {}", r.text());
+    assert!(
+        r.text().contains("10-bit"),
+        "the error says why: {}",
+        r.text()
+    );
 }

@@ -1,0 +1,647 @@
+//! Automatic snapshots: templates and bindings, the worker that turns due [`Shot`]s into stored
+//! pictures (storage location, index, spool when storage is down), retention, and the events
+//! other systems are told about.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use livesnap_store::index::{Index, Mode, NewSnapshot, SnapshotRow};
+use livesnap_store::location::Location;
+use livesnap_store::spool::{Spool, SpoolEntry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::hub::{Hub, HubObserver, LiveStream, Shot};
+use crate::path::PathVars;
+use crate::snapshot::{SnapshotRequest, Snapshotter};
+use crate::template::{resolve, BindingSpec, FieldError, Template, TemplateSpec};
+
+/// How many due pictures may wait for a worker before new ones are dropped (and counted).
+pub const SHOT_QUEUE: usize = 1024;
+
+/// What other systems are told (the server turns these into signed webhooks).
+pub trait EventSink: Send + Sync {
+    /// A picture was stored and indexed; `callback_url` is the template's own, if any.
+    fn snapshot_stored(&self, row: &SnapshotRow, callback_url: Option<&str>);
+    /// A stream started.
+    fn stream_published(&self, stream: &LiveStream);
+    /// A stream ended.
+    fn stream_unpublished(&self, stream: &LiveStream);
+}
+
+/// An [`EventSink`] that tells nobody.
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn snapshot_stored(&self, _: &SnapshotRow, _: Option<&str>) {}
+    fn stream_published(&self, _: &LiveStream) {}
+    fn stream_unpublished(&self, _: &LiveStream) {}
+}
+
+/// Why a template or binding change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field is wrong.
+    #[error("{0}")]
+    Field(FieldError),
+    /// No such template or binding.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The change conflicts with what exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Saving failed.
+    #[error("cannot save automation settings: {0}")]
+    Save(String),
+}
+
+/// Templates and bindings as saved on disk.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Saved {
+    templates: Vec<TemplateSpec>,
+    bindings: Vec<BindingSpec>,
+}
+
+/// Counters for the API and metrics.
+#[derive(Debug, Default, Serialize)]
+pub struct AutoCounters {
+    /// Pictures stored (directly or from the spool).
+    pub stored: AtomicU64,
+    /// Pictures that went to the spool because storage failed.
+    pub spooled: AtomicU64,
+    /// Pictures lost: could not be made, or the spool was full.
+    pub failed: AtomicU64,
+    /// Pictures deleted by retention.
+    pub retention_deleted: AtomicU64,
+}
+
+/// The metadata a spooled picture carries so it can be indexed once stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct SpoolMeta {
+    row: NewSnapshot,
+    callback_url: Option<String>,
+    keep_last: Option<u64>,
+}
+
+/// Settings of the automation.
+pub struct AutoConfig {
+    /// Where templates and bindings are saved (`None`: not saved, for tests).
+    pub save_path: Option<PathBuf>,
+    /// Domain -> SourceID (a domain not listed is its own SourceID).
+    pub source_ids: HashMap<String, String>,
+    /// A template for streams that no binding matches (the WCS automatic-snapshot shortcut).
+    pub fallback: Option<Arc<Template>>,
+    /// How often retention sweeps run.
+    pub sweep_every: Duration,
+}
+
+/// Automatic snapshots for the whole server.
+pub struct Automation {
+    hub: Arc<Hub>,
+    snapshots: Arc<Snapshotter>,
+    index: Arc<Index>,
+    spool: Arc<Spool>,
+    locations: HashMap<String, Arc<Location>>,
+    events: Arc<dyn EventSink>,
+    templates: RwLock<HashMap<String, Arc<Template>>>,
+    bindings: RwLock<Vec<BindingSpec>>,
+    config: AutoConfig,
+    /// Counters.
+    pub counters: AutoCounters,
+    save_lock: tokio::sync::Mutex<()>,
+}
+
+impl Automation {
+    /// Builds the automation, loads saved templates and bindings, hooks into the hub, and starts
+    /// the worker, the spool and the retention sweeper.
+    pub fn start(
+        hub: Arc<Hub>,
+        snapshots: Arc<Snapshotter>,
+        index: Arc<Index>,
+        spool: Arc<Spool>,
+        locations: HashMap<String, Arc<Location>>,
+        events: Arc<dyn EventSink>,
+        config: AutoConfig,
+    ) -> Result<Arc<Automation>, ConfigError> {
+        let saved: Saved = match &config.save_path {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Save(format!("{}: {e}", p.display())))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| ConfigError::Save(format!("{}: {e}", p.display())))?
+            }
+            _ => Saved::default(),
+        };
+        let mut templates = HashMap::new();
+        for spec in saved.templates {
+            let name = spec.name.clone();
+            match spec.check() {
+                Ok(t) => {
+                    templates.insert(name, Arc::new(t));
+                }
+                Err(e) => warn!(template = %name, error = %e, "saved template is invalid; skipped"),
+            }
+        }
+        let auto = Arc::new(Automation {
+            hub: hub.clone(),
+            snapshots,
+            index,
+            spool: spool.clone(),
+            locations,
+            events,
+            templates: RwLock::new(templates),
+            bindings: RwLock::new(saved.bindings),
+            config,
+            counters: AutoCounters::default(),
+            save_lock: tokio::sync::Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(SHOT_QUEUE);
+        hub.set_automation(auto.clone(), tx);
+        tokio::spawn(auto.clone().work(rx));
+        let a = auto.clone();
+        let resolver = move |name: &str| a.locations.get(name).cloned();
+        let a = auto.clone();
+        let on_stored = move |entry: SpoolEntry| {
+            let a = a.clone();
+            tokio::spawn(async move { a.spooled_stored(entry).await });
+        };
+        tokio::spawn(async move { spool.run(resolver, on_stored).await });
+        tokio::spawn(auto.clone().sweep());
+        Ok(auto)
+    }
+
+    fn read_templates(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Template>>> {
+        self.templates.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_bindings(&self) -> std::sync::RwLockReadGuard<'_, Vec<BindingSpec>> {
+        self.bindings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every template.
+    pub fn templates(&self) -> Vec<TemplateSpec> {
+        let mut v: Vec<_> = self
+            .read_templates()
+            .values()
+            .map(|t| t.spec.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One template.
+    pub fn template(&self, name: &str) -> Option<TemplateSpec> {
+        self.read_templates().get(name).map(|t| t.spec.clone())
+    }
+
+    /// Every binding.
+    pub fn bindings(&self) -> Vec<BindingSpec> {
+        self.read_bindings().clone()
+    }
+
+    /// The template a stream would take now.
+    pub fn template_for(&self, stream: &LiveStream) -> Option<Arc<Template>> {
+        let bindings = self.read_bindings();
+        match resolve(bindings.iter(), &stream.key) {
+            Some(b) => self.read_templates().get(&b.template).cloned(),
+            None => self.config.fallback.clone(),
+        }
+    }
+
+    /// Creates (`create`) or replaces a template. Live streams using it switch at once.
+    pub async fn put_template(
+        &self,
+        spec: TemplateSpec,
+        create: bool,
+    ) -> Result<TemplateSpec, ConfigError> {
+        let template = Arc::new(spec.check().map_err(ConfigError::Field)?);
+        if !self.locations.contains_key(&template.spec.storage) {
+            return Err(ConfigError::Field(FieldError {
+                field: "storage",
+                message: format!("no storage location named {:?}", template.spec.storage),
+            }));
+        }
+        {
+            let mut t = self.templates.write().unwrap_or_else(|p| p.into_inner());
+            let exists = t.contains_key(&template.spec.name);
+            if create && exists {
+                return Err(ConfigError::Conflict(format!(
+                    "template {} exists",
+                    template.spec.name
+                )));
+            }
+            if !create && !exists {
+                return Err(ConfigError::NotFound(format!(
+                    "template {}",
+                    template.spec.name
+                )));
+            }
+            t.insert(template.spec.name.clone(), template.clone());
+        }
+        for s in self.hub.list() {
+            if s.template()
+                .is_some_and(|t| t.spec.name == template.spec.name)
+            {
+                s.set_template(Some(template.clone()));
+            }
+        }
+        self.save().await?;
+        Ok(template.spec.clone())
+    }
+
+    /// Deletes a template no binding uses.
+    pub async fn delete_template(&self, name: &str) -> Result<(), ConfigError> {
+        if let Some(b) = self.read_bindings().iter().find(|b| b.template == name) {
+            return Err(ConfigError::Conflict(format!(
+                "template {name} is used by the binding {}/{}/{}",
+                b.domain, b.app, b.stream
+            )));
+        }
+        if self
+            .templates
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_none()
+        {
+            return Err(ConfigError::NotFound(format!("template {name}")));
+        }
+        for s in self.hub.list() {
+            if s.template().is_some_and(|t| t.spec.name == name) {
+                s.set_template(self.template_for(&s));
+            }
+        }
+        self.save().await
+    }
+
+    /// Adds or replaces the binding for (domain, app, stream). With `apply_to_live`, live
+    /// streams take their (new) most specific binding at once; otherwise at their next publish.
+    pub async fn put_binding(
+        &self,
+        spec: BindingSpec,
+        apply_to_live: bool,
+    ) -> Result<BindingSpec, ConfigError> {
+        spec.check().map_err(ConfigError::Field)?;
+        if !self.read_templates().contains_key(&spec.template) {
+            return Err(ConfigError::Field(FieldError {
+                field: "template",
+                message: format!("no template named {:?}", spec.template),
+            }));
+        }
+        {
+            let mut b = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+            b.retain(|x| {
+                !(x.domain == spec.domain && x.app == spec.app && x.stream == spec.stream)
+            });
+            b.push(spec.clone());
+        }
+        if apply_to_live {
+            self.apply_to_live();
+        }
+        self.save().await?;
+        Ok(spec)
+    }
+
+    /// Removes the binding for (domain, app, stream).
+    pub async fn delete_binding(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: &str,
+        apply_to_live: bool,
+    ) -> Result<(), ConfigError> {
+        let removed = {
+            let mut b = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+            let before = b.len();
+            b.retain(|x| !(x.domain == domain && x.app == app && x.stream == stream));
+            before != b.len()
+        };
+        if !removed {
+            return Err(ConfigError::NotFound(format!(
+                "binding {domain}/{app}/{stream}"
+            )));
+        }
+        if apply_to_live {
+            self.apply_to_live();
+        }
+        self.save().await
+    }
+
+    fn apply_to_live(&self) {
+        for s in self.hub.list() {
+            s.set_template(self.template_for(&s));
+        }
+    }
+
+    async fn save(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config.save_path else {
+            return Ok(());
+        };
+        let _guard = self.save_lock.lock().await;
+        let saved = Saved {
+            templates: self.templates(),
+            bindings: self.bindings(),
+        };
+        let text =
+            serde_json::to_string_pretty(&saved).map_err(|e| ConfigError::Save(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, text)
+            .await
+            .map_err(|e| ConfigError::Save(format!("{}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| ConfigError::Save(format!("{}: {e}", path.display())))
+    }
+
+    async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>) {
+        while let Some(shot) = rx.recv().await {
+            // Each picture runs on its own task: the snapshot service bounds decoding, and a
+            // slow storage write must not hold up other streams' pictures.
+            let me = self.clone();
+            tokio::spawn(async move {
+                let key = shot.stream.key.to_string();
+                if let Err(e) = me.store_shot(shot).await {
+                    me.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(stream = %key, error = %e, "automatic snapshot failed");
+                }
+            });
+        }
+    }
+
+    async fn store_shot(&self, shot: Shot) -> Result<(), String> {
+        let t = shot.template.clone();
+        let request = SnapshotRequest {
+            options: t.options,
+            precision: shot.precision,
+        };
+        let snap = self
+            .snapshots
+            .picture(&shot.stream, shot.view, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = &shot.stream.key;
+        let time_ms = shot
+            .due
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let sequence = match t.sequence {
+            Some(_) => Some(
+                self.index
+                    .next_sequence(&key.domain, &key.app, &key.stream, &t.spec.name)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let source_id = self
+            .config
+            .source_ids
+            .get(&key.domain)
+            .map_or(key.domain.as_str(), |s| s.as_str());
+        let session = shot.stream.media_session_id();
+        let vars = PathVars {
+            domain: &key.domain,
+            source_id,
+            app: &key.app,
+            stream: &key.stream,
+            time: shot.due,
+            sequence: sequence.unwrap_or(0),
+            job_id: &t.spec.name,
+            media_session_id: &session,
+            format: t.options.format.extension(),
+        };
+        let targets = [
+            (Mode::Overwrite, t.overwrite.as_ref()),
+            (Mode::Sequence, t.sequence.as_ref()),
+        ];
+        for (mode, pattern) in targets {
+            let Some(pattern) = pattern else { continue };
+            let row = NewSnapshot {
+                domain: key.domain.clone(),
+                app: key.app.clone(),
+                stream: key.stream.clone(),
+                job: t.spec.name.clone(),
+                time_ms,
+                sequence,
+                mode,
+                storage: t.spec.storage.clone(),
+                key: pattern.render(&vars),
+                size: snap.image.len() as u64,
+                width: snap.width,
+                height: snap.height,
+                format: t.options.format.extension().to_string(),
+            };
+            self.write(
+                row,
+                snap.image.clone(),
+                t.spec.callback_url.clone(),
+                t.spec.retention.keep_last,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Writes one picture; on failure it goes to the spool and is indexed once stored.
+    async fn write(
+        &self,
+        row: NewSnapshot,
+        data: Bytes,
+        callback_url: Option<String>,
+        keep_last: Option<u64>,
+    ) {
+        let Some(location) = self.locations.get(&row.storage) else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            error!(storage = %row.storage, "template names a storage location that does not exist");
+            return;
+        };
+        // While older pictures for this location wait in the spool, new ones queue behind them,
+        // so that pictures are stored in the order they were taken.
+        let result = if self.spool.has_pending(&row.storage) {
+            Err("older pictures for this location are still spooled".to_string())
+        } else {
+            location
+                .put(&row.key, data.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => self.indexed(row, callback_url, keep_last).await,
+            Err(e) => {
+                warn!(storage = %row.storage, key = %row.key, error = %e, "storage write failed; picture spooled for retry");
+                let meta = SpoolMeta {
+                    row,
+                    callback_url,
+                    keep_last,
+                };
+                let entry = SpoolEntry {
+                    location: meta.row.storage.clone(),
+                    key: meta.row.key.clone(),
+                    data,
+                    meta: serde_json::to_value(&meta).unwrap_or_default(),
+                };
+                match self.spool.push(entry).await {
+                    Ok(()) => {
+                        self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, "picture dropped: the spool is full");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn spooled_stored(&self, entry: SpoolEntry) {
+        match serde_json::from_value::<SpoolMeta>(entry.meta) {
+            Ok(meta) => {
+                self.indexed(meta.row, meta.callback_url, meta.keep_last)
+                    .await
+            }
+            Err(e) => {
+                error!(key = %entry.key, error = %e, "spooled picture stored but its metadata is unreadable; not indexed")
+            }
+        }
+    }
+
+    async fn indexed(
+        &self,
+        row: NewSnapshot,
+        callback_url: Option<String>,
+        keep_last: Option<u64>,
+    ) {
+        let result = match row.mode {
+            Mode::Overwrite => self.index.upsert_overwrite(&row).await,
+            Mode::Sequence => self.index.insert(&row).await,
+        };
+        match result {
+            Ok(stored) => {
+                self.counters.stored.fetch_add(1, Ordering::Relaxed);
+                debug!(key = %stored.key, id = %stored.id, "snapshot stored");
+                self.events
+                    .snapshot_stored(&stored, callback_url.as_deref());
+                if row.mode == Mode::Sequence && keep_last.is_some() {
+                    self.enforce(
+                        &row.domain,
+                        &row.app,
+                        &row.stream,
+                        &row.job,
+                        keep_last,
+                        None,
+                    )
+                    .await;
+                }
+            }
+            Err(e) => error!(key = %row.key, error = %e, "picture stored but not indexed"),
+        }
+    }
+
+    /// Deletes what retention no longer keeps for one stream: objects first, then rows.
+    async fn enforce(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: &str,
+        job: &str,
+        keep_last: Option<u64>,
+        older_than_ms: Option<i64>,
+    ) {
+        let victims = match self
+            .index
+            .retention_victims(domain, app, stream, job, keep_last, older_than_ms, 500)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => return warn!(error = %e, "retention query failed"),
+        };
+        for row in victims {
+            if let Err(e) = self.delete_row(&row).await {
+                warn!(id = %row.id, key = %row.key, error = %e, "retention delete failed");
+            } else {
+                self.counters
+                    .retention_deleted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Deletes a picture: the object, then its row. A missing object is not an error.
+    pub async fn delete_row(&self, row: &SnapshotRow) -> Result<(), String> {
+        if let Some(location) = self.locations.get(&row.storage) {
+            location.delete(&row.key).await.map_err(|e| e.to_string())?;
+        }
+        self.index
+            .delete(&row.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn sweep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut templates: Vec<Arc<Template>> =
+                self.read_templates().values().cloned().collect();
+            templates.extend(self.config.fallback.clone());
+            for t in templates {
+                let r = t.spec.retention;
+                if r.keep_last.is_none() && r.max_age_s.is_none() {
+                    continue;
+                }
+                let cutoff = r
+                    .max_age_s
+                    .map(|s| livesnap_store::time::now_ms() - (s as i64) * 1000);
+                let streams = match self.index.streams_with_sequence_rows(&t.spec.name).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "retention sweep query failed");
+                        continue;
+                    }
+                };
+                for (domain, app, stream) in streams {
+                    self.enforce(&domain, &app, &stream, &t.spec.name, r.keep_last, cutoff)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The storage location named `name`.
+    pub fn location(&self, name: &str) -> Option<&Arc<Location>> {
+        self.locations.get(name)
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+}
+
+impl HubObserver for Automation {
+    fn published(&self, stream: &Arc<LiveStream>) {
+        let template = self.template_for(stream);
+        if let Some(t) = &template {
+            info!(stream = %stream.key, template = %t.spec.name, "automatic snapshots on");
+        }
+        stream.set_template(template);
+        self.events.stream_published(stream);
+    }
+
+    fn unpublished(&self, stream: &Arc<LiveStream>) {
+        self.events.stream_unpublished(stream);
+    }
+}

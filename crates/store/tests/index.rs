@@ -1,0 +1,727 @@
+//! The index on SQLite (a temp file) and on PostgreSQL (`LIVESNAP_TEST_POSTGRES_URL`, see
+//! `scripts/postgres-test-server`): every test runs on both, each on its own database.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+
+use livesnap_store::{Error, Index, ListFilter, Mode, NewSnapshot, SnapshotRow};
+
+/// A database for one test; the temp folder lives as long as it does.
+struct Db {
+    url: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        let tmp = tempfile::tempdir().unwrap();
+        // A folder that does not exist yet: open creates it and the file.
+        let url = format!("sqlite://{}", tmp.path().join("data/index.db").display());
+        Db {
+            url,
+            _tmp: Some(tmp),
+        }
+    }
+    async fn postgres(tag: &str) -> Db {
+        Db {
+            url: common::fresh_postgres_db(tag).await,
+            _tmp: None,
+        }
+    }
+    async fn open(&self) -> Index {
+        Index::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+}
+
+/// Runs `async fn $name(db: Db)` once on SQLite and once on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Db::postgres(stringify!($name)).await).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    insert_get_and_every_filter,
+    pagination_covers_every_row_once_newest_first,
+    delete_returns_the_row,
+    next_sequence_is_persisted_across_reopen,
+    next_sequence_is_atomic_under_concurrency,
+    retention_victims_keep_last_and_max_age,
+    upsert_overwrite_keeps_one_row,
+    bad_filters_and_cursors_are_refused,
+    streams_with_sequence_rows_lists_each_stream_once,
+    migrations_are_idempotent,
+);
+
+fn snap(domain: &str, app: &str, stream: &str, job: &str, time_ms: i64, mode: Mode) -> NewSnapshot {
+    NewSnapshot {
+        domain: domain.into(),
+        app: app.into(),
+        stream: stream.into(),
+        job: job.into(),
+        time_ms,
+        sequence: (mode == Mode::Sequence).then_some(time_ms as u64),
+        mode,
+        storage: "local".into(),
+        key: format!("{domain}/{app}/{stream}/{job}/{time_ms}.jpg"),
+        size: 1000 + time_ms as u64,
+        width: 640,
+        height: 360,
+        format: "jpg".into(),
+    }
+}
+
+fn ids(rows: &[SnapshotRow]) -> Vec<String> {
+    rows.iter().map(|r| r.id.clone()).collect()
+}
+
+async fn list_all(index: &Index, filter: ListFilter) -> Vec<SnapshotRow> {
+    let (rows, next) = index
+        .list(&ListFilter {
+            limit: Some(1000),
+            ..filter
+        })
+        .await
+        .unwrap();
+    assert!(next.is_none());
+    rows
+}
+
+async fn insert_get_and_every_filter(db: Db) {
+    let index = db.open().await;
+    let mut inserted = Vec::new();
+    for (i, (domain, app, stream, job, mode)) in [
+        ("_default", "live", "cam1", "t1", Mode::Sequence),
+        ("_default", "live", "cam2", "t1", Mode::Sequence),
+        ("_default", "other", "cam1", "t2", Mode::Overwrite),
+        ("example.com", "live", "cam1", "t1", Mode::Sequence),
+        ("example.com", "live", "cam1", "job-9", Mode::Overwrite),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let new = snap(domain, app, stream, job, 1_000 * (i as i64 + 1), mode);
+        let row = index.insert(&new).await.unwrap();
+        // Every field comes back as given.
+        assert_eq!(
+            (
+                &row.domain,
+                &row.app,
+                &row.stream,
+                &row.job,
+                row.time_ms,
+                row.sequence,
+                row.mode
+            ),
+            (
+                &new.domain,
+                &new.app,
+                &new.stream,
+                &new.job,
+                new.time_ms,
+                new.sequence,
+                new.mode
+            )
+        );
+        assert_eq!(
+            (
+                &row.storage,
+                &row.key,
+                row.size,
+                row.width,
+                row.height,
+                &row.format
+            ),
+            (
+                &new.storage,
+                &new.key,
+                new.size,
+                new.width,
+                new.height,
+                &new.format
+            )
+        );
+        assert_eq!(index.get(&row.id).await.unwrap().as_ref(), Some(&row));
+        inserted.push(row);
+    }
+    assert_eq!(index.get("no-such-id").await.unwrap(), None);
+    let id_set: HashSet<_> = inserted.iter().map(|r| &r.id).collect();
+    assert_eq!(id_set.len(), inserted.len(), "ids are unique");
+
+    // Newest first without a filter.
+    let all = list_all(&index, ListFilter::default()).await;
+    assert_eq!(
+        ids(&all),
+        ids(&inserted.iter().rev().cloned().collect::<Vec<_>>())
+    );
+
+    let count = |f: ListFilter| {
+        let index = index.clone();
+        async move {
+            list_all(&index, f)
+                .await
+                .iter()
+                .map(|r| r.time_ms)
+                .collect::<Vec<_>>()
+        }
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        count(ListFilter {
+            domain: s("example.com"),
+            ..Default::default()
+        })
+        .await,
+        [5000, 4000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            app: s("other"),
+            ..Default::default()
+        })
+        .await,
+        [3000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            stream: s("cam1"),
+            ..Default::default()
+        })
+        .await,
+        [5000, 4000, 3000, 1000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            job: s("t1"),
+            ..Default::default()
+        })
+        .await,
+        [4000, 2000, 1000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            mode: Some(Mode::Overwrite),
+            ..Default::default()
+        })
+        .await,
+        [5000, 3000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            mode: Some(Mode::Sequence),
+            ..Default::default()
+        })
+        .await,
+        [4000, 2000, 1000]
+    );
+    // The time range is inclusive at both ends.
+    assert_eq!(
+        count(ListFilter {
+            from_ms: Some(2000),
+            to_ms: Some(4000),
+            ..Default::default()
+        })
+        .await,
+        [4000, 3000, 2000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            from_ms: Some(4000),
+            ..Default::default()
+        })
+        .await,
+        [5000, 4000]
+    );
+    assert_eq!(
+        count(ListFilter {
+            to_ms: Some(1000),
+            ..Default::default()
+        })
+        .await,
+        [1000]
+    );
+    // Filters combine.
+    assert_eq!(
+        count(ListFilter {
+            domain: s("_default"),
+            app: s("live"),
+            stream: s("cam1"),
+            job: s("t1"),
+            mode: Some(Mode::Sequence),
+            from_ms: Some(1000),
+            to_ms: Some(1000),
+            ..Default::default()
+        })
+        .await,
+        [1000]
+    );
+    assert!(count(ListFilter {
+        domain: s("nowhere"),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    // Hostile filter values are data, not SQL.
+    assert!(count(ListFilter {
+        stream: s("x' OR '1'='1"),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+
+    // Default limit is 50.
+    for i in 0..60 {
+        index
+            .insert(&snap("d", "a", "s", "j", 10_000 + i, Mode::Sequence))
+            .await
+            .unwrap();
+    }
+    let (page, next) = index.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(page.len(), 50);
+    assert!(next.is_some());
+}
+
+async fn pagination_covers_every_row_once_newest_first(db: Db) {
+    let index = db.open().await;
+    let mut expected = Vec::new();
+    for i in 0..138i64 {
+        // Many rows share a time (the newest two as well), so the order within a time must
+        // come from the id.
+        let t = 1_000_000 + (i / 4) * 1000;
+        let stream = if i % 3 == 0 { "cam1" } else { "cam2" };
+        expected.push(
+            index
+                .insert(&snap("_default", "live", stream, "t1", t, Mode::Sequence))
+                .await
+                .unwrap(),
+        );
+    }
+    expected.sort_by(|a, b| (b.time_ms, &b.id).cmp(&(a.time_ms, &a.id)));
+
+    for (limit, stream) in [
+        (10u32, None),
+        (1, None),
+        (7, Some("cam1")),
+        (138, None),
+        (500, None),
+    ] {
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|r| stream.is_none_or(|s| r.stream == s))
+            .cloned()
+            .collect();
+        let mut got = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let filter = ListFilter {
+                limit: Some(limit),
+                cursor,
+                stream: stream.map(str::to_string),
+                ..Default::default()
+            };
+            let (rows, next) = index.list(&filter).await.unwrap();
+            assert!(rows.len() <= limit as usize);
+            pages += 1;
+            got.extend(rows);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages <= 200, "pagination does not end");
+        }
+        assert_eq!(ids(&got), ids(&want), "limit {limit}, stream {stream:?}");
+        assert_eq!(pages, want.len().div_ceil(limit as usize).max(1));
+    }
+
+    // A page cut inside a run of equal times goes on where it stopped.
+    let (first, next) = index
+        .list(&ListFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first[0].time_ms, first[1].time_ms);
+    let (second, _) = index
+        .list(&ListFilter {
+            limit: Some(2),
+            cursor: next,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ids(&expected[2..4]));
+}
+
+async fn delete_returns_the_row(db: Db) {
+    let index = db.open().await;
+    let a = index
+        .insert(&snap("_default", "live", "cam1", "t1", 1, Mode::Sequence))
+        .await
+        .unwrap();
+    let b = index
+        .insert(&snap("_default", "live", "cam1", "t1", 2, Mode::Sequence))
+        .await
+        .unwrap();
+    assert_eq!(index.delete(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(index.get(&a.id).await.unwrap(), None);
+    assert_eq!(
+        index.delete(&a.id).await.unwrap(),
+        None,
+        "deleting twice finds nothing"
+    );
+    assert_eq!(index.delete("unknown").await.unwrap(), None);
+    assert_eq!(
+        ids(&list_all(&index, ListFilter::default()).await),
+        vec![b.id]
+    );
+}
+
+async fn next_sequence_is_persisted_across_reopen(db: Db) {
+    let index = db.open().await;
+    for want in 1..=3 {
+        assert_eq!(
+            index
+                .next_sequence("_default", "live", "cam1", "t1")
+                .await
+                .unwrap(),
+            want
+        );
+    }
+    // Counters are per (domain, app, stream, job).
+    assert_eq!(
+        index
+            .next_sequence("_default", "live", "cam2", "t1")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        index
+            .next_sequence("_default", "live", "cam1", "t2")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        index
+            .next_sequence("other", "live", "cam1", "t1")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        index
+            .next_sequence("_default", "app2", "cam1", "t1")
+            .await
+            .unwrap(),
+        1
+    );
+    index.close().await;
+    drop(index);
+
+    let index = db.open().await;
+    assert_eq!(
+        index
+            .next_sequence("_default", "live", "cam1", "t1")
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        index
+            .next_sequence("_default", "live", "cam2", "t1")
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn next_sequence_is_atomic_under_concurrency(db: Db) {
+    let index = db.open().await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let index = index.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                got.push(
+                    index
+                        .next_sequence("_default", "live", "cam1", "t1")
+                        .await
+                        .unwrap(),
+                );
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "duplicate sequence numbers: {all:?}"
+    );
+    assert_eq!(unique, (1..=100).collect::<BTreeSet<u64>>());
+    assert_eq!(
+        index
+            .next_sequence("_default", "live", "cam1", "t1")
+            .await
+            .unwrap(),
+        101
+    );
+}
+
+async fn retention_victims_keep_last_and_max_age(db: Db) {
+    let index = db.open().await;
+    // cam1/t1: ten sequence pictures at 1000..=10000, two of them sharing t=5000.
+    let mut rows = Vec::new();
+    for t in [1000, 2000, 3000, 4000, 5000, 5000, 7000, 8000, 9000, 10000] {
+        rows.push(
+            index
+                .insert(&snap("_default", "live", "cam1", "t1", t, Mode::Sequence))
+                .await
+                .unwrap(),
+        );
+    }
+    rows.sort_by(|a, b| (a.time_ms, &a.id).cmp(&(b.time_ms, &b.id))); // oldest first
+                                                                      // Rows retention must never touch for cam1/t1.
+    index
+        .insert(&snap("_default", "live", "cam1", "t1", 1, Mode::Overwrite))
+        .await
+        .unwrap();
+    index
+        .insert(&snap("_default", "live", "cam1", "t2", 1, Mode::Sequence))
+        .await
+        .unwrap();
+    index
+        .insert(&snap("_default", "live", "cam2", "t1", 1, Mode::Sequence))
+        .await
+        .unwrap();
+    index
+        .insert(&snap("other", "live", "cam1", "t1", 1, Mode::Sequence))
+        .await
+        .unwrap();
+    index
+        .insert(&snap("_default", "app2", "cam1", "t1", 1, Mode::Sequence))
+        .await
+        .unwrap();
+
+    let victims = |keep: Option<u64>, older: Option<i64>, limit: u32| {
+        let index = index.clone();
+        async move {
+            ids(&index
+                .retention_victims("_default", "live", "cam1", "t1", keep, older, limit)
+                .await
+                .unwrap())
+        }
+    };
+    // Keep the newest 3: the 7 oldest go, oldest first.
+    assert_eq!(victims(Some(3), None, 100).await, ids(&rows[..7]));
+    // Keep 5: the boundary falls between the two rows at t=5000; only the older one goes.
+    assert_eq!(victims(Some(5), None, 100).await, ids(&rows[..5]));
+    assert_eq!(victims(Some(10), None, 100).await, Vec::<String>::new());
+    assert_eq!(victims(Some(50), None, 100).await, Vec::<String>::new());
+    assert_eq!(victims(Some(0), None, 100).await, ids(&rows));
+    // Older than the cutoff (strictly).
+    assert_eq!(victims(None, Some(4000), 100).await, ids(&rows[..3]));
+    assert_eq!(victims(None, Some(5001), 100).await, ids(&rows[..6]));
+    assert_eq!(victims(None, Some(0), 100).await, Vec::<String>::new());
+    // Both rules: either one makes a victim.
+    assert_eq!(victims(Some(8), Some(4000), 100).await, ids(&rows[..3]));
+    assert_eq!(victims(Some(3), Some(2000), 100).await, ids(&rows[..7]));
+    // The limit takes the oldest.
+    assert_eq!(victims(Some(3), None, 2).await, ids(&rows[..2]));
+    // No rule: nothing.
+    assert_eq!(victims(None, None, 100).await, Vec::<String>::new());
+
+    // Applying the victims and asking again finds none.
+    for id in victims(Some(3), None, 100).await {
+        index.delete(&id).await.unwrap();
+    }
+    assert_eq!(victims(Some(3), None, 100).await, Vec::<String>::new());
+    assert_eq!(list_all(&index, ListFilter::default()).await.len(), 3 + 5);
+}
+
+async fn upsert_overwrite_keeps_one_row(db: Db) {
+    let index = db.open().await;
+    let mut new = snap("_default", "live", "cam1", "t1", 1000, Mode::Overwrite);
+    new.key = "snapshot/live/cam1.jpg".into();
+    let first = index.upsert_overwrite(&new).await.unwrap();
+    let mut later = new.clone();
+    later.time_ms = 2000;
+    later.size = 4242;
+    later.width = 1280;
+    later.height = 720;
+    later.format = "png".into();
+    let second = index.upsert_overwrite(&later).await.unwrap();
+    assert_eq!(second.id, first.id, "the row keeps its id");
+    assert_eq!(
+        (
+            second.time_ms,
+            second.size,
+            second.width,
+            second.height,
+            second.format.as_str()
+        ),
+        (2000, 4242, 1280, 720, "png")
+    );
+    assert_eq!(index.get(&first.id).await.unwrap(), Some(second.clone()));
+    // insert() of an overwrite picture is an upsert too.
+    later.time_ms = 3000;
+    let third = index.insert(&later).await.unwrap();
+    assert_eq!(third.id, first.id);
+    assert_eq!(third.time_ms, 3000);
+    let overwrite = ListFilter {
+        mode: Some(Mode::Overwrite),
+        ..Default::default()
+    };
+    assert_eq!(list_all(&index, overwrite.clone()).await.len(), 1);
+
+    // Another key, or the same key in another location, is another row.
+    let mut other = later.clone();
+    other.key = "snapshot/live/cam2.jpg".into();
+    assert_ne!(index.upsert_overwrite(&other).await.unwrap().id, first.id);
+    other.key = later.key.clone();
+    other.storage = "s3".into();
+    assert_ne!(index.upsert_overwrite(&other).await.unwrap().id, first.id);
+    assert_eq!(list_all(&index, overwrite).await.len(), 3);
+
+    // Sequence rows with the same key are not merged into the overwrite row.
+    let mut seq = later.clone();
+    seq.mode = Mode::Sequence;
+    index.insert(&seq).await.unwrap();
+    index.insert(&seq).await.unwrap();
+    assert_eq!(
+        list_all(
+            &index,
+            ListFilter {
+                mode: Some(Mode::Sequence),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        2
+    );
+
+    // Concurrent overwrites of one key still leave one row.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (index, mut row) = (index.clone(), new.clone());
+        row.key = "snapshot/live/busy.jpg".into();
+        row.time_ms = 5000 + i;
+        tasks.push(tokio::spawn(async move {
+            index.upsert_overwrite(&row).await.unwrap().id
+        }));
+    }
+    let mut ids_seen = HashSet::new();
+    for t in tasks {
+        ids_seen.insert(t.await.unwrap());
+    }
+    assert_eq!(ids_seen.len(), 1);
+}
+
+async fn bad_filters_and_cursors_are_refused(db: Db) {
+    let index = db.open().await;
+    for limit in [0, 1001] {
+        let e = index
+            .list(&ListFilter {
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidFilter(_)), "{e}");
+    }
+    let e = index
+        .list(&ListFilter {
+            from_ms: Some(2),
+            to_ms: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidFilter(_)), "{e}");
+    for cursor in ["", "garbage", "12.'; DROP TABLE snapshots; --"] {
+        let e = index
+            .list(&ListFilter {
+                cursor: Some(cursor.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidCursor(_)), "{e}");
+    }
+    let mut huge = snap("_default", "live", "cam1", "t1", 1, Mode::Sequence);
+    huge.size = u64::MAX;
+    assert!(matches!(
+        index.insert(&huge).await,
+        Err(Error::OutOfRange { field: "size", .. })
+    ));
+    assert!(matches!(
+        Index::open("mysql://x").await,
+        Err(Error::InvalidIndexUrl { .. })
+    ));
+}
+
+async fn streams_with_sequence_rows_lists_each_stream_once(db: Db) {
+    let index = db.open().await;
+    for (d, a, s, j, m) in [
+        ("_default", "live", "cam2", "t1", Mode::Sequence),
+        ("_default", "live", "cam1", "t1", Mode::Sequence),
+        ("_default", "live", "cam1", "t1", Mode::Sequence),
+        ("b.com", "live", "cam1", "t1", Mode::Sequence),
+        ("_default", "live", "cam3", "t1", Mode::Overwrite),
+        ("_default", "live", "cam4", "t2", Mode::Sequence),
+    ] {
+        index.insert(&snap(d, a, s, j, 1, m)).await.unwrap();
+    }
+    let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        index.streams_with_sequence_rows("t1").await.unwrap(),
+        vec![
+            t("_default", "live", "cam1"),
+            t("_default", "live", "cam2"),
+            t("b.com", "live", "cam1")
+        ]
+    );
+    assert_eq!(
+        index.streams_with_sequence_rows("t2").await.unwrap(),
+        vec![t("_default", "live", "cam4")]
+    );
+    assert!(index
+        .streams_with_sequence_rows("none")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn migrations_are_idempotent(db: Db) {
+    let index = db.open().await;
+    let row = index
+        .insert(&snap("_default", "live", "cam1", "t1", 1, Mode::Sequence))
+        .await
+        .unwrap();
+    index.close().await;
+    // Opening again (another node, a restart) applies nothing twice and keeps the data.
+    let (a, b) = tokio::join!(db.open(), db.open());
+    assert_eq!(a.get(&row.id).await.unwrap(), Some(row.clone()));
+    assert_eq!(b.get(&row.id).await.unwrap(), Some(row));
+}
