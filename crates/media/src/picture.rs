@@ -74,6 +74,20 @@ impl EncodeOptions {
         }
     }
 
+    /// Checks the sizes asked for, before any source size is known.
+    pub fn check(&self) -> Result<()> {
+        for side in [self.width, self.height].into_iter().flatten() {
+            if side == 0 || side > MAX_OUTPUT_SIDE {
+                return Err(Error::BadOutputSize {
+                    width: self.width.unwrap_or(0),
+                    height: self.height.unwrap_or(0),
+                    max: MAX_OUTPUT_SIDE,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The output size for a source of `src_w` x `src_h`.
     pub fn output_size(&self, src_w: u32, src_h: u32) -> Result<(u32, u32)> {
         let scale = |given: u32, num: u32, den: u32| -> u32 {
