@@ -241,7 +241,10 @@ impl Snapshotter {
         request: SnapshotRequest,
     ) -> Result<Snapshot> {
         // Check the size against the limits before waiting for anything.
-        request.options.check().map_err(|e| Error::BadRequest(e.to_string()))?;
+        request
+            .options
+            .check()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
         let deadline = Instant::now() + self.config.interval;
         let mut keyframes = stream.keyframes();
         let mut attempts = 0u32;
