@@ -77,6 +77,13 @@ pub struct SpsInfo {
 impl SpsInfo {
     /// Parses an SPS NAL unit (header byte included) and checks its size against the limits.
     pub fn parse(nal: &[u8]) -> Result<SpsInfo> {
+        // h264-reader's decode_nal underflows on fewer than two bytes (found by fuzzing).
+        if nal.len() < 4 {
+            return Err(Error::Sps(format!(
+                "{} bytes is too short for an SPS",
+                nal.len()
+            )));
+        }
         let rbsp = h264_reader::rbsp::decode_nal(nal).map_err(|e| Error::Sps(e.to_string()))?;
         let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
             .map_err(|e| Error::Sps(format!("{e:?}")))?;
@@ -180,6 +187,14 @@ mod tests {
         assert_eq!(info.profile_name(), "Baseline");
         assert_eq!(info.colour, Colour::untagged());
         assert_eq!(info.fps, Some(25.0));
+    }
+
+    #[test]
+    fn refuses_empty_and_tiny_input() {
+        // fuzz/regressions/sps/empty_nal: h264-reader panicked on this.
+        for n in 0..4 {
+            assert!(SpsInfo::parse(&SPS_64[..n]).is_err());
+        }
     }
 
     #[test]

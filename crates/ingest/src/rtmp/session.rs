@@ -1,13 +1,13 @@
 //! The sans-IO core of an RTMP publish connection: bytes in, [`Event`]s and reply bytes out.
 //!
-//! It drives rml_rtmp's handshake and chunk (de)serializer, and answers the NetConnection and
+//! It drives rml_rtmp's handshake and chunk serializer and our own [`ChunkReader`], and answers the NetConnection and
 //! NetStream commands a publisher sends (connect, releaseStream, FCPublish, createStream,
 //! publish, FCUnpublish, deleteStream). It is written here rather than using rml_rtmp's
 //! `ServerSession` because that one hides the connect command's `tcUrl` (we need its host for the
 //! domain) and decodes AMF0 without a nesting limit. Playing is refused: livesnap only ingests.
 
 use bytes::Bytes;
-use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{
     MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType,
@@ -15,6 +15,7 @@ use rml_rtmp::messages::{
 use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
 
+use super::chunk::{ChunkReader, Message};
 use crate::amf0::{self, Amf0Value};
 use crate::{Error, Result};
 
@@ -76,7 +77,7 @@ enum State {
 pub struct Session {
     state: State,
     handshake: Handshake,
-    deserializer: ChunkDeserializer,
+    reader: ChunkReader,
     serializer: ChunkSerializer,
     out: Vec<u8>,
     app: Option<String>,
@@ -100,7 +101,7 @@ impl Session {
         Session {
             state: State::Handshaking,
             handshake: Handshake::new(PeerType::Server),
-            deserializer: ChunkDeserializer::new(),
+            reader: ChunkReader::new(),
             serializer: ChunkSerializer::new(),
             out: Vec::new(),
             app: None,
@@ -155,16 +156,9 @@ impl Session {
         } else {
             data
         };
-        let mut next = self
-            .deserializer
-            .get_next_message(data)
-            .map_err(|e| Error::Chunk(e.to_string()))?;
-        while let Some(message) = next {
+        self.reader.push(data);
+        while let Some(message) = self.reader.next_message()? {
             self.on_message(message, events)?;
-            next = self
-                .deserializer
-                .get_next_message(&[])
-                .map_err(|e| Error::Chunk(e.to_string()))?;
         }
         if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
             self.last_ack = self.received;
@@ -209,22 +203,24 @@ impl Session {
         self.on_status(tx, "error", code, description)
     }
 
-    fn on_message(&mut self, m: MessagePayload, events: &mut Vec<Event>) -> Result<()> {
+    fn on_message(&mut self, m: Message, events: &mut Vec<Event>) -> Result<()> {
         match m.type_id {
             msg::VIDEO => {
-                if self.state == State::Publishing
-                    && m.message_stream_id == STREAM_ID
-                    && !m.data.is_empty()
-                {
+                // Also while the publish is pending: a client may send media right behind its
+                // publish command, in the same read, and the first video message is usually the
+                // only sequence header. The caller handles events in order, so it has accepted
+                // (or refused) the publish before it sees these.
+                let publishing = matches!(self.state, State::Publishing | State::PublishPending);
+                if publishing && m.stream_id == STREAM_ID && !m.payload.is_empty() {
                     events.push(Event::Video {
-                        timestamp: m.timestamp.value,
-                        body: m.data,
+                        timestamp: m.timestamp,
+                        body: m.payload,
                     });
                 }
             }
             msg::AUDIO => {} // accepted and dropped
             msg::SET_CHUNK_SIZE => {
-                let b = &m.data[..];
+                let b = &m.payload[..];
                 if b.len() < 4 {
                     return Err(Error::Protocol("SetChunkSize shorter than 4 bytes".into()));
                 }
@@ -236,24 +232,22 @@ impl Session {
                         limit: MAX_CHUNK_SIZE as usize,
                     });
                 }
-                self.deserializer
-                    .set_max_chunk_size(size as usize)
-                    .map_err(|e| Error::Chunk(e.to_string()))?;
+                self.reader.set_chunk_size(size as usize);
             }
             msg::WINDOW_ACK_SIZE => {
-                if let Some(b) = m.data.get(..4) {
+                if let Some(b) = m.payload.get(..4) {
                     self.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                 }
             }
             msg::COMMAND_AMF0 => {
-                if m.data.len() > MAX_COMMAND_BYTES {
+                if m.payload.len() > MAX_COMMAND_BYTES {
                     return Err(Error::TooLarge {
                         what: "command message",
-                        size: m.data.len(),
+                        size: m.payload.len(),
                         limit: MAX_COMMAND_BYTES,
                     });
                 }
-                let values = amf0::decode_all(&m.data)?;
+                let values = amf0::decode_all(&m.payload)?;
                 self.on_command(values, events)?;
             }
             _ => {} // data (onMetaData), acks, user control, AMF3: nothing we need

@@ -15,11 +15,15 @@ fn split_query(s: &str) -> (&str, &str) {
     }
 }
 
-/// The value of `domain=` or `vhost=` in a query string.
+/// The value of `domain=` or `vhost=` in a query string, when it is a host name: letters,
+/// digits, `-`, `_` and `.`, and not an IP address or `localhost`.
 fn domain_param(query: &str) -> Option<&str> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (matches!(k, "domain" | "vhost") && !v.is_empty()).then_some(v)
+        let host_chars = v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        (matches!(k, "domain" | "vhost") && host_chars && is_domain_name(v)).then_some(v)
     })
 }
 
