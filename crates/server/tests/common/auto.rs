@@ -1,0 +1,1109 @@
+//! Helpers for the end-to-end tests of automatic snapshots (`e2e_auto*.rs`): a `livesnap serve`
+//! whose data dir outlives it (for restarts), the whole REST API (GET/POST/PUT/DELETE), a real S3
+//! endpoint (s3s-fs) in-process that can be stopped and started on the same port, a callback
+//! receiver that records requests and answers with scripted statuses, a byte-exact RTMP publisher
+//! for hostile names, and checks of pictures against a source whose content changes once a second.
+//!
+//! Used from a test file as
+//! ```ignore
+//! mod common;
+//! #[path = "common/auto.rs"]
+//! mod auto;
+//! ```
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+// ---------------------------------------------------------------------------------------------
+// HTTP with any method (the harness has GET and POST only)
+
+/// The runtime of this module: HTTP requests, the S3 endpoint, database set-up.
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+fn client() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("reqwest client")
+    })
+}
+
+/// Sends one request; `Err` only when no answer came.
+pub fn request(method: &str, url: &str, body: Option<&str>) -> Result<Resp, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let body = body.map(str::to_string);
+    rt().block_on(async {
+        let start = Instant::now();
+        let mut rb = client().request(method.clone(), url);
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
+        let r = rb
+            .send()
+            .await
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+            elapsed: start.elapsed(),
+        })
+    })
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// the server, with a data dir that outlives it
+
+static SERVER_N: AtomicU64 = AtomicU64::new(0);
+
+/// `livesnap serve` on port 0 with its data in `<work>/data`; stopping it and starting another
+/// on the same `work` dir is a restart.
+pub struct Livesnap {
+    child: Child,
+    pub http: String,
+    pub rtmp: String,
+    pub work: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Livesnap {
+    /// Starts with `env` (`LIVESNAP_*` of the test's own environment are removed first),
+    /// extra flags, and `config` as the TOML file when given.
+    pub fn start(
+        work: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        config: Option<&str>,
+    ) -> Livesnap {
+        require_ffmpeg();
+        let n = SERVER_N.fetch_add(1, Ordering::Relaxed);
+        let data = work.join("data");
+        let log = work.join(format!("server{n}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data);
+        if let Some(text) = config {
+            let path = work.join(format!("config{n}.toml"));
+            fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("log file"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LIVESNAP_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let log_text = |log: &Path| {
+            let t = fs::read_to_string(log).unwrap_or_default();
+            let l: Vec<&str> = t.lines().collect();
+            l[l.len().saturating_sub(60)..].join("\n")
+        };
+        let line = match rx.recv_timeout(WAIT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "livesnap serve printed no listening line within {WAIT:?}; stderr:\n{}",
+                    log_text(&log)
+                );
+            }
+        };
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!(
+                "first stdout line is not JSON ({e}): {line:?}\nstderr:\n{}",
+                log_text(&log)
+            )
+        });
+        assert_eq!(
+            v["event"], "listening",
+            "unexpected first stdout line: {line}"
+        );
+        let server = Livesnap {
+            child,
+            http: v["http"].as_str().unwrap().to_string(),
+            rtmp: v["rtmp"].as_str().unwrap().to_string(),
+            work: work.to_path_buf(),
+            data,
+            log,
+        };
+        let r = server.get("/healthz");
+        assert_eq!(
+            r.status,
+            200,
+            "/healthz after the listening line: {}",
+            r.text()
+        );
+        server
+    }
+
+    /// SIGTERM, then waits (SIGKILL after 20 s).
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("livesnap did not exit within 20 s of SIGTERM; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn rtmp_url(&self, app: &str, stream: &str) -> String {
+        format!("rtmp://{}/{}/{}", self.rtmp, app, stream)
+    }
+
+    /// Where the default `local` storage location keeps its objects.
+    pub fn local_root(&self) -> PathBuf {
+        self.data.join("snapshots")
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let t = fs::read_to_string(&self.log).unwrap_or_default();
+        let l: Vec<&str> = t.lines().collect();
+        l[l.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("livesnap exited ({status}); stderr:\n{}", self.log_tail(60));
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        request(method, &self.url(path), body)
+            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", self.log_tail(30)))
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call("POST", path, Some(&body.to_string()))
+    }
+    pub fn post_raw(&self, path: &str, body: &str) -> Resp {
+        self.call("POST", path, Some(body))
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.call("PUT", path, Some(&body.to_string()))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None)
+    }
+
+    /// Asserts the status and returns the JSON body (Null for an empty body).
+    pub fn expect(&self, r: Resp, status: u16, what: &str) -> Value {
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: status {} (want {status}), body {}\nserver log:\n{}",
+            r.status,
+            r.text(),
+            self.log_tail(20)
+        );
+        if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        }
+    }
+
+    /// POST /v1/templates; must be 201.
+    pub fn create_template(&self, t: Value) -> Value {
+        let r = self.post("/v1/templates", &t);
+        self.expect(r, 201, &format!("POST /v1/templates {t}"))
+    }
+
+    /// POST /v1/bindings; must be 201.
+    pub fn bind(&self, b: Value) -> Value {
+        let r = self.post("/v1/bindings", &b);
+        self.expect(r, 201, &format!("POST /v1/bindings {b}"))
+    }
+
+    /// Every row that `query` (without limit/cursor) lists, following `next_cursor`.
+    pub fn rows(&self, query: &str) -> Vec<Value> {
+        let mut out = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = format!("limit=200&{query}");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={}", enc(c)));
+            }
+            let path = format!("/v1/snapshots?{q}");
+            let v = self.expect(self.get(&path), 200, &format!("GET {path}"));
+            let items = v["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("GET {path}: no items array in {v}"));
+            out.extend(items.iter().cloned());
+            match v["next_cursor"].as_str() {
+                Some(c) if !items.is_empty() => cursor = Some(c.to_string()),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Rows of one stream and template, in sequence mode, sorted by sequence.
+    pub fn seq_rows(&self, app: &str, stream: &str, job: &str) -> Vec<Value> {
+        let mut rows = self.rows(&format!(
+            "app={}&stream={}&job={}&mode=sequence",
+            enc(app),
+            enc(stream),
+            enc(job)
+        ));
+        rows.sort_by_key(|r| r["sequence"].as_u64().unwrap_or(0));
+        rows
+    }
+
+    /// Polls until `query` lists at least `n` rows.
+    pub fn wait_rows(&self, query: &str, n: usize, what: &str) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rows = self.rows(query);
+            if rows.len() >= n {
+                return rows;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {WAIT:?} waiting for {n} rows of {what} (query {query}); have {}: {rows:?}\nautomation: {}\nserver log:\n{}",
+                    rows.len(),
+                    self.automation(),
+                    self.log_tail(30)
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls until `query` lists the same rows twice `quiet` apart (no picture in flight).
+    pub fn settled_rows(&self, query: &str, quiet: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        let mut last = self.rows(query);
+        loop {
+            thread::sleep(quiet);
+            let now = self.rows(query);
+            if now == last {
+                return now;
+            }
+            if Instant::now() >= deadline {
+                panic!("rows of {query} never settled");
+            }
+            last = now;
+        }
+    }
+
+    pub fn automation(&self) -> Value {
+        self.expect(self.get("/v1/automation"), 200, "GET /v1/automation")
+    }
+
+    /// GET /v1/streams/{app}/{stream}: Some(JSON) when live.
+    pub fn stream(&self, app: &str, stream: &str) -> Option<Value> {
+        let r = self.get(&format!("/v1/streams/{app}/{stream}"));
+        (r.status == 200).then(|| r.json())
+    }
+
+    pub fn wait_keyframes(&self, app: &str, stream: &str, n: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.stream(app, stream) {
+                if v["keyframes"].as_u64().unwrap_or(0) >= n {
+                    return v;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting for {app}/{stream} to have {n} keyframe(s)\nserver log:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_gone(&self, app: &str, stream: &str) {
+        poll(WAIT, &format!("{app}/{stream} to end"), || {
+            self.stream(app, stream).is_none().then_some(())
+        })
+    }
+
+    /// Polls the stream's `template` until it is `want`.
+    pub fn wait_template(&self, app: &str, stream: &str, want: Option<&str>) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.stream(app, stream) {
+                if v["template"].as_str() == want {
+                    return v;
+                }
+                last = v;
+            }
+            if Instant::now() >= deadline {
+                panic!("{app}/{stream}: template is not {want:?}; stream: {last}");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The bytes of GET /v1/snapshots/{id}/image (must be 200).
+    pub fn image(&self, id: &str) -> Vec<u8> {
+        let path = format!("/v1/snapshots/{id}/image");
+        let r = self.get(&path);
+        assert_eq!(r.status, 200, "GET {path}: {} {}", r.status, r.text());
+        r.body
+    }
+}
+
+impl Drop for Livesnap {
+    fn drop(&mut self) {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        if running {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- livesnap {} stderr (last 80 lines) ----\n{}\n----",
+                self.log.display(),
+                self.log_tail(80)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sources and pictures
+
+/// A 25 fps High-profile stream, a keyframe every second, whose picture changes only at each
+/// keyframe (testsrc2 sampled once a second, each picture held for 25 frames): any picture the
+/// server takes shows one second of content, which is that second's keyframe.
+pub fn per_second_source(dir: &Path, name: &str, seconds: u32) -> Source {
+    Source::generate(
+        dir,
+        name,
+        SourceSpec {
+            lavfi: "testsrc2=size=320x180:rate=25".into(),
+            vf: "fps=1,fps=25,gblur=sigma=1.5".into(),
+            seconds: seconds as f64,
+            gop: 25,
+            bframes: 3,
+            extra: vec![],
+            colour: BT601_TV,
+            container: "flv",
+        },
+    )
+}
+
+/// Compares `img` with every keyframe of `src`: (best frame, best dB, worst dB).
+pub fn keyframe_match(src: &Source, img: &Image) -> (usize, f64, f64) {
+    let mut best = (usize::MAX, f64::MIN);
+    let mut worst = f64::MAX;
+    for (i, f) in src.frames.iter().enumerate() {
+        if !f.key {
+            continue;
+        }
+        let p = src.psnr_to(img, i);
+        if p > best.1 {
+            best = (i, p);
+        }
+        worst = worst.min(p);
+    }
+    (best.0, best.1, worst)
+}
+
+/// Asserts that `bytes` decode to a picture of one second of `src`: above `min_db` against its
+/// best keyframe and at least 6 dB lower against the least alike (so it is that second, not any).
+pub fn assert_shows_source(src: &Source, bytes: &[u8], min_db: f64, what: &str) -> Image {
+    let img = decode_image(bytes);
+    let (i, best, worst) = keyframe_match(src, &img);
+    eprintln!("{what}: best keyframe {i} at {best:.2} dB; least alike {worst:.2} dB");
+    assert!(
+        best > min_db,
+        "{what}: the picture matches no keyframe of {}: best frame {i} at {best:.2} dB (want > {min_db})",
+        src.path.display()
+    );
+    assert!(
+        worst < best - 6.0,
+        "{what}: the picture is as close to every second of the source ({worst:.2}..{best:.2} dB): it shows nothing specific"
+    );
+    img
+}
+
+/// Every file under `root`, as paths relative to it, sorted.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// (year, month, day, hour, minute, second, millisecond) in UTC.
+pub fn utc(ms: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        y,
+        m,
+        d,
+        (rem / 3_600_000) as u32,
+        (rem / 60_000 % 60) as u32,
+        (rem / 1000 % 60) as u32,
+        (rem % 1000) as u32,
+    )
+}
+
+/// `{Date}` of a time: YYYY-MM-DD (UTC).
+pub fn date_var(ms: i64) -> String {
+    let (y, m, d, ..) = utc(ms);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `{SnapshotTime}` of a time: YYYYMMDDHHMMSSmmm (UTC).
+pub fn snapshot_time_var(ms: i64) -> String {
+    let (y, mo, d, h, mi, s, milli) = utc(ms);
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}{milli:03}")
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Asserts the fields every row has, as the contract lists them.
+pub fn check_row_shape(row: &Value) {
+    for f in [
+        "id", "domain", "app", "stream", "job", "time", "time_ms", "sequence", "mode", "storage",
+        "key", "size", "width", "height", "format",
+    ] {
+        assert!(row.get(f).is_some(), "row has no field {f}: {row}");
+    }
+    let time = row["time"].as_str().unwrap();
+    assert!(is_rfc3339(time), "row time is not RFC 3339: {row}");
+    assert!(row["size"].as_u64().unwrap() > 0, "empty picture: {row}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// a real S3 endpoint (s3s-fs), as crates/store/tests/common does it
+
+pub const S3_ACCESS_KEY: &str = "livesnap-e2e-key";
+pub const S3_SECRET_KEY: &str = "livesnap-e2e-secret";
+pub const S3_BUCKET: &str = "pictures";
+
+/// An S3 endpoint backed by a folder, on 127.0.0.1, that can be stopped and started again on
+/// the same port (an outage).
+pub struct S3Server {
+    pub root: PathBuf,
+    pub addr: SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl S3Server {
+    /// Starts on a free port with the bucket [`S3_BUCKET`] under `root`.
+    pub fn start(root: &Path) -> S3Server {
+        fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        rt().block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = S3Server {
+                root: root.to_path_buf(),
+                addr,
+                tasks: Arc::default(),
+            };
+            server.serve(listener);
+            server
+        })
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder as ConnBuilder;
+        let fs = s3s_fs::FileSystem::new(&self.root).unwrap();
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+        ));
+        let service = b.build();
+        let tasks = self.tasks.clone();
+        let accept = rt().spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                let conn = tokio::spawn(async move {
+                    let http = ConnBuilder::new(TokioExecutor::new());
+                    let _ = http.serve_connection(TokioIo::new(socket), service).await;
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Stops accepting and drops every open connection: the endpoint is down.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Serves again on the same port.
+    pub fn restart(&self) {
+        let addr = self.addr;
+        let listener = rt().block_on(async move {
+            let mut tries = 0;
+            loop {
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(e) if tries < 200 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("cannot rebind {addr}: {e}"),
+                }
+            }
+        });
+        self.serve(listener);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The `[storage.NAME]` table of livesnap's config for this endpoint.
+    pub fn config_table(&self, name: &str, prefix: Option<&str>) -> String {
+        let mut t = format!(
+            "[storage.{name}]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\npath_style = true\nallow_http = true\n",
+            self.endpoint()
+        );
+        if let Some(p) = prefix {
+            t.push_str(&format!("prefix = \"{p}\"\n"));
+        }
+        t
+    }
+
+    /// Where s3s-fs keeps the object `key` (as the API names it, prefix included).
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        self.root.join(S3_BUCKET).join(key)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a callback receiver
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "callback body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1:0 that records every request and answers the n-th with
+/// `script[n]`, then with `then`.
+pub struct Receiver {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn start(script: Vec<u16>, then: u16) -> Receiver {
+        Receiver::start_with(Answer::Script(Mutex::new(VecDeque::from(script)), then))
+    }
+
+    /// Answers `status` to the first `fails` requests with a given body (a delivery and its
+    /// retries), then 200 to that body.
+    pub fn flaky(fails: usize, status: u16) -> Receiver {
+        Receiver::start_with(Answer::PerBody(Mutex::new(HashMap::new()), fails, status))
+    }
+
+    fn start_with(answer: Answer) -> Receiver {
+        let l = StdListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let reqs = requests.clone();
+        thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let reqs = reqs.clone();
+                let answer = answer.clone();
+                thread::spawn(move || serve_conn(conn, reqs, answer));
+            }
+        });
+        Receiver { base, requests }
+    }
+
+    /// Requests grouped by body, in arrival order.
+    pub fn by_body(&self) -> Vec<Vec<Received>> {
+        let mut groups: Vec<Vec<Received>> = vec![];
+        for r in self.all() {
+            match groups.iter_mut().find(|g| g[0].body == r.body) {
+                Some(g) => g.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+        groups
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests whose JSON `event` is `event`.
+    pub fn events(&self, event: &str) -> Vec<Received> {
+        self.all()
+            .into_iter()
+            .filter(|r| {
+                serde_json::from_slice::<Value>(&r.body)
+                    .map(|v| v["event"] == event)
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    pub fn wait_event(&self, event: &str, path: Option<&str>, what: &str) -> Received {
+        poll(WAIT, what, || {
+            self.events(event)
+                .into_iter()
+                .find(|r| path.is_none_or(|p| r.path == p))
+        })
+    }
+}
+
+/// How a [`Receiver`] answers.
+enum Answer {
+    /// The n-th request gets the n-th status, then `then`.
+    Script(Mutex<VecDeque<u16>>, u16),
+    /// The first `n` requests with a given body get `status`, later ones 200.
+    PerBody(Mutex<HashMap<Vec<u8>, usize>>, usize, u16),
+}
+
+impl Answer {
+    fn status(&self, body: &[u8]) -> u16 {
+        match self {
+            Answer::Script(script, then) => script.lock().unwrap().pop_front().unwrap_or(*then),
+            Answer::PerBody(seen, fails, status) => {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(body.to_vec()).or_insert(0);
+                *n += 1;
+                if *n <= *fails {
+                    *status
+                } else {
+                    200
+                }
+            }
+        }
+    }
+}
+
+fn serve_conn(conn: TcpStream, reqs: Arc<Mutex<Vec<Received>>>, answer: Arc<Answer>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = answer.status(&body);
+        reqs.lock().unwrap().push(Received {
+            method,
+            path,
+            headers,
+            body,
+            at: Instant::now(),
+            status,
+        });
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+        );
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Hex HMAC-SHA256 of `msg` under `key`, computed here (not by livesnap's code).
+pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks `X-Livesnap-Signature: t=<unix>,v1=<hex>` of a received callback against `secret`.
+pub fn verify_signature(r: &Received, secret: &str) {
+    let sig = r
+        .headers
+        .get("x-livesnap-signature")
+        .unwrap_or_else(|| panic!("callback without X-Livesnap-Signature: {:?}", r.headers));
+    let mut t = None;
+    let mut v1 = None;
+    for part in sig.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v.to_string()),
+            Some(("v1", v)) => v1 = Some(v.to_string()),
+            _ => panic!("unexpected part {part:?} in signature {sig:?}"),
+        }
+    }
+    let t = t.unwrap_or_else(|| panic!("no t= in signature {sig:?}"));
+    let v1 = v1.unwrap_or_else(|| panic!("no v1= in signature {sig:?}"));
+    let unix: i64 = t
+        .parse()
+        .unwrap_or_else(|_| panic!("t={t} is not a Unix time"));
+    let now = now_ms() / 1000;
+    assert!(
+        (unix - now).abs() <= 300,
+        "signature time {unix} is not now ({now})"
+    );
+    let mut msg = t.as_bytes().to_vec();
+    msg.push(b'.');
+    msg.extend_from_slice(&r.body);
+    let want = hmac_sha256_hex(secret.as_bytes(), &msg);
+    assert_eq!(
+        v1, want,
+        "signature does not verify: header {sig:?}, HMAC-SHA256(secret, \"t.body\") = {want}; body {}",
+        r.text()
+    );
+    // And with another secret it must not.
+    assert_ne!(v1, hmac_sha256_hex(b"not the secret", &msg));
+}
+
+// ---------------------------------------------------------------------------------------------
+// a byte-exact RTMP publisher (names no URL can carry), paced in real time
+
+/// How a publish with a given app and stream name was answered.
+pub enum PublishOutcome {
+    /// NetStream.Publish.Start: the connection, for sending media.
+    Started(TcpStream),
+    /// Anything else (the text seen, or why nothing was).
+    Refused(String),
+}
+
+/// connect(app) + createStream + publish(name) with exactly these bytes.
+pub fn raw_publish(addr: &str, app: &str, name: &str) -> PublishOutcome {
+    let mut sock = rtmp::connect(addr);
+    rtmp::handshake(&mut sock);
+    let tc_url = format!("rtmp://{addr}/{app}");
+    if let Err(e) = sock.write_all(&rtmp::publish_commands(&tc_url, app, name)) {
+        return PublishOutcome::Refused(format!("send failed: {e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let has = |got: &[u8], n: &[u8]| got.windows(n.len()).any(|w| w == n);
+    while Instant::now() < deadline {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if has(&got, b"NetStream.Publish.Start") {
+                    sock.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    return PublishOutcome::Started(sock);
+                }
+                for bad in [&b"BadName"[..], b"_error", b"Rejected"] {
+                    if has(&got, bad) {
+                        return PublishOutcome::Refused(
+                            String::from_utf8_lossy(&got)
+                                .chars()
+                                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return PublishOutcome::Refused(format!("connection error: {e}")),
+        }
+    }
+    PublishOutcome::Refused(format!(
+        "no NetStream.Publish.Start; got {} bytes",
+        got.len()
+    ))
+}
+
+/// Sends the FLV tags of `src` on `sock` in real time, looped, until stopped.
+pub struct Feeder {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Feeder {
+    pub fn start(mut sock: TcpStream, src: &Path) -> Feeder {
+        let tags: Vec<(u8, u32, Vec<u8>)> = rtmp::flv_tags(src)
+            .into_iter()
+            .filter(|t| t.0 == 8 || t.0 == 9 || t.0 == 18)
+            .collect();
+        let period = tags.iter().map(|t| t.1).max().unwrap_or(0) + 40;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let handle = thread::spawn(move || {
+            // The sequence header (first video tag) goes once; later loops skip it.
+            let start = Instant::now();
+            let mut base = 0u32;
+            let mut first = true;
+            'outer: while !st.load(Ordering::Relaxed) {
+                for (ty, ts, data) in &tags {
+                    if *ty == 18 {
+                        continue;
+                    }
+                    let is_header = *ty == 9 && data.len() > 1 && data[1] == 0;
+                    let is_aac_header = *ty == 8 && data.len() > 1 && data[1] == 0;
+                    if !first && (is_header || is_aac_header) {
+                        continue;
+                    }
+                    let t = base + ts;
+                    let due = start + Duration::from_millis(t as u64);
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                    if st.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let csid = if *ty == 9 { 6 } else { 7 };
+                    if sock
+                        .write_all(&rtmp::message(csid, *ty, 1, t, data))
+                        .is_err()
+                    {
+                        break 'outer;
+                    }
+                }
+                first = false;
+                base += period;
+            }
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        });
+        Feeder {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sequence numbers of rows.
+pub fn sequences(rows: &[Value]) -> Vec<u64> {
+    rows.iter()
+        .map(|r| {
+            r["sequence"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("row without sequence: {r}"))
+        })
+        .collect()
+}
+
+/// Asserts that `seqs` (sorted) are exactly `from..=from+len-1`.
+pub fn assert_contiguous(seqs: &[u64], from: u64, what: &str) {
+    let want: Vec<u64> = (from..from + seqs.len() as u64).collect();
+    assert_eq!(
+        seqs,
+        want.as_slice(),
+        "{what}: sequence numbers are not contiguous from {from}"
+    );
+}
+
+/// RFC 3339 text of Unix milliseconds, UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let (y, mo, d, h, mi, s, milli) = utc(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+/// `{"name": ..}` plus the given fields.
+pub fn template_json(name: &str, fields: Value) -> Value {
+    let mut v = json!({ "name": name });
+    for (k, x) in fields.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}

@@ -1,0 +1,190 @@
+//! End-to-end: the snapshot index on PostgreSQL (`--index postgres://...`): templates, a binding,
+//! pictures listed, filtered and paged, deleted, and the sequence going on across republish and a
+//! restart, all against a fresh database on the server named by LIVESNAP_TEST_POSTGRES_URL.
+//! The test fails (never skips) when that variable is unset.
+
+#[path = "common/auto.rs"]
+mod auto;
+mod common;
+
+use std::time::Duration;
+
+use auto::*;
+use common::*;
+use serde_json::{json, Value};
+
+/// The PostgreSQL server for the tests; a missing variable is a failure, not a skip.
+fn postgres_url() -> String {
+    match std::env::var("LIVESNAP_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "LIVESNAP_TEST_POSTGRES_URL is not set: the end-to-end index test must also run on PostgreSQL. \
+             Start a throwaway server with `export LIVESNAP_TEST_POSTGRES_URL=\"$(scripts/postgres-test-server)\"` \
+             (scripts/test does this)"
+        ),
+    }
+}
+
+/// Creates a database of its own for this test on the server and returns its URL.
+fn fresh_database(tag: &str) -> String {
+    use sqlx::Connection;
+    let base = postgres_url();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "lse2e_{}_{}_{tag}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    rt().block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to LIVESNAP_TEST_POSTGRES_URL {base}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = conn.close().await;
+    });
+    let (head, tail) = base
+        .rsplit_once('/')
+        .expect("postgres URL has a database part");
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{head}/{name}{query}")
+}
+
+#[test]
+fn auto_postgres_index_end_to_end() {
+    let url = fresh_database("auto");
+    let work = workdir();
+    let src = per_second_source(work.path(), "src", 4);
+    let s = Livesnap::start(work.path(), &[], &["--index", &url], None);
+    assert_eq!(s.automation()["index"], "postgres", "--index {url}");
+    s.create_template(json!({
+        "name": "pg", "every_n_frames": 10, "modes": ["overwrite", "sequence"],
+        "sequence_path": "pg/{StreamName}/{Sequence}.{Format}",
+        "overwrite_path": "pg/{StreamName}/latest.{Format}"
+    }));
+    s.bind(json!({"app": "live", "template": "pg"}));
+
+    let round = |s: &Livesnap, more: usize, what: &str| -> Vec<Value> {
+        let had = s.seq_rows("live", "cam1", "pg").len();
+        let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
+        s.wait_rows("stream=cam1&mode=sequence", had + more, what);
+        p.assert_running();
+        p.kill();
+        s.wait_gone("live", "cam1");
+        s.settled_rows("stream=cam1", Duration::from_millis(1500));
+        let rows = s.seq_rows("live", "cam1", "pg");
+        assert_contiguous(&sequences(&rows), 1, what);
+        for r in &rows {
+            check_row_shape(r);
+            assert_eq!(r["key"], format!("pg/cam1/{}.jpg", r["sequence"]));
+            let f = s.local_root().join(r["key"].as_str().unwrap());
+            assert!(f.is_file(), "{r}");
+        }
+        let ow = s.rows("stream=cam1&mode=overwrite");
+        assert_eq!(ow.len(), 1, "one overwrite row on PostgreSQL: {ow:?}");
+        rows
+    };
+    let r1 = round(&s, 4, "first publish");
+    let r2 = round(&s, 3, "republish");
+    assert_eq!(&r2[..r1.len()], &r1[..]);
+
+    // Listing: pages, filters, time range, newest first.
+    let all = s.rows("stream=cam1&mode=sequence");
+    assert_eq!(all.len(), r2.len());
+    let times: Vec<i64> = all.iter().map(|r| r["time_ms"].as_i64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let v = s.expect(
+        s.get("/v1/snapshots?stream=cam1&mode=sequence&limit=2"),
+        200,
+        "page 1",
+    );
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    let c = v["next_cursor"]
+        .as_str()
+        .expect("a next_cursor")
+        .to_string();
+    let v2 = s.expect(
+        s.get(&format!(
+            "/v1/snapshots?stream=cam1&mode=sequence&limit=2&cursor={}",
+            enc(&c)
+        )),
+        200,
+        "page 2",
+    );
+    assert_eq!(v2["items"][0], all[2]);
+    let mid = (times[2] + times[3]) / 2;
+    assert_eq!(
+        s.rows(&format!(
+            "stream=cam1&mode=sequence&from={}",
+            enc(&rfc3339(mid))
+        )),
+        all[..3].to_vec()
+    );
+    assert_eq!(
+        s.rows(&format!(
+            "stream=cam1&mode=sequence&to={}",
+            enc(&rfc3339(mid))
+        )),
+        all[3..].to_vec()
+    );
+    assert!(s.rows("job=other").is_empty());
+    let one = s.expect(
+        s.get(&format!("/v1/snapshots/{}", all[0]["id"].as_str().unwrap())),
+        200,
+        "one",
+    );
+    assert_eq!(one["key"], all[0]["key"]);
+    let bytes = s.image(all[0]["id"].as_str().unwrap());
+    assert!(bytes == std::fs::read(s.local_root().join(all[0]["key"].as_str().unwrap())).unwrap());
+    assert_shows_source(&src, &bytes, 28.0, "picture indexed in PostgreSQL");
+    let r = s.get("/v1/snapshots?cursor=garbage");
+    assert_eq!(r.status, 400, "bad cursor on PostgreSQL: {}", r.text());
+
+    // Deleting on PostgreSQL: one, then a batch with an unknown id.
+    let oldest = r2[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(s.delete(&format!("/v1/snapshots/{oldest}")).status, 204);
+    let v = s.expect(
+        s.post(
+            "/v1/snapshots/batch-delete",
+            &json!({"ids": [r2[1]["id"], "unknown-id"]}),
+        ),
+        200,
+        "batch-delete",
+    );
+    assert_eq!(v["results"][0]["deleted"], true, "{v}");
+    assert_eq!(v["results"][1]["deleted"], false, "{v}");
+    assert!(!s.local_root().join(r2[1]["key"].as_str().unwrap()).exists());
+    let left = s.seq_rows("live", "cam1", "pg");
+    assert_eq!(left, r2[2..].to_vec());
+
+    // Restart on the same database: rows stay, the sequence goes on.
+    s.stop();
+    let s = Livesnap::start(work.path(), &[], &["--index", &url], None);
+    assert_eq!(s.seq_rows("live", "cam1", "pg"), left, "rows after restart");
+    let had = left.last().unwrap()["sequence"].as_u64().unwrap();
+    let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
+    let rows = poll(WAIT, "pictures after the restart", || {
+        let rows = s.seq_rows("live", "cam1", "pg");
+        (rows.last().unwrap()["sequence"].as_u64().unwrap() >= had + 2).then_some(rows)
+    });
+    p.kill();
+    let seqs = sequences(&rows);
+    assert_eq!(seqs[..left.len()], sequences(&left)[..], "old rows changed");
+    assert_eq!(
+        seqs[left.len()..].first(),
+        Some(&(had + 1)),
+        "after the restart the sequence does not continue from {had}: {seqs:?}"
+    );
+    assert_eq!(s.automation()["index"], "postgres");
+}
