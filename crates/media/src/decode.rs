@@ -100,20 +100,26 @@ pub trait Decoder: Send {
 pub struct OpenH264Decoder {
     inner: OpenH264,
     annexb: Vec<u8>,
+    /// The last call left reordering state behind (it decoded past the keyframe, or failed).
+    dirty: bool,
 }
 
 impl OpenH264Decoder {
     /// Creates a decoder. Costs more than decoding a keyframe: pool it.
     pub fn new() -> Result<Self> {
+        Ok(OpenH264Decoder {
+            inner: Self::create()?,
+            annexb: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    fn create() -> Result<OpenH264> {
         // Without NoFlush, openh264 flushes after every access unit and fails on most frames
         // that follow a B-frame; we flush once, at the end of each call.
         let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        let inner = OpenH264::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| Error::Decode(format!("cannot create openh264 decoder: {e}")))?;
-        Ok(OpenH264Decoder {
-            inner,
-            annexb: Vec::new(),
-        })
+        OpenH264::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| Error::Decode(format!("cannot create openh264 decoder: {e}")))
     }
 
     fn copy_out(yuv: &impl YUVSource, display: (u32, u32), out: &mut Picture) -> Result<()> {
@@ -138,8 +144,15 @@ impl Decoder for OpenH264Decoder {
         if !first.keyframe {
             return Err(Error::Decode("decoding must start at a keyframe".into()));
         }
-        // Drop anything an earlier call (maybe of another stream) left buffered.
-        let _ = self.inner.flush_remaining();
+        // openh264 keeps pictures of a call that decoded past the keyframe referenced in its
+        // reordering queue even after flushing, and the next such call then runs out of picture
+        // buffers ("Native:16384", dsOutOfMemory, on B-frame streams). A keyframe-only call
+        // leaves nothing behind, so only after the other kind is the decoder made anew.
+        if self.dirty {
+            self.inner = Self::create()?;
+            self.dirty = false;
+        }
+        self.dirty = frames.len() > 1;
         let no_flush = || DecodeOptions::new().flush_after_decode(Flush::NoFlush);
         // Pictures come out in presentation order, so the last one out is the newest. Each is
         // copied into the same buffers (the decoder's own are reused on the next call).
@@ -160,7 +173,14 @@ impl Decoder for OpenH264Decoder {
             let decoded = self
                 .inner
                 .decode_with_options(&self.annexb, no_flush())
-                .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
+                .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)));
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    self.dirty = true;
+                    return Err(e);
+                }
+            };
             if let Some(yuv) = decoded {
                 Self::copy_out(&yuv, display, &mut out)?;
                 have = true;
