@@ -97,7 +97,7 @@ fn ten_bit_stream_is_refused_with_a_clear_error() {
         "video/x-raw,format=I420_10LE,width=320,height=240,framerate=25/1",
         &server.rtmp_url("live", "deep"),
     );
-    let info = server.wait_live("live", "deep", None);
+    server.wait_live("live", "deep", None);
     let info = poll(WAIT, "the 10-bit stream to report its error", || {
         let v = server.get("/v1/streams/live/deep").json();
         v["error"]
