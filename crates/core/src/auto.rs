@@ -23,6 +23,9 @@ use crate::template::{resolve, BindingSpec, FieldError, Template, TemplateSpec};
 
 /// How many due pictures may wait for a worker before new ones are dropped (and counted).
 pub const SHOT_QUEUE: usize = 1024;
+/// How many due pictures may be in the making (decoding, writing) at once. Past it the queue
+/// fills, and a full queue drops new pictures on the ingest path instead of piling up tasks.
+pub const MAX_SHOTS_IN_FLIGHT: usize = 256;
 
 /// What other systems are told (the server turns these into signed webhooks).
 pub trait EventSink: Send + Sync {
@@ -359,7 +362,9 @@ impl Automation {
     }
 
     async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SHOTS_IN_FLIGHT));
         while let Some(shot) = rx.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
             // Each picture runs on its own task: the snapshot service bounds decoding, and a
             // slow storage write must not hold up other streams' pictures.
             let me = self.clone();
@@ -369,6 +374,7 @@ impl Automation {
                     me.counters.failed.fetch_add(1, Ordering::Relaxed);
                     warn!(stream = %key, error = %e, "automatic snapshot failed");
                 }
+                drop(permit);
             });
         }
     }
