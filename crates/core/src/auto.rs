@@ -364,7 +364,9 @@ impl Automation {
     async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SHOTS_IN_FLIGHT));
         while let Some(shot) = rx.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             // Each picture runs on its own task: the snapshot service bounds decoding, and a
             // slow storage write must not hold up other streams' pictures.
             let me = self.clone();
