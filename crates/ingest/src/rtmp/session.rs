@@ -1,8 +1,8 @@
 //! The sans-IO core of an RTMP publish connection: bytes in, [`Event`]s and reply bytes out.
 //!
-//! It drives rml_rtmp's handshake and chunk serializer and our own [`ChunkReader`], and answers the NetConnection and
-//! NetStream commands a publisher sends (connect, releaseStream, FCPublish, createStream,
-//! publish, FCUnpublish, deleteStream). It is written here rather than using rml_rtmp's
+//! It drives rml_rtmp's handshake and chunk serializer and our own [`ChunkReader`], and answers
+//! the NetConnection and NetStream commands a publisher sends (connect, releaseStream,
+//! FCPublish, createStream, publish, FCUnpublish, deleteStream). It is written here rather than using rml_rtmp's
 //! `ServerSession` because that one hides the connect command's `tcUrl` (we need its host for the
 //! domain) and decodes AMF0 without a nesting limit. Playing is refused: livesnap only ingests.
 
