@@ -1,6 +1,9 @@
 //! FLV: video tag bodies as RTMP and FLV files carry them, and a reader for FLV files.
 
 use bytes::Bytes;
+use media::avc::{self, AvcConfig};
+use media::stream::StreamWriter;
+use media::Frame;
 
 use crate::{Error, Result};
 
@@ -78,6 +81,67 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
         }),
         2 => Ok(VideoTag::AvcEnd),
         t => Err(Error::Flv(format!("unknown AVC packet type {t}"))),
+    }
+}
+
+/// What one video tag did to the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fed {
+    /// A new decoder configuration was handed on.
+    Config,
+    /// A frame was handed on.
+    Frame,
+    /// A frame came before any sequence header and was dropped (nothing can decode it).
+    BeforeConfig,
+    /// Video this server cannot picture (the codec's name); nothing was handed on.
+    Unsupported(String),
+    /// End of sequence or an info frame: nothing to do.
+    Nothing,
+}
+
+/// Turns the video tags of one stream (RTMP messages or FLV file tags) into configurations and
+/// frames for a [`StreamWriter`]. Shared by RTMP ingest and `grab` of FLV files.
+#[derive(Debug, Default)]
+pub struct VideoFeed {
+    config: Option<AvcConfig>,
+}
+
+impl VideoFeed {
+    /// Handles one tag body with its decode timestamp.
+    pub fn feed(
+        &mut self,
+        dts_ms: i64,
+        body: &Bytes,
+        writer: &mut dyn StreamWriter,
+    ) -> Result<Fed> {
+        match parse_video_tag(body)? {
+            VideoTag::AvcConfig(record) => {
+                let config = AvcConfig::parse(&record).map_err(|e| Error::Flv(e.to_string()))?;
+                self.config = Some(config.clone());
+                writer.config(config);
+                Ok(Fed::Config)
+            }
+            VideoTag::AvcFrame {
+                keyframe,
+                composition_ms,
+                data,
+            } => {
+                let Some(config) = &self.config else {
+                    return Ok(Fed::BeforeConfig);
+                };
+                // Trust the bitstream over the FLV flag: only an IDR starts a decodable GOP.
+                let keyframe = keyframe && avc::contains_idr(&data, config.nal_length_size);
+                writer.frame(Frame {
+                    dts_ms,
+                    pts_ms: dts_ms + i64::from(composition_ms),
+                    keyframe,
+                    data,
+                });
+                Ok(Fed::Frame)
+            }
+            VideoTag::Unsupported(name) => Ok(Fed::Unsupported(name)),
+            VideoTag::AvcEnd | VideoTag::Info => Ok(Fed::Nothing),
+        }
     }
 }
 

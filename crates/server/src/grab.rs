@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use ingest::flv::{self, VideoTag};
+use ingest::flv::{self, Fed, VideoFeed};
 use livesnap_core::hub::{Hub, HubConfig};
 use livesnap_core::snapshot::{Precision, SnapshotConfig, SnapshotRequest, Snapshotter};
-use media::avc::{self, AvcConfig};
+use media::avc;
 use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY};
 use media::stream::{PublisherInfo, StreamKey, StreamWriter};
-use media::Frame;
 
 /// Largest input file read.
 pub const MAX_INPUT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -47,37 +46,18 @@ pub struct GrabArgs {
 }
 
 fn feed_flv(data: &Bytes, writer: &mut dyn StreamWriter) -> Result<usize, String> {
-    let mut config: Option<AvcConfig> = None;
+    let mut feed = VideoFeed::default();
     let mut frames = 0;
     for tag in flv::read_file(data).map_err(|e| e.to_string())? {
         if tag.tag_type != 9 {
             continue;
         }
-        match flv::parse_video_tag(&tag.body) {
-            Ok(VideoTag::AvcConfig(record)) => {
-                let c = AvcConfig::parse(&record).map_err(|e| e.to_string())?;
-                writer.config(c.clone());
-                config = Some(c);
-            }
-            Ok(VideoTag::AvcFrame {
-                keyframe,
-                composition_ms,
-                data,
-            }) => {
-                let Some(c) = &config else { continue };
-                let keyframe = keyframe && avc::contains_idr(&data, c.nal_length_size);
-                let dts = i64::from(tag.timestamp_ms);
-                writer.frame(Frame {
-                    dts_ms: dts,
-                    pts_ms: dts + i64::from(composition_ms),
-                    keyframe,
-                    data,
-                });
-                frames += 1;
-            }
-            Ok(VideoTag::Unsupported(name)) => {
-                return Err(format!("unsupported video codec {name}"))
-            }
+        match feed
+            .feed(i64::from(tag.timestamp_ms), &tag.body, writer)
+            .map_err(|e| e.to_string())?
+        {
+            Fed::Frame => frames += 1,
+            Fed::Unsupported(name) => return Err(format!("unsupported video codec {name}")),
             _ => {}
         }
     }

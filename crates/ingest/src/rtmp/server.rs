@@ -7,16 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media::avc::{self, AvcConfig};
 use media::stream::{PublishRefused, PublisherInfo, StreamSink, StreamWriter};
-use media::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::session::{Event, Session};
-use crate::flv::{self, VideoTag};
+use crate::flv::{Fed, VideoFeed};
 use crate::{Error, Result};
 
 /// Settings of the RTMP server.
@@ -103,7 +101,7 @@ impl Unwrap {
 /// One live stream being received on a connection.
 struct Publishing {
     writer: Box<dyn StreamWriter>,
-    config: Option<AvcConfig>,
+    feed: VideoFeed,
     clock: Unwrap,
     unsupported_reported: bool,
     key: String,
@@ -196,7 +194,7 @@ impl Connection {
                         self.session.accept_publish()?;
                         self.publishing = Some(Publishing {
                             writer,
-                            config: None,
+                            feed: VideoFeed::default(),
                             clock: Unwrap::default(),
                             unsupported_reported: false,
                             key: key.to_string(),
@@ -251,41 +249,20 @@ impl Drop for Connection {
 impl Publishing {
     fn on_video(&mut self, timestamp: u32, body: &bytes::Bytes) -> Result<()> {
         let dts_ms = self.clock.next(timestamp);
-        match flv::parse_video_tag(body) {
-            Ok(VideoTag::AvcConfig(record)) => match AvcConfig::parse(&record) {
-                Ok(config) => {
-                    self.config = Some(config.clone());
-                    self.writer.config(config);
-                }
-                Err(e) => warn!(stream = %self.key, error = %e, "bad AVC sequence header ignored"),
-            },
-            Ok(VideoTag::AvcFrame {
-                keyframe,
-                composition_ms,
-                data,
-            }) => {
-                let Some(config) = &self.config else {
-                    debug!(stream = %self.key, "frame before the sequence header dropped");
-                    return Ok(());
-                };
-                // Trust the bitstream over the FLV flag: only an IDR starts a decodable GOP.
-                let keyframe = keyframe && avc::contains_idr(&data, config.nal_length_size);
-                self.writer.frame(Frame {
-                    dts_ms,
-                    pts_ms: dts_ms + i64::from(composition_ms),
-                    keyframe,
-                    data,
-                });
+        match self.feed.feed(dts_ms, body, self.writer.as_mut()) {
+            Ok(Fed::BeforeConfig) => {
+                debug!(stream = %self.key, "frame before the sequence header dropped")
             }
-            Ok(VideoTag::AvcEnd) | Ok(VideoTag::Info) => {}
-            Ok(VideoTag::Unsupported(name)) => {
+            Ok(Fed::Unsupported(name)) => {
                 if !self.unsupported_reported {
                     self.unsupported_reported = true;
                     warn!(stream = %self.key, codec = %name, "video codec not supported; no pictures for this stream");
                     self.writer.unsupported(&name);
                 }
             }
-            Err(e) => debug!(stream = %self.key, error = %e, "bad video tag dropped"),
+            Ok(_) => {}
+            // A bad tag or sequence header is dropped; the stream goes on.
+            Err(e) => warn!(stream = %self.key, error = %e, "bad video tag dropped"),
         }
         Ok(())
     }
