@@ -124,10 +124,19 @@ struct StreamState {
     keyframes: u64,
     last_keyframe_dts: Option<i64>,
     keyframe_interval_ms: Option<i64>,
-    last_keyframe_at: Option<(SystemTime, Instant)>,
+    last_keyframe_at: Option<Instant>,
     rates: RateWindow,
     schedule: Option<Schedule>,
     shots_dropped: u64,
+}
+
+impl StreamState {
+    fn problem(&self) -> Option<String> {
+        self.unsupported
+            .as_ref()
+            .map(|c| format!("unsupported video codec {c}"))
+            .or_else(|| self.params_error.clone())
+    }
 }
 
 /// One live stream.
@@ -241,11 +250,7 @@ impl LiveStream {
 
     /// Why this stream cannot be pictured, if it cannot.
     pub fn problem(&self) -> Option<String> {
-        let s = self.lock();
-        s.unsupported
-            .clone()
-            .map(|c| format!("unsupported video codec {c}"))
-            .or_else(|| s.params_error.clone())
+        self.lock().problem()
     }
 
     /// Statistics for the API.
@@ -267,9 +272,7 @@ impl LiveStream {
             fps: (s.rates.fps * 100.0).round() / 100.0,
             bitrate_kbps: (s.rates.bitrate / 10.0).round() / 100.0,
             keyframe_interval_ms: s.keyframe_interval_ms,
-            last_keyframe_age_ms: s
-                .last_keyframe_at
-                .map(|(_, i)| i.elapsed().as_millis() as u64),
+            last_keyframe_age_ms: s.last_keyframe_at.map(|i| i.elapsed().as_millis() as u64),
             gop_frames: s.gop.len(),
             gop_bytes: s.gop_bytes,
             frames: s.frames_total,
@@ -287,11 +290,7 @@ impl LiveStream {
             publisher: self.publisher.addr.to_string(),
             protocol: self.publisher.protocol.to_string(),
             started_at: humantime::format_rfc3339_millis(self.started).to_string(),
-            error: s
-                .unsupported
-                .clone()
-                .map(|c| format!("unsupported video codec {c}"))
-                .or_else(|| s.params_error.clone()),
+            error: s.problem(),
         }
     }
 }
@@ -535,7 +534,7 @@ impl StreamWriter for HubWriter {
                 s.keyframe_interval_ms = Some(frame.dts_ms - prev);
             }
             s.last_keyframe_dts = Some(frame.dts_ms);
-            s.last_keyframe_at = Some((SystemTime::now(), now));
+            s.last_keyframe_at = Some(now);
             s.gop.clear();
             s.gop_bytes = 0;
             s.gop_overflowed = false;

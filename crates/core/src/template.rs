@@ -277,10 +277,12 @@ pub struct BindingSpec {
     pub template: String,
 }
 
-fn default_domain() -> String {
+/// `_default`, for serde defaults.
+pub fn default_domain() -> String {
     media::stream::DEFAULT_DOMAIN.into()
 }
-fn star() -> String {
+/// `*`, for serde defaults.
+pub fn star() -> String {
     "*".into()
 }
 

@@ -105,22 +105,15 @@ async fn list_bindings(State(st): State<AppState>) -> Json<serde_json::Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BindingRequest {
-    #[serde(default = "default_domain")]
+    #[serde(default = "livesnap_core::template::default_domain")]
     domain: String,
-    #[serde(default = "star")]
+    #[serde(default = "livesnap_core::template::star")]
     app: String,
-    #[serde(default = "star")]
+    #[serde(default = "livesnap_core::template::star")]
     stream: String,
     template: Option<String>,
     #[serde(default)]
     apply_to_live: bool,
-}
-
-fn default_domain() -> String {
-    media::stream::DEFAULT_DOMAIN.to_string()
-}
-fn star() -> String {
-    "*".to_string()
 }
 
 async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
