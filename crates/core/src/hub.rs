@@ -516,7 +516,6 @@ impl StreamWriter for HubWriter {
     }
 
     fn frame(&mut self, frame: Frame) {
-        let now = Instant::now();
         let len = frame.data.len();
         let keyframe = frame.keyframe;
         let mut guard = self.stream.lock();
@@ -534,7 +533,7 @@ impl StreamWriter for HubWriter {
                 s.keyframe_interval_ms = Some(frame.dts_ms - prev);
             }
             s.last_keyframe_dts = Some(frame.dts_ms);
-            s.last_keyframe_at = Some(now);
+            s.last_keyframe_at = Some(Instant::now());
             s.gop.clear();
             s.gop_bytes = 0;
             s.gop_overflowed = false;
