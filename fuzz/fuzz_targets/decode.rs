@@ -22,19 +22,20 @@ use media::decode::{Decoder, OpenH264Decoder};
 use media::picture::{self, EncodeOptions, ImageFormat};
 use media::sps::SpsInfo;
 use media::Frame;
+use media::VideoConfig;
 
 const MAX_FRAMES: usize = 8;
 
-fn stream_config() -> &'static (AvcConfig, SpsInfo) {
-    static CONFIG: OnceLock<(AvcConfig, SpsInfo)> = OnceLock::new();
+fn stream_config() -> &'static (VideoConfig, SpsInfo) {
+    static CONFIG: OnceLock<(VideoConfig, SpsInfo)> = OnceLock::new();
     CONFIG.get_or_init(|| {
         let flv = Bytes::from_static(include_bytes!("../../testdata/320x240.flv"));
         for tag in read_file(&flv).expect("testdata FLV reads") {
             if tag.tag_type == 9 {
-                if let Ok(VideoTag::AvcConfig(record)) = parse_video_tag(&tag.body) {
+                if let Ok(VideoTag::Config { record, .. }) = parse_video_tag(&tag.body) {
                     let config = AvcConfig::parse(&record).expect("testdata avcC parses");
                     let sps = SpsInfo::parse(&config.sps[0]).expect("testdata SPS parses");
-                    return (config, sps);
+                    return (config.into(), sps);
                 }
             }
         }
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         frames.push(Frame {
             dts_ms: n * 40,
             pts_ms: n * 40,
-            keyframe: n == 0 || contains_idr(au, config.nal_length_size),
+            keyframe: n == 0 || contains_idr(au, config.nal_length_size()),
             data: Bytes::copy_from_slice(au),
         });
     }

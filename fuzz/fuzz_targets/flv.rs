@@ -1,30 +1,39 @@
 //! FLV: `read_file` on arbitrary files, and `parse_video_tag` on arbitrary tag bodies, followed
-//! the way a file grab or an RTMP publish follows them (sequence header -> AvcConfig -> SPS;
+//! the way a file grab or an RTMP publish follows them (sequence header -> AVC/HEVC config -> SPS;
 //! frames -> Annex B with the configured length size; script data -> AMF0).
 #![no_main]
 
 use bytes::Bytes;
 use ingest::flv::{parse_video_tag, read_file, VideoTag, MAX_FILE_TAG_BYTES};
 use libfuzzer_sys::fuzz_target;
-use media::avc::{append_annexb, contains_idr, AvcConfig};
-use media::sps::SpsInfo;
+use media::avc::{append_annexb, AvcConfig};
+use media::hevc::HevcConfig;
+use media::{Codec, VideoConfig};
 
-fn on_video(body: &Bytes, config: &mut Option<AvcConfig>) {
+/// Parses a sequence header the way `VideoFeed` does.
+fn parse_config(codec: Codec, record: &Bytes) -> Option<VideoConfig> {
+    match codec {
+        Codec::H265 => HevcConfig::parse(record).ok().map(Into::into),
+        _ => AvcConfig::parse(record).ok().map(Into::into),
+    }
+}
+
+fn on_video(body: &Bytes, config: &mut Option<VideoConfig>) {
     match parse_video_tag(body) {
-        Ok(VideoTag::AvcConfig(record)) => {
-            if let Ok(c) = AvcConfig::parse(&record) {
-                let _ = SpsInfo::parse(&c.sps[0]);
+        Ok(VideoTag::Config { codec, record }) => {
+            if let Some(c) = parse_config(codec, &record) {
+                let _ = c.info();
                 *config = Some(c);
             }
         }
-        Ok(VideoTag::AvcFrame { data, .. }) => {
+        Ok(VideoTag::Frame { data, .. }) => {
             if let Some(c) = config {
-                let _ = contains_idr(&data, c.nal_length_size);
-                let _ = append_annexb(&data, c.nal_length_size, &mut Vec::new());
+                let _ = c.is_keyframe(&data);
+                let _ = append_annexb(&data, c.nal_length_size(), &mut Vec::new());
             }
         }
         Ok(VideoTag::Unsupported(name)) => assert!(!name.is_empty()),
-        Ok(VideoTag::AvcEnd | VideoTag::Info) | Err(_) => {}
+        Ok(VideoTag::End | VideoTag::Info) | Err(_) => {}
     }
 }
 

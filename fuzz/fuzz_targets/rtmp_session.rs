@@ -1,6 +1,6 @@
 //! The sans-IO RTMP publish session fed arbitrary bytes in arbitrary splits, with events handled
 //! the way `rtmp::server` handles them (stream key resolution, accept/reject, video tag parsing,
-//! sequence header -> AvcConfig -> SPS, frames -> Annex B).
+//! sequence header -> AVC/HEVC config -> SPS, frames -> Annex B).
 //!
 //! Input: one mode byte, then the bytes the client sends after its handshake.
 //! - mode bit 7 clear: a valid handshake (C0 = 0x03, C1 and C2 of 1536 bytes) is put in front,
@@ -15,8 +15,9 @@ use ingest::flv::{parse_video_tag, VideoTag};
 use ingest::rtmp::session::{Event, Session};
 use ingest::rtmp::url::resolve;
 use libfuzzer_sys::fuzz_target;
-use media::avc::{append_annexb, contains_idr, AvcConfig};
-use media::sps::SpsInfo;
+use media::avc::{append_annexb, AvcConfig};
+use media::hevc::HevcConfig;
+use media::{Codec, VideoConfig};
 
 #[path = "common/known.rs"]
 mod known;
@@ -59,7 +60,7 @@ impl Splitter {
 }
 
 struct Publish {
-    config: Option<AvcConfig>,
+    config: Option<VideoConfig>,
 }
 
 /// Returns false when the server would close the connection.
@@ -101,16 +102,20 @@ fn on_event(session: &mut Session, publish: &mut Option<Publish>, event: Event) 
 
 fn on_video(p: &mut Publish, body: &Bytes) {
     match parse_video_tag(body) {
-        Ok(VideoTag::AvcConfig(record)) => {
-            if let Ok(config) = AvcConfig::parse(&record) {
-                let _ = SpsInfo::parse(&config.sps[0]);
+        Ok(VideoTag::Config { codec, record }) => {
+            let config: Option<VideoConfig> = match codec {
+                Codec::H265 => HevcConfig::parse(&record).ok().map(Into::into),
+                _ => AvcConfig::parse(&record).ok().map(Into::into),
+            };
+            if let Some(config) = config {
+                let _ = config.info();
                 p.config = Some(config);
             }
         }
-        Ok(VideoTag::AvcFrame { data, .. }) => {
+        Ok(VideoTag::Frame { data, .. }) => {
             if let Some(c) = &p.config {
-                let _ = contains_idr(&data, c.nal_length_size);
-                let _ = append_annexb(&data, c.nal_length_size, &mut Vec::new());
+                let _ = c.is_keyframe(&data);
+                let _ = append_annexb(&data, c.nal_length_size(), &mut Vec::new());
             }
         }
         _ => {}

@@ -35,25 +35,64 @@ pub fn clk_tck() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// A CPU sample of a set of processes, to take a difference over a window.
+/// Busy clock ticks of the whole machine (all cores): everything but idle and iowait, from the
+/// first line of /proc/stat.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8) // user nice system idle iowait irq softirq steal (guest is inside user)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let idle = f.get(3)? + f.get(4)?;
+    Some(f.iter().sum::<u64>() - idle)
+}
+
+/// A CPU sample of a set of processes, of this process (the load generator) and of the whole
+/// machine, to take differences over a window.
 pub struct CpuSample {
     ticks: u64,
+    own: u64,
+    machine: u64,
     at: Instant,
+}
+
+/// CPU % over a window (100 = one core fully busy).
+pub struct CpuUse {
+    /// The measured processes.
+    pub measured: f64,
+    /// This process: publishers and HTTP clients.
+    pub bench: f64,
+    /// Everything else on the machine (other users' work disturbs the figures).
+    pub other: f64,
 }
 
 impl CpuSample {
     pub fn take(pids: &[u32]) -> CpuSample {
         CpuSample {
             ticks: pids.iter().filter_map(|&p| cpu_ticks(p)).sum(),
+            own: cpu_ticks(std::process::id()).unwrap_or(0),
+            machine: machine_busy_ticks().unwrap_or(0),
             at: Instant::now(),
         }
     }
 
-    /// CPU % (100 = one core fully busy) of the processes between `self` and now.
-    pub fn percent_since(&self, pids: &[u32], tck: f64) -> f64 {
+    /// CPU use between `self` and now.
+    pub fn since(&self, pids: &[u32], tck: f64) -> CpuUse {
         let now = CpuSample::take(pids);
         let secs = now.at.duration_since(self.at).as_secs_f64().max(1e-3);
-        now.ticks.saturating_sub(self.ticks) as f64 / tck / secs * 100.0
+        let pct = |a: u64, b: u64| a.saturating_sub(b) as f64 / tck / secs * 100.0;
+        let measured = pct(now.ticks, self.ticks);
+        let bench = pct(now.own, self.own);
+        let machine = pct(now.machine, self.machine);
+        CpuUse {
+            measured,
+            bench,
+            other: (machine - measured - bench).max(0.0),
+        }
     }
 }
 

@@ -148,11 +148,13 @@ async fn stream_tags(
     stats: Arc<Stats>,
 ) -> Result<(), String> {
     stats.publishing.fetch_add(1, Ordering::Relaxed);
-    let first_ts = tags
+    let first_ts = tags.iter().find(|t| t.is_frame()).map_or(0, |t| t.ts_ms);
+    let last_ts = tags
         .iter()
-        .find(|t| !t.is_sequence_header)
-        .map_or(0, |t| t.ts_ms);
-    let last_ts = tags.iter().map(|t| t.ts_ms).max().unwrap_or(0);
+        .filter(|t| t.is_frame())
+        .map(|t| t.ts_ms)
+        .max()
+        .unwrap_or(0);
     // One loop lasts the input's duration plus one frame interval (30 fps).
     let loop_ms = last_ts.saturating_sub(first_ts) + 33;
     let start = Instant::now();
@@ -162,6 +164,9 @@ async fn stream_tags(
     let mut lap: u32 = 0;
     loop {
         for t in tags.iter() {
+            if t.is_end_of_sequence {
+                continue;
+            }
             if t.is_sequence_header {
                 if sent_header {
                     continue;

@@ -46,7 +46,7 @@ fn bench_take(c: &mut Criterion) {
             .start(StreamKey::new("_default", "bench", name).unwrap(), info)
             .ok()
             .unwrap();
-        writer.config(config);
+        writer.config(config.into());
         let mut dts = 0i64;
         let mut push_keyframe = |writer: &mut dyn StreamWriter| {
             let mut f = keyframe.clone();

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use livesnap_store::index::{Index, Mode, NewSnapshot, SnapshotRow};
@@ -83,6 +83,65 @@ pub struct AutoCounters {
     pub retention_deleted: AtomicU64,
 }
 
+/// How many recent pictures [`LagStats`] keeps.
+pub const LAG_WINDOW: usize = 4096;
+
+/// Time from a picture's due time to its index row, over the last [`LAG_WINDOW`] pictures:
+/// how far behind the automation runs.
+#[derive(Debug, Default)]
+pub struct LagStats {
+    recent: Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// Percentiles of [`LagStats`], in milliseconds (`None` before the first picture).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LagSummary {
+    /// Pictures in the window.
+    pub count: usize,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl LagStats {
+    /// Records one picture stored `lag_ms` after it was due.
+    pub fn record(&self, lag_ms: i64) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == LAG_WINDOW {
+            r.pop_front();
+        }
+        r.push_back(lag_ms.clamp(0, i64::from(u32::MAX)) as u32);
+    }
+
+    /// Percentiles over the window (nearest rank).
+    pub fn summary(&self) -> LagSummary {
+        let mut v: Vec<u32> = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        let rank = |p: f64| -> Option<f64> {
+            if v.is_empty() {
+                return None;
+            }
+            let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            Some(f64::from(v[i]))
+        };
+        LagSummary {
+            count: v.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: v.last().map(|&m| f64::from(m)),
+        }
+    }
+}
+
 /// The metadata a spooled picture carries so it can be indexed once stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct SpoolMeta {
@@ -116,6 +175,8 @@ pub struct Automation {
     config: AutoConfig,
     /// Counters.
     pub counters: AutoCounters,
+    /// Due-to-stored lag of recent pictures.
+    pub lag: LagStats,
     save_lock: tokio::sync::Mutex<()>,
 }
 
@@ -161,6 +222,7 @@ impl Automation {
             bindings: RwLock::new(saved.bindings),
             config,
             counters: AutoCounters::default(),
+            lag: LagStats::default(),
             save_lock: tokio::sync::Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel(SHOT_QUEUE);
@@ -532,6 +594,11 @@ impl Automation {
         match result {
             Ok(stored) => {
                 self.counters.stored.fetch_add(1, Ordering::Relaxed);
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as i64;
+                self.lag.record(now_ms - row.time_ms);
                 debug!(key = %stored.key, id = %stored.id, "snapshot stored");
                 self.events
                     .snapshot_stored(&stored, callback_url.as_deref());
@@ -651,5 +718,31 @@ impl HubObserver for Automation {
 
     fn unpublished(&self, stream: &Arc<LiveStream>) {
         self.events.stream_unpublished(stream);
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    #[test]
+    fn lag_percentiles_by_nearest_rank_over_a_bounded_window() {
+        let lag = LagStats::default();
+        assert_eq!(lag.summary().p50, None);
+        for ms in 1..=100 {
+            lag.record(ms);
+        }
+        let s = lag.summary();
+        assert_eq!(
+            (s.count, s.p50, s.p99, s.max),
+            (100, Some(50.0), Some(99.0), Some(100.0))
+        );
+        lag.record(-5); // a clock step backwards counts as no lag, not as a huge one
+        assert_eq!(lag.summary().p50, Some(50.0));
+        for _ in 0..LAG_WINDOW {
+            lag.record(7);
+        }
+        let s = lag.summary();
+        assert_eq!((s.count, s.max), (LAG_WINDOW, Some(7.0)));
     }
 }

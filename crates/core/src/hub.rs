@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
-use media::avc::AvcConfig;
 use media::sps::SpsInfo;
 use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink, StreamWriter};
-use media::{Codec, Frame};
+use media::{Codec, Frame, VideoConfig};
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -45,7 +44,7 @@ pub struct StreamParams {
     /// Codec.
     pub codec: Codec,
     /// Parameter sets.
-    pub config: AvcConfig,
+    pub config: VideoConfig,
     /// Size, profile, colour.
     pub sps: SpsInfo,
 }
@@ -485,12 +484,12 @@ impl HubWriter {
 }
 
 impl StreamWriter for HubWriter {
-    fn config(&mut self, config: AvcConfig) {
+    fn config(&mut self, config: VideoConfig) {
+        let codec = config.codec();
         let parsed = config
-            .sps
-            .first()
-            .ok_or_else(|| "no SPS".to_string())
-            .and_then(|sps| SpsInfo::parse(sps).map_err(|e| e.to_string()));
+            .info()
+            .map_err(|e| e.to_string())
+            .and_then(|sps| media::decode::cannot_decode(codec).map_or(Ok(sps), Err));
         let mut s = self.stream.lock();
         // A new configuration invalidates the buffered GOP: its frames need the old one.
         s.gop.clear();
@@ -498,17 +497,13 @@ impl StreamWriter for HubWriter {
         match parsed {
             Ok(sps) => {
                 if s.params.as_ref().is_none_or(|p| p.config != config) {
-                    info!(stream = %self.stream.key, width = sps.width, height = sps.height, profile = sps.profile_name(), colour = %sps.colour.describe(), "H.264 configuration");
+                    info!(stream = %self.stream.key, codec = codec.display_name(), width = sps.width, height = sps.height, profile = sps.profile_name(), colour = %sps.colour.describe(), "video configuration");
                 }
-                s.params = Some(Arc::new(StreamParams {
-                    codec: Codec::H264,
-                    config,
-                    sps,
-                }));
+                s.params = Some(Arc::new(StreamParams { codec, config, sps }));
                 s.params_error = None;
             }
             Err(e) => {
-                warn!(stream = %self.stream.key, error = %e, "H.264 configuration refused; no pictures until a valid one arrives");
+                warn!(stream = %self.stream.key, codec = codec.display_name(), error = %e, "video configuration refused; no pictures until a valid one arrives");
                 s.params = None;
                 s.params_error = Some(e);
             }
@@ -708,13 +703,16 @@ mod tests {
             0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x48, 0x99, 0x20,
         ]);
         let pps = Bytes::from_static(&[0x68, 0xcb, 0x83, 0xcb, 0x20]);
-        w.config(AvcConfig {
-            profile: 66,
-            level: 10,
-            nal_length_size: 4,
-            sps: vec![sps],
-            pps: vec![pps],
-        });
+        w.config(
+            media::avc::AvcConfig {
+                profile: 66,
+                level: 10,
+                nal_length_size: 4,
+                sps: vec![sps],
+                pps: vec![pps],
+            }
+            .into(),
+        );
         assert_eq!(w.stream().problem(), None);
         let f = |dts, key, n: usize| Frame {
             dts_ms: dts,

@@ -154,11 +154,27 @@ impl Cache {
     }
 
     /// Records the size of a filled cell, then evicts to stay within the limits.
+    ///
+    /// Requests always target a stream's newest keyframe or frame, so once a newer frame of a
+    /// stream is pictured, pictures of its older frames for the same request are never asked for
+    /// again: they go at once instead of holding memory until the LRU reaches them (scheduled
+    /// pictures of many streams would otherwise fill the whole byte budget).
     fn filled(&mut self, key: &CacheKey, bytes: usize) {
         if let Some(entry) = self.cells.get_mut(key) {
             self.bytes = self.bytes - entry.bytes + bytes;
             entry.bytes = bytes;
         }
+        let mut freed = 0;
+        self.cells.retain(|k, e| {
+            let stale = k.stream_id == key.stream_id
+                && k.request == key.request
+                && k.frame_seq < key.frame_seq;
+            if stale {
+                freed += e.bytes;
+            }
+            !stale
+        });
+        self.bytes -= freed;
         self.evict(key);
     }
 
@@ -208,10 +224,9 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// A service with the default openh264 decoder.
+    /// A service with the fastest decoder compiled in ([`media::decode::default_decoder`]).
     pub fn new(config: SnapshotConfig) -> Arc<Snapshotter> {
-        let factory: DecoderFactory =
-            Arc::new(|| Ok(Box::new(media::decode::OpenH264Decoder::new()?) as Box<dyn Decoder>));
+        let factory: DecoderFactory = Arc::new(media::decode::default_decoder);
         Self::with_factory(config, factory)
     }
 
@@ -411,15 +426,20 @@ mod tests {
     use super::*;
     use media::picture::ImageFormat;
 
-    fn key(seq: u64) -> CacheKey {
+    fn key_of(stream_id: u64, seq: u64) -> CacheKey {
         CacheKey {
-            stream_id: 1,
+            stream_id,
             frame_seq: seq,
             request: SnapshotRequest {
                 options: EncodeOptions::new(ImageFormat::Jpeg),
                 precision: Precision::Keyframe,
             },
         }
+    }
+
+    /// Different streams, so that only the LRU evicts.
+    fn key(n: u64) -> CacheKey {
+        key_of(n, 0)
     }
 
     #[test]
@@ -434,5 +454,22 @@ mod tests {
         c.filled(&key(3), 600); // 1200 bytes > 1000: evicts 1
         assert!(!c.cells.contains_key(&key(1)) && c.cells.contains_key(&key(3)));
         assert_eq!(c.bytes, 600);
+    }
+
+    #[test]
+    fn a_newer_frame_of_a_stream_replaces_its_older_pictures() {
+        let mut c = Cache::new(100, 1 << 20);
+        let mut png = key_of(7, 10);
+        png.request.options.format = ImageFormat::Png;
+        for k in [key_of(7, 10), key_of(7, 20), key_of(8, 10), png.clone()] {
+            c.cell(&k);
+            c.filled(&k, 100);
+        }
+        // Stream 7's frame 10 JPEG went when frame 20 was filled; stream 8 and the PNG of
+        // frame 10 (another request) stay.
+        assert!(!c.cells.contains_key(&key_of(7, 10)));
+        assert!(c.cells.contains_key(&key_of(7, 20)) && c.cells.contains_key(&key_of(8, 10)));
+        assert!(c.cells.contains_key(&png));
+        assert_eq!(c.bytes, 300);
     }
 }

@@ -38,7 +38,7 @@ fn due_pictures_leave_the_ingest_path_as_shots_at_the_right_keyframes() {
         protocol: "test",
     };
     let mut w = hub.start(key, info).ok().unwrap();
-    w.config(config);
+    w.config(config.into());
     // Replay the GOP five times at 25 fps, one keyframe a second, moving the clock by hand.
     let mut due_at = Vec::new();
     for round in 0..5u64 {

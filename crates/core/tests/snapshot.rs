@@ -23,7 +23,7 @@ fn feed_testdata(w: &mut HubWriter) -> Vec<media::Frame> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/720p.h264");
     let data = std::fs::read(path).unwrap();
     let (config, frames) = media::avc::annexb_to_frames(&data).unwrap();
-    w.config(config);
+    w.config(config.into());
     for f in &frames {
         w.frame(f.clone());
     }

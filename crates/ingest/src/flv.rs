@@ -1,19 +1,28 @@
-//! FLV: video tag bodies as RTMP and FLV files carry them, and a reader for FLV files.
+//! FLV: video tag bodies as RTMP and FLV files carry them (legacy AVC, and enhanced RTMP's
+//! FourCC tags for H.265 and H.264), and a reader for FLV files.
 
 use bytes::Bytes;
-use media::avc::{self, AvcConfig};
+use media::avc::AvcConfig;
+use media::hevc::HevcConfig;
 use media::stream::StreamWriter;
-use media::Frame;
+use media::{Codec, Frame, VideoConfig};
 
 use crate::{Error, Result};
 
 /// What one FLV video tag body holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoTag {
-    /// AVC sequence header: an AVCDecoderConfigurationRecord.
-    AvcConfig(Bytes),
-    /// AVC NAL units (length-prefixed) of one access unit.
-    AvcFrame {
+    /// Sequence header: an AVCDecoderConfigurationRecord or HEVCDecoderConfigurationRecord.
+    Config {
+        /// H.264 or H.265.
+        codec: Codec,
+        /// The record.
+        record: Bytes,
+    },
+    /// Length-prefixed NAL units of one access unit.
+    Frame {
+        /// H.264 or H.265.
+        codec: Codec,
         /// The FLV frame type said "keyframe".
         keyframe: bool,
         /// Composition time offset (pts - dts) in milliseconds.
@@ -21,12 +30,31 @@ pub enum VideoTag {
         /// The access unit.
         data: Bytes,
     },
-    /// AVC end of sequence.
-    AvcEnd,
-    /// Video we do not handle yet: the legacy codec id or the enhanced-RTMP FourCC.
+    /// End of sequence.
+    End,
+    /// Video we do not handle: the legacy codec id or the enhanced-RTMP FourCC.
     Unsupported(String),
-    /// A command or info frame (frame type 5), which carries no picture.
+    /// A command, info or metadata frame, which carries no picture.
     Info,
+}
+
+/// Enhanced RTMP packet types (E-RTMP v1/v2, "VideoPacketType").
+mod packet {
+    pub const SEQUENCE_START: u8 = 0;
+    pub const CODED_FRAMES: u8 = 1;
+    pub const SEQUENCE_END: u8 = 2;
+    /// Coded frames with no composition time (it is zero).
+    pub const CODED_FRAMES_X: u8 = 3;
+    pub const METADATA: u8 = 4;
+}
+
+/// FLV frame type 5: a video info / command frame.
+const FRAME_TYPE_COMMAND: u8 = 5;
+
+/// Reads a signed 24-bit big-endian composition time.
+fn composition_time(b: &[u8]) -> i32 {
+    let cts = (i32::from(b[0]) << 16) | (i32::from(b[1]) << 8) | i32::from(b[2]);
+    (cts << 8) >> 8
 }
 
 /// Parses the body of an FLV/RTMP video tag, legacy or enhanced RTMP.
@@ -35,17 +63,11 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
         .first()
         .ok_or_else(|| Error::Flv("empty video tag".into()))?;
     if first & 0x80 != 0 {
-        // Enhanced RTMP: [1 | frame type(3) | packet type(4)] FourCC ...
-        let fourcc = body
-            .get(1..5)
-            .ok_or_else(|| Error::Flv("enhanced video tag without FourCC".into()))?;
-        return Ok(VideoTag::Unsupported(
-            String::from_utf8_lossy(fourcc).into_owned(),
-        ));
+        return parse_enhanced(first, body);
     }
     let frame_type = first >> 4;
     let codec_id = first & 0x0f;
-    if frame_type == 5 {
+    if frame_type == FRAME_TYPE_COMMAND {
         return Ok(VideoTag::Info);
     }
     if codec_id != 7 {
@@ -55,7 +77,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
             4 => "VP6",
             5 => "VP6 alpha",
             6 => "Screen video 2",
-            12 => "HEVC (legacy id 12)",
+            12 => "HEVC (legacy id 12; send it as enhanced RTMP hvc1)",
             _ => "unknown",
         };
         return Ok(VideoTag::Unsupported(format!(
@@ -68,19 +90,72 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
             body.len()
         )));
     }
-    let cts = (i32::from(body[2]) << 16) | (i32::from(body[3]) << 8) | i32::from(body[4]);
-    // Sign-extend the 24-bit composition time.
-    let composition_ms = (cts << 8) >> 8;
+    let composition_ms = composition_time(&body[2..5]);
     let payload = body.slice(5..);
+    let codec = Codec::H264;
     match body[1] {
-        0 => Ok(VideoTag::AvcConfig(payload)),
-        1 => Ok(VideoTag::AvcFrame {
+        0 => Ok(VideoTag::Config {
+            codec,
+            record: payload,
+        }),
+        1 => Ok(VideoTag::Frame {
+            codec,
             keyframe: frame_type == 1,
             composition_ms,
             data: payload,
         }),
-        2 => Ok(VideoTag::AvcEnd),
+        2 => Ok(VideoTag::End),
         t => Err(Error::Flv(format!("unknown AVC packet type {t}"))),
+    }
+}
+
+/// Enhanced RTMP: `[1 | frame type(3) | packet type(4)] FourCC [SI24 cts] data`.
+fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
+    let frame_type = (first >> 4) & 0x07;
+    let packet_type = first & 0x0f;
+    let fourcc = body
+        .get(1..5)
+        .ok_or_else(|| Error::Flv("enhanced video tag without FourCC".into()))?;
+    let codec = match fourcc {
+        b"hvc1" => Codec::H265,
+        b"avc1" => Codec::H264,
+        other => {
+            return Ok(VideoTag::Unsupported(
+                String::from_utf8_lossy(other).into_owned(),
+            ))
+        }
+    };
+    if frame_type == FRAME_TYPE_COMMAND || packet_type == packet::METADATA {
+        return Ok(VideoTag::Info);
+    }
+    let keyframe = frame_type == 1;
+    match packet_type {
+        packet::SEQUENCE_START => Ok(VideoTag::Config {
+            codec,
+            record: body.slice(5..),
+        }),
+        packet::CODED_FRAMES => {
+            let cts = body.get(5..8).ok_or_else(|| {
+                Error::Flv("enhanced coded frames without composition time".into())
+            })?;
+            Ok(VideoTag::Frame {
+                codec,
+                keyframe,
+                composition_ms: composition_time(cts),
+                data: body.slice(8..),
+            })
+        }
+        packet::CODED_FRAMES_X => Ok(VideoTag::Frame {
+            codec,
+            keyframe,
+            composition_ms: 0,
+            data: body.slice(5..),
+        }),
+        packet::SEQUENCE_END => Ok(VideoTag::End),
+        t => Ok(VideoTag::Unsupported(format!(
+            "enhanced RTMP packet type {t} ({})",
+            String::from_utf8_lossy(fourcc)
+        ))),
     }
 }
 
@@ -103,7 +178,7 @@ pub enum Fed {
 /// frames for a [`StreamWriter`]. Shared by RTMP ingest and `grab` of FLV files.
 #[derive(Debug, Default)]
 pub struct VideoFeed {
-    config: Option<AvcConfig>,
+    config: Option<VideoConfig>,
 }
 
 impl VideoFeed {
@@ -115,13 +190,18 @@ impl VideoFeed {
         writer: &mut dyn StreamWriter,
     ) -> Result<Fed> {
         match parse_video_tag(body)? {
-            VideoTag::AvcConfig(record) => {
-                let config = AvcConfig::parse(&record).map_err(|e| Error::Flv(e.to_string()))?;
+            VideoTag::Config { codec, record } => {
+                let config: VideoConfig = match codec {
+                    Codec::H265 => HevcConfig::parse(&record).map(Into::into),
+                    _ => AvcConfig::parse(&record).map(Into::into),
+                }
+                .map_err(|e| Error::Flv(e.to_string()))?;
                 self.config = Some(config.clone());
                 writer.config(config);
                 Ok(Fed::Config)
             }
-            VideoTag::AvcFrame {
+            VideoTag::Frame {
+                codec,
                 keyframe,
                 composition_ms,
                 data,
@@ -129,8 +209,16 @@ impl VideoFeed {
                 let Some(config) = &self.config else {
                     return Ok(Fed::BeforeConfig);
                 };
-                // Trust the bitstream over the FLV flag: only an IDR starts a decodable GOP.
-                let keyframe = keyframe && avc::contains_idr(&data, config.nal_length_size);
+                if config.codec() != codec {
+                    return Err(Error::Flv(format!(
+                        "{} frame in a {} stream",
+                        codec.display_name(),
+                        config.codec().display_name()
+                    )));
+                }
+                // Trust the bitstream over the FLV flag: only an IDR / IRAP starts a decodable
+                // GOP.
+                let keyframe = keyframe && config.is_keyframe(&data);
                 writer.frame(Frame {
                     dts_ms,
                     pts_ms: dts_ms + i64::from(composition_ms),
@@ -140,7 +228,7 @@ impl VideoFeed {
                 Ok(Fed::Frame)
             }
             VideoTag::Unsupported(name) => Ok(Fed::Unsupported(name)),
-            VideoTag::AvcEnd | VideoTag::Info => Ok(Fed::Nothing),
+            VideoTag::End | VideoTag::Info => Ok(Fed::Nothing),
         }
     }
 }
@@ -200,7 +288,8 @@ mod tests {
     fn parses_avc_frame_with_negative_composition_time() {
         let body = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 1, 0x41]);
         match parse_video_tag(&body).unwrap() {
-            VideoTag::AvcFrame {
+            VideoTag::Frame {
+                codec: Codec::H264,
                 keyframe,
                 composition_ms,
                 data,
@@ -214,11 +303,39 @@ mod tests {
     }
 
     #[test]
-    fn reports_enhanced_rtmp_fourcc() {
-        let body = Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1', 0]);
+    fn reads_enhanced_rtmp_hvc1_and_reports_other_fourccs() {
+        let start = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1, 2]);
         assert_eq!(
-            parse_video_tag(&body).unwrap(),
-            VideoTag::Unsupported("hvc1".into())
+            parse_video_tag(&start).unwrap(),
+            VideoTag::Config {
+                codec: Codec::H265,
+                record: Bytes::from_static(&[1, 2])
+            }
+        );
+        let coded = Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1', 0, 0, 40, 9, 9]);
+        assert_eq!(
+            parse_video_tag(&coded).unwrap(),
+            VideoTag::Frame {
+                codec: Codec::H265,
+                keyframe: true,
+                composition_ms: 40,
+                data: Bytes::from_static(&[9, 9])
+            }
+        );
+        let x = Bytes::from_static(&[0xa3, b'h', b'v', b'c', b'1', 7]);
+        assert_eq!(
+            parse_video_tag(&x).unwrap(),
+            VideoTag::Frame {
+                codec: Codec::H265,
+                keyframe: false,
+                composition_ms: 0,
+                data: Bytes::from_static(&[7])
+            }
+        );
+        assert!(parse_video_tag(&Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1', 0])).is_err());
+        assert_eq!(
+            parse_video_tag(&Bytes::from_static(&[0x91, b'a', b'v', b'0', b'1', 0])).unwrap(),
+            VideoTag::Unsupported("av01".into())
         );
     }
 

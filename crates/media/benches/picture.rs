@@ -28,16 +28,16 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use livesnap_media as media;
-use media::avc::{annexb_to_frames, AvcConfig};
+use media::avc::annexb_to_frames;
 use media::decode::{Decoder, OpenH264Decoder, Picture};
 use media::picture::{self, EncodeOptions, ImageFormat};
 use media::sps::{Colour, SpsInfo};
-use media::Frame;
+use media::{Frame, VideoConfig};
 
 /// One test input, decoded once up front so the later stages have real pixels.
 struct Input {
     name: &'static str,
-    config: AvcConfig,
+    config: VideoConfig,
     keyframe: Vec<Frame>,
     display: (u32, u32),
     colour: Colour,
@@ -51,6 +51,7 @@ fn load(name: &'static str, file: &str) -> Input {
     let (config, frames) = annexb_to_frames(&stream).expect("testdata parses");
     assert!(frames[0].keyframe, "{file}: frame 0 is not a keyframe");
     let sps = SpsInfo::parse(&config.sps[0]).expect("testdata SPS parses");
+    let config = VideoConfig::from(config);
     let display = (sps.width, sps.height);
     let keyframe = vec![frames[0].clone()];
     let picture = OpenH264Decoder::new()
@@ -92,6 +93,13 @@ fn benches(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new("reused", i.name), i, |b, i| {
                 b.iter(|| decoder.decode(&i.config, &i.keyframe, i.display).unwrap())
             });
+            #[cfg(feature = "ffmpeg")]
+            {
+                let mut decoder = media::ffmpeg::FfmpegDecoder::new().unwrap();
+                g.bench_with_input(BenchmarkId::new("libavcodec_reused", i.name), i, |b, i| {
+                    b.iter(|| decoder.decode(&i.config, &i.keyframe, i.display).unwrap())
+                });
+            }
             g.bench_with_input(BenchmarkId::new("new_decoder", i.name), i, |b, i| {
                 b.iter(|| {
                     OpenH264Decoder::new()
@@ -138,6 +146,21 @@ fn benches(c: &mut Criterion) {
     }
 
     {
+        // The whole encode as the service runs it: YUV in, JPEG out (libjpeg-turbo straight from
+        // YUV with the turbojpeg feature; colour conversion + jpeg-encoder otherwise).
+        let mut g = c.benchmark_group("encode_picture_jpeg_q85");
+        g.sampling_mode(SamplingMode::Flat);
+        let options = EncodeOptions::new(ImageFormat::Jpeg);
+        for i in &inputs {
+            g.throughput(pixels(i));
+            g.bench_with_input(BenchmarkId::from_parameter(i.name), i, |b, i| {
+                b.iter(|| picture::encode(&i.picture, i.colour, &options).unwrap())
+            });
+        }
+        g.finish();
+    }
+
+    {
         let mut g = c.benchmark_group("scale_to_360p");
         for i in &inputs {
             g.throughput(pixels(i));
@@ -159,7 +182,7 @@ fn benches(c: &mut Criterion) {
         g.measurement_time(Duration::from_secs(4));
         for i in &inputs {
             g.throughput(pixels(i));
-            let mut decoder = OpenH264Decoder::new().unwrap();
+            let mut decoder = media::decode::default_decoder().unwrap();
             let options = EncodeOptions::new(ImageFormat::Jpeg);
             g.bench_with_input(BenchmarkId::from_parameter(i.name), i, |b, i| {
                 b.iter(|| {

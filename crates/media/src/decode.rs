@@ -8,8 +8,9 @@ use openh264::decoder::{DecodeOptions, Decoder as OpenH264, DecoderConfig, Flush
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
-use crate::avc::{self, AvcConfig};
-use crate::{Error, Frame, Result};
+use crate::avc;
+use crate::sps::Colour;
+use crate::{Error, Frame, Result, VideoConfig};
 
 /// A decoded 8-bit 4:2:0 picture with its own planes (tightly packed: stride = width).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +25,24 @@ pub struct Picture {
     pub u: Vec<u8>,
     /// Cr, same size as `u`.
     pub v: Vec<u8>,
+    /// The colour the decoder found in the bitstream, when it reports one; otherwise the
+    /// stream's SPS says (see [`crate::sps::SpsInfo::colour`]).
+    pub colour: Option<Colour>,
 }
 
 impl Picture {
+    /// A picture with no pixels, to copy planes into.
+    pub fn empty() -> Picture {
+        Picture {
+            width: 0,
+            height: 0,
+            y: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+            colour: None,
+        }
+    }
+
     /// Width of the chroma planes.
     pub fn chroma_width(&self) -> u32 {
         self.width.div_ceil(2)
@@ -40,13 +56,7 @@ impl Picture {
         u: (&[u8], usize),
         v: (&[u8], usize),
     ) -> Result<Picture> {
-        let mut p = Picture {
-            width: 0,
-            height: 0,
-            y: Vec::new(),
-            u: Vec::new(),
-            v: Vec::new(),
-        };
+        let mut p = Picture::empty();
         p.copy_planes(width, height, y, u, v)?;
         Ok(p)
     }
@@ -90,10 +100,53 @@ pub trait Decoder: Send {
     /// `display` (width, height).
     fn decode(
         &mut self,
-        config: &AvcConfig,
+        config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
     ) -> Result<Picture>;
+}
+
+/// The fastest decoder compiled in: libavcodec with the `ffmpeg` feature, else openh264.
+pub fn default_decoder() -> Result<Box<dyn Decoder>> {
+    #[cfg(feature = "ffmpeg")]
+    {
+        Ok(Box::new(crate::ffmpeg::FfmpegDecoder::new()?))
+    }
+    #[cfg(not(feature = "ffmpeg"))]
+    {
+        Ok(Box::new(OpenH264Decoder::new()?))
+    }
+}
+
+/// Why [`default_decoder`] cannot decode `codec`, or `None` when it can.
+pub fn cannot_decode(codec: crate::Codec) -> Option<String> {
+    #[cfg(feature = "ffmpeg")]
+    {
+        (!crate::ffmpeg::FfmpegDecoder::supports(codec)).then(|| {
+            format!(
+                "this system's libavcodec has no {} decoder",
+                codec.display_name()
+            )
+        })
+    }
+    #[cfg(not(feature = "ffmpeg"))]
+    {
+        (codec != crate::Codec::H264).then(|| {
+            format!(
+                "{} needs the libavcodec decoder (build livesnap with --features ffmpeg)",
+                codec.display_name()
+            )
+        })
+    }
+}
+
+/// The name of [`default_decoder`]'s backend, for logs and `/healthz`.
+pub fn default_decoder_name() -> &'static str {
+    if cfg!(feature = "ffmpeg") {
+        "libavcodec"
+    } else {
+        "openh264"
+    }
 }
 
 /// The default H.264 decoder: Cisco's openh264, built from source by the `openh264` crate.
@@ -134,10 +187,16 @@ impl OpenH264Decoder {
 impl Decoder for OpenH264Decoder {
     fn decode(
         &mut self,
-        config: &AvcConfig,
+        config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
     ) -> Result<Picture> {
+        let VideoConfig::Avc(config) = config else {
+            return Err(Error::Unsupported(format!(
+                "{} needs the libavcodec decoder (build with --features ffmpeg)",
+                config.codec().display_name()
+            )));
+        };
         let first = frames
             .first()
             .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
@@ -156,13 +215,7 @@ impl Decoder for OpenH264Decoder {
         let no_flush = || DecodeOptions::new().flush_after_decode(Flush::NoFlush);
         // Pictures come out in presentation order, so the last one out is the newest. Each is
         // copied into the same buffers (the decoder's own are reused on the next call).
-        let mut out = Picture {
-            width: 0,
-            height: 0,
-            y: Vec::new(),
-            u: Vec::new(),
-            v: Vec::new(),
-        };
+        let mut out = Picture::empty();
         let mut have = false;
         for (i, frame) in frames.iter().enumerate() {
             self.annexb.clear();

@@ -6,6 +6,9 @@ pub enum Error {
     /// An AVCDecoderConfigurationRecord (the FLV/MP4 "avcC" box) could not be read.
     #[error("invalid AVC decoder configuration record: {0}")]
     AvcConfig(&'static str),
+    /// An HEVCDecoderConfigurationRecord (the FLV/MP4 "hvcC" box) could not be read.
+    #[error("invalid HEVC decoder configuration record: {0}")]
+    HevcConfig(&'static str),
     /// A length-prefixed NAL unit ran past the end of its access unit.
     #[error("truncated NAL unit: length {len} but only {remaining} bytes remain")]
     TruncatedNal { len: usize, remaining: usize },

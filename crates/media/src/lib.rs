@@ -5,13 +5,21 @@
 //! pictures goes through [`picture`].
 #![deny(unsafe_code)]
 
+#[cfg(feature = "ffmpeg")]
+pub mod ffmpeg;
+
 pub mod avc;
+pub mod config;
 pub mod decode;
 pub mod error;
 pub mod frame;
+pub mod hevc;
 pub mod picture;
 pub mod sps;
 pub mod stream;
+#[cfg(feature = "turbojpeg")]
+pub mod turbo;
 
+pub use config::VideoConfig;
 pub use error::{Error, Result};
 pub use frame::{Codec, Frame};

@@ -197,9 +197,24 @@ pub fn encode_rgb(
     Ok(out)
 }
 
-/// The whole path from a decoded picture to image bytes.
+/// The JPEG encoder compiled in, for logs.
+pub fn jpeg_encoder_name() -> &'static str {
+    if cfg!(feature = "turbojpeg") {
+        "libjpeg-turbo (from YUV)"
+    } else {
+        "jpeg-encoder (from RGB)"
+    }
+}
+
+/// The whole path from a decoded picture to image bytes. `colour` is the stream's (from its SPS);
+/// a colour the decoder read from the bitstream takes precedence.
 pub fn encode(picture: &Picture, colour: Colour, options: &EncodeOptions) -> Result<Vec<u8>> {
+    let colour = picture.colour.unwrap_or(colour);
     let (w, h) = options.output_size(picture.width, picture.height)?;
+    #[cfg(feature = "turbojpeg")]
+    if options.format == ImageFormat::Jpeg {
+        return crate::turbo::encode_jpeg(picture, colour, (w, h), options.quality);
+    }
     let rgb = to_rgb(picture, colour)?;
     let rgb = scale_rgb(rgb, (picture.width, picture.height), (w, h))?;
     encode_rgb(&rgb, w, h, options.format, options.quality)
@@ -217,6 +232,7 @@ mod tests {
             y: vec![y; (width * height) as usize],
             u: vec![u; c],
             v: vec![v; c],
+            colour: None,
         }
     }
 

@@ -7,7 +7,7 @@
 use h264_reader::nal::sps::SeqParameterSet;
 use h264_reader::rbsp::BitReader;
 
-use crate::{Error, Result};
+use crate::{Codec, Error, Result};
 
 /// Largest decoded width or height accepted (8K is 7680).
 pub const MAX_SIDE: u32 = 8192;
@@ -60,7 +60,9 @@ impl Colour {
 /// What livesnap needs to know from an SPS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpsInfo {
-    /// profile_idc (66 baseline, 77 main, 100 high, ...).
+    /// The codec whose SPS this is (profile numbers differ between H.264 and H.265).
+    pub codec: Codec,
+    /// profile_idc (H.264: 66 baseline, 77 main, 100 high; H.265: 1 Main, 2 Main 10, ...).
     pub profile_idc: u8,
     /// level_idc (31 = 3.1).
     pub level_idc: u8,
@@ -146,6 +148,7 @@ impl SpsInfo {
             .fps()
             .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0);
         Ok(SpsInfo {
+            codec: Codec::H264,
             profile_idc: sps.profile_idc.into(),
             level_idc: sps.level_idc,
             width,
@@ -157,6 +160,15 @@ impl SpsInfo {
 
     /// Profile name for the API.
     pub fn profile_name(&self) -> &'static str {
+        if self.codec == Codec::H265 {
+            return match self.profile_idc {
+                1 => "Main",
+                2 => "Main 10",
+                3 => "Main Still Picture",
+                4 => "Range Extensions",
+                _ => "Other",
+            };
+        }
         match self.profile_idc {
             66 => "Baseline",
             77 => "Main",

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::avc::AvcConfig;
-use crate::Frame;
+use crate::{Frame, VideoConfig};
 
 /// The domain used when a publisher names none.
 pub const DEFAULT_DOMAIN: &str = "_default";
@@ -110,7 +109,7 @@ pub trait StreamSink: Send + Sync {
 /// Receives one live stream's configuration and frames, in decode order.
 pub trait StreamWriter: Send {
     /// A new decoder configuration (sequence header). Frames after it use it.
-    fn config(&mut self, config: AvcConfig);
+    fn config(&mut self, config: VideoConfig);
     /// One compressed frame.
     fn frame(&mut self, frame: Frame);
     /// The stream carries video this server cannot picture (`name` says which).

@@ -290,6 +290,7 @@ async fn deliveries(State(st): State<AppState>) -> Json<serde_json::Value> {
 async fn automation_status(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "counters": st.auto.counters,
+        "lag_ms": st.auto.lag.summary(),
         "spool": st.auto.spool().stats(),
         "index": st.auto.index().backend(),
     }))

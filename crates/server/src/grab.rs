@@ -1,4 +1,4 @@
-//! `livesnap grab`: one picture from a local FLV or raw H.264 (Annex B) file.
+//! `livesnap grab`: one picture from a local FLV or raw H.264 / H.265 (Annex B) file.
 //!
 //! The file is replayed into a hub as if it were published, then pictured through the same
 //! snapshot service as a live stream: `keyframe` pictures the file's last keyframe, `latest` its
@@ -13,9 +13,9 @@ use clap::Args;
 use ingest::flv::{self, Fed, VideoFeed};
 use livesnap_core::hub::{Hub, HubConfig};
 use livesnap_core::snapshot::{Precision, SnapshotConfig, SnapshotRequest, Snapshotter};
-use media::avc;
 use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY};
 use media::stream::{PublisherInfo, StreamKey, StreamWriter};
+use media::{avc, hevc, VideoConfig};
 
 /// Largest input file read.
 pub const MAX_INPUT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -23,7 +23,7 @@ pub const MAX_INPUT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Flags of `livesnap grab`.
 #[derive(Debug, Args)]
 pub struct GrabArgs {
-    /// Input: a local .flv or raw H.264 Annex B file.
+    /// Input: a local .flv, or a raw H.264 or H.265 Annex B file (H.265 needs the ffmpeg feature).
     pub input: PathBuf,
     /// Output file.
     #[arg(short, long)]
@@ -65,7 +65,13 @@ fn feed_flv(data: &Bytes, writer: &mut dyn StreamWriter) -> Result<usize, String
 }
 
 fn feed_annexb(data: &[u8], writer: &mut dyn StreamWriter) -> Result<usize, String> {
-    let (config, frames) = avc::annexb_to_frames(data).map_err(|e| e.to_string())?;
+    let (config, frames): (VideoConfig, _) = if hevc::looks_like_annexb_hevc(data) {
+        let (c, f) = hevc::annexb_to_frames(data).map_err(|e| e.to_string())?;
+        (c.into(), f)
+    } else {
+        let (c, f) = avc::annexb_to_frames(data).map_err(|e| e.to_string())?;
+        (c.into(), f)
+    };
     writer.config(config);
     let n = frames.len();
     for f in frames {

@@ -6,6 +6,7 @@ mod callbacks;
 mod config;
 mod error;
 mod grab;
+mod malloc;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -52,8 +53,22 @@ fn init_logs(filter: &str) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    malloc::tune();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("livesnap: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli
         .command
@@ -130,7 +145,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         callbacks: auto.1,
         public_url,
     };
-    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), "livesnap ready");
+    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     println!(
         "{}",

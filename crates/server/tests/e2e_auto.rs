@@ -251,6 +251,18 @@ fn auto_every_n_frames_counts_and_psnr() {
         "pictures failed: {auto}\nserver log:\n{}",
         s.log_tail(20)
     );
+    // Every stored picture is in the lag window, and none took anywhere near a second.
+    let lag = &auto["lag_ms"];
+    assert_eq!(
+        lag["count"].as_u64(),
+        auto["counters"]["stored"].as_u64(),
+        "{auto}"
+    );
+    let (p50, max) = (lag["p50"].as_f64().unwrap(), lag["max"].as_f64().unwrap());
+    assert!(
+        p50 <= lag["p99"].as_f64().unwrap() && max < 5_000.0,
+        "{auto}"
+    );
     for r in rows.iter().skip(1).take(3) {
         let bytes = check_local_object(&s, r);
         assert_shows_source(

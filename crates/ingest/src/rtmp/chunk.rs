@@ -6,8 +6,17 @@
 //! header that shrinks a half-read message panics too (found by the `rtmp_session` fuzz target).
 //! Here each chunk stream has its own partial message, and every size is checked against a limit
 //! before anything is allocated.
-
-use std::collections::HashMap;
+//!
+//! Buffers, so that a steady stream allocates nothing per message: socket reads go into one
+//! reusable read buffer ([`ChunkReader::read_buffer`]); each chunk's payload is copied once, into
+//! its chunk stream's slab, where the message becomes contiguous (chunk headers sit between the
+//! pieces); a whole message is split off the slab as [`Bytes`], so messages share the slab's
+//! allocation and whatever is cut from them later (a frame) is a slice of it. A slab is written
+//! over again once every message cut from it has been dropped, so a new one is allocated only
+//! while the consumer still holds messages of the last two (the hub holds a GOP); a slab holds
+//! some 32 average messages, so even then allocations are rare. A slice kept for long keeps its
+//! whole slab: what a consumer keeps for the life of a stream (a sequence header) should be
+//! copied out, as [`super::session`] does.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -21,8 +30,19 @@ pub const MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Chunk size before the peer sets one.
 pub const DEFAULT_CHUNK_SIZE: usize = 128;
-/// What is preallocated for a message's payload before its bytes arrive.
-const MAX_PREALLOC: usize = 64 * 1024;
+/// Size of the read buffer that [`ChunkReader::read_buffer`] keeps for socket reads.
+pub const READ_BYTES: usize = 64 * 1024;
+/// Below this much room the read buffer is compacted (or grown) before a read.
+const MIN_READ_ROOM: usize = 16 * 1024;
+/// The first slab of a chunk stream. It is also all that a header can make us allocate before
+/// the stream has delivered anything: a 16 MiB length costs nothing until its bytes arrive.
+const MIN_SLAB_BYTES: usize = 16 * 1024;
+/// Largest slab allocated ahead of the bytes that fill it, and kept for the next messages (one
+/// grown for a longer message is let go with it): a chunk stream keeps two at most.
+const MAX_SLAB_BYTES: usize = 4 * 1024 * 1024;
+/// A new slab holds about this many messages of the chunk stream's average length, so
+/// allocations are amortized over many frames.
+const MESSAGES_PER_SLAB: usize = 32;
 
 /// One whole message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +57,136 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// A buffer that messages are written into and split off, with the size it was allocated with.
 #[derive(Debug, Default)]
+struct Slab {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl Slab {
+    fn with_capacity(size: usize) -> Slab {
+        Slab {
+            buf: BytesMut::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Room left after the message being written.
+    fn room(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Starts over at the front of the allocation, keeping the message being written, if every
+    /// message split off the slab has been dropped and `additional` more bytes then fit.
+    fn reclaim(&mut self, additional: usize) -> bool {
+        let len = self.buf.len();
+        // Asking for the whole allocation makes `try_reclaim` move to the front rather than
+        // grant only the room left at the end.
+        len + additional <= self.size && self.buf.try_reclaim(self.size - len)
+    }
+}
+
+/// Where one chunk stream's messages are made contiguous: the message being read is at the end
+/// of `slab` and is split off it when whole.
+#[derive(Debug, Default)]
+struct Assembler {
+    slab: Slab,
+    /// The slab before this one, reused once the messages cut from it are all dropped.
+    spare: Option<Slab>,
+    /// Average message length (moving, over about `MESSAGES_PER_SLAB` messages); sizes new
+    /// slabs.
+    average: usize,
+}
+
+impl Assembler {
+    /// Bytes of the message being read.
+    fn len(&self) -> usize {
+        self.slab.buf.len()
+    }
+
+    fn slab_size(&self) -> usize {
+        (self.average * MESSAGES_PER_SLAB).clamp(MIN_SLAB_BYTES, MAX_SLAB_BYTES)
+    }
+
+    /// Makes room for a message of `length` bytes, or for as much of it as a slab holds.
+    fn begin(&mut self, length: usize) {
+        self.reserve(length.min(self.slab_size()));
+    }
+
+    /// Appends one chunk's payload to the message of `length` bytes being read.
+    fn append(&mut self, data: &[u8], length: usize) {
+        if self.slab.room() < data.len() {
+            // Longer than a slab: grow by at least the length so far (copying stays linear in
+            // the message), but never ahead of its bytes by more than a slab.
+            let have = self.len();
+            let grow = (length - have).min(have.max(self.slab_size()));
+            self.reserve(grow.max(data.len()));
+        }
+        self.slab.buf.extend_from_slice(data);
+    }
+
+    /// The whole message.
+    fn finish(&mut self) -> Bytes {
+        if self.slab.buf.is_empty() {
+            return Bytes::new();
+        }
+        let message = self.slab.buf.split().freeze();
+        if self.slab.size > MAX_SLAB_BYTES {
+            // Grown for one huge message: goes with it instead of staying with the stream.
+            self.slab = Slab::default();
+        }
+        self.average = (self.average * (MESSAGES_PER_SLAB - 1) + message.len()) / MESSAGES_PER_SLAB;
+        message
+    }
+
+    /// Makes room for `additional` bytes after those of the message being read.
+    fn reserve(&mut self, additional: usize) {
+        if self.slab.room() >= additional || self.slab.reclaim(additional) {
+            return;
+        }
+        if self.len() == 0 {
+            if let Some(spare) = self.spare.as_mut() {
+                if spare.reclaim(additional) {
+                    std::mem::swap(&mut self.slab, spare);
+                    return;
+                }
+            }
+        }
+        let mut slab = Slab::with_capacity(self.slab_size().max(self.len() + additional));
+        slab.buf.extend_from_slice(&self.slab.buf);
+        let mut old = std::mem::replace(&mut self.slab, slab);
+        // The slab just filled becomes the spare; the spare before is let go (what still holds
+        // its messages keeps it alive), so one long-lived slice cannot pin the spare for good.
+        if old.size <= MAX_SLAB_BYTES {
+            old.buf.clear();
+            self.spare = Some(old);
+        }
+    }
+}
+
+#[derive(Debug)]
 struct ChunkStream {
+    csid: u32,
     timestamp: u32,
     delta: u32,
     length: usize,
     type_id: u8,
     stream_id: u32,
     extended: bool,
-    partial: Option<BytesMut>,
+    /// A message has begun and not ended; its bytes so far are in `assembler`.
+    in_message: bool,
+    assembler: Assembler,
 }
 
 /// Reads chunks into messages.
 #[derive(Debug)]
 pub struct ChunkReader {
+    /// Bytes from the socket not read as chunks yet.
     buf: BytesMut,
     chunk_size: usize,
-    streams: HashMap<u32, ChunkStream>,
+    /// A handful at most: a list beats hashing.
+    streams: Vec<ChunkStream>,
     partial_bytes: usize,
 }
 
@@ -77,7 +210,7 @@ impl ChunkReader {
         ChunkReader {
             buf: BytesMut::new(),
             chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: Vec::new(),
             partial_bytes: 0,
         }
     }
@@ -87,9 +220,31 @@ impl ChunkReader {
         self.chunk_size = size.max(1);
     }
 
-    /// Bytes from the socket.
+    /// Bytes from the socket, copied into the read buffer.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// The read buffer, with room for a socket read: append to it (tokio's `read_buf` fills the
+    /// spare capacity in place) instead of [`ChunkReader::push`]ing a copy. It stays at
+    /// [`READ_BYTES`] unless a larger chunk is being received.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < MIN_READ_ROOM {
+            // Moves the unread tail (part of a chunk) to the front, or grows for a huge chunk.
+            let room = READ_BYTES.saturating_sub(self.buf.len()).max(MIN_READ_ROOM);
+            self.buf.reserve(room);
+        }
+        &mut self.buf
+    }
+
+    /// Bytes received and not yet read as chunks.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The read buffer as it is, for the handshake that comes before any chunk.
+    pub(crate) fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
     }
 
     /// The next whole message, if its last chunk has arrived. Call until `None`.
@@ -124,9 +279,10 @@ impl ChunkReader {
         let Some(h) = b.get(pos..pos + header_len) else {
             return Ok(Chunk::Incomplete);
         };
-        let h = h.to_vec();
         pos += header_len;
-        if !self.streams.contains_key(&csid) {
+        let index = self.streams.iter().position(|s| s.csid == csid);
+        let s = index.map(|i| &self.streams[i]);
+        if s.is_none() {
             if fmt != 0 {
                 return Err(Error::Chunk(format!(
                     "chunk stream {csid} starts with a type {fmt} header"
@@ -140,7 +296,7 @@ impl ChunkReader {
                 });
             }
         }
-        let prev_extended = self.streams.get(&csid).is_some_and(|s| s.extended);
+        let prev_extended = s.is_some_and(|s| s.extended);
         // The 24-bit time field (absent for type 3); 0xFFFFFF means a 32-bit one follows.
         let time_field = if fmt < 3 { Some(be24(&h[0..3])) } else { None };
         let extended = match time_field {
@@ -158,8 +314,7 @@ impl ChunkReader {
         };
         // Work out the message this chunk belongs to before touching any state, so an error or
         // an incomplete chunk leaves the reader as it was.
-        let s = self.streams.get(&csid);
-        let continuing = s.is_some_and(|s| s.partial.is_some());
+        let continuing = s.is_some_and(|s| s.in_message);
         if continuing && fmt != 3 {
             return Err(Error::Chunk(format!(
                 "chunk stream {csid}: a new message header before the last message ended"
@@ -204,7 +359,10 @@ impl ChunkReader {
                 limit: MAX_MESSAGE_BYTES,
             });
         }
-        let have = s.and_then(|s| s.partial.as_ref()).map_or(0, |p| p.len());
+        let have = match s {
+            Some(s) if continuing => s.assembler.len(),
+            _ => 0,
+        };
         let take = (length - have).min(self.chunk_size);
         if b.len() < pos + take {
             return Ok(Chunk::Incomplete);
@@ -216,10 +374,25 @@ impl ChunkReader {
                 limit: MAX_PARTIAL_BYTES,
             });
         }
-        // Commit: consume the chunk and update the stream.
-        self.buf.advance(pos);
-        let data = self.buf.split_to(take);
-        let s = self.streams.entry(csid).or_default();
+        // Commit: update the stream and move the chunk's payload into its message.
+        let s = match index {
+            Some(i) => &mut self.streams[i],
+            None => {
+                self.streams.push(ChunkStream {
+                    csid,
+                    timestamp,
+                    delta,
+                    length,
+                    type_id,
+                    stream_id,
+                    extended,
+                    in_message: false,
+                    assembler: Assembler::default(),
+                });
+                let last = self.streams.len() - 1;
+                &mut self.streams[last]
+            }
+        };
         s.timestamp = timestamp;
         s.delta = delta;
         s.length = length;
@@ -228,21 +401,21 @@ impl ChunkReader {
         s.extended = extended;
         if !continuing {
             self.partial_bytes += length;
+            s.in_message = true;
+            s.assembler.begin(length);
         }
-        let partial = s
-            .partial
-            .get_or_insert_with(|| BytesMut::with_capacity(length.min(MAX_PREALLOC)));
-        partial.extend_from_slice(&data);
-        if partial.len() < length {
+        s.assembler.append(&self.buf[pos..pos + take], length);
+        self.buf.advance(pos + take);
+        if s.assembler.len() < length {
             return Ok(Chunk::Partial);
         }
-        let payload = s.partial.take().map(BytesMut::freeze).unwrap_or_default();
+        s.in_message = false;
         self.partial_bytes -= length;
         Ok(Chunk::Done(Message {
             timestamp,
             type_id,
             stream_id,
-            payload,
+            payload: s.assembler.finish(),
         }))
     }
 }
@@ -375,5 +548,71 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn messages_share_a_slab_that_is_reused_once_they_are_dropped() {
+        let mut r = ChunkReader::new();
+        let next = |r: &mut ChunkReader, len: usize| {
+            r.push(&type0(6, 0, 9, 1, &vec![len as u8; len], 128));
+            let m = r.next_message().unwrap().expect("a whole message");
+            assert_eq!(m.payload.len(), len);
+            assert!(m.payload.iter().all(|&b| b == len as u8));
+            m.payload
+        };
+        // Three messages, each over several chunks, one after the other in one allocation.
+        let a = next(&mut r, 1000);
+        let b = next(&mut r, 2000);
+        let c = next(&mut r, 300);
+        assert_eq!(b.as_ptr(), a[1000..].as_ptr());
+        assert_eq!(c.as_ptr(), b[2000..].as_ptr());
+        let start = a.as_ptr();
+        drop((a, b, c));
+        // Filling the slab then starts over at its front, as nothing holds the old messages.
+        let wrapped = (0..=MIN_SLAB_BYTES / 3000).any(|_| next(&mut r, 3000).as_ptr() == start);
+        assert!(wrapped, "the slab was not reused");
+        // While a message is held, its slab is not written over.
+        let held = next(&mut r, 5000);
+        let copy = held.to_vec();
+        for _ in 0..MIN_SLAB_BYTES / 1000 {
+            next(&mut r, 1000);
+        }
+        assert_eq!(&held[..], &copy[..]);
+    }
+
+    #[test]
+    fn the_read_buffer_keeps_its_size() {
+        let mut r = ChunkReader::new();
+        r.set_chunk_size(4096);
+        let stream = type0(6, 0, 9, 1, &[3; 100_000], 4096);
+        let mut got = 0;
+        // Ten messages in TCP-segment-sized reads, straight into the read buffer.
+        for piece in stream.chunks(1448).cycle().take(10 * stream.len() / 1448) {
+            let buf = r.read_buffer();
+            assert!(buf.capacity() - buf.len() >= MIN_READ_ROOM);
+            buf.extend_from_slice(piece);
+            while let Some(m) = r.next_message().unwrap() {
+                assert_eq!(m.payload.len(), 100_000);
+                got += 1;
+            }
+            assert!(r.buf.capacity() <= READ_BYTES, "the read buffer grew");
+        }
+        assert!(got >= 9);
+    }
+
+    #[test]
+    fn announced_lengths_allocate_only_as_bytes_arrive() {
+        // A 16 MiB message announced, one chunk sent: only the first slab is allocated.
+        let mut r = ChunkReader::new();
+        r.push(&[6, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
+        r.push(&[7; 128]);
+        assert!(r.next_message().unwrap().is_none());
+        assert_eq!(r.streams[0].assembler.slab.size, MIN_SLAB_BYTES);
+        // A message much longer than a slab still arrives whole, its slab grown as it came.
+        let long: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut r = ChunkReader::new();
+        r.push(&type0(6, 0, 9, 1, &long, 128));
+        assert_eq!(&r.next_message().unwrap().unwrap().payload[..], &long[..]);
+        assert!(r.streams[0].assembler.slab.size <= 2 * long.len());
     }
 }

@@ -44,9 +44,6 @@ impl Default for RtmpConfig {
     }
 }
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER: usize = 64 * 1024;
-
 /// Accepts connections until the listener fails; each runs in its own task.
 pub async fn serve(listener: TcpListener, sink: Arc<dyn StreamSink>, config: RtmpConfig) {
     let config = Arc::new(config);
@@ -127,7 +124,6 @@ impl Connection {
     }
 
     async fn run(mut self, mut socket: TcpStream) -> Result<()> {
-        let mut buf = vec![0u8; READ_BUFFER];
         let mut events = Vec::new();
         loop {
             let limit = if self.session.handshake_done() {
@@ -135,7 +131,9 @@ impl Connection {
             } else {
                 self.config.handshake_timeout
             };
-            let n = match tokio::time::timeout(limit, socket.read(&mut buf)).await {
+            // Straight into the session's reusable buffer: no copy, no allocation per read.
+            let read = socket.read_buf(self.session.read_buffer());
+            let n = match tokio::time::timeout(limit, read).await {
                 Ok(r) => r?,
                 Err(_) => {
                     let stage = if self.session.handshake_done() {
@@ -152,7 +150,7 @@ impl Connection {
             if n == 0 {
                 return Ok(());
             }
-            self.session.feed(&buf[..n], &mut events)?;
+            self.session.process(&mut events)?;
             let mut close = false;
             for event in events.drain(..) {
                 close |= self.on_event(event)?;

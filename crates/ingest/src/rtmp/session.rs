@@ -6,7 +6,7 @@
 //! `ServerSession` because that one hides the connect command's `tcUrl` (we need its host for the
 //! domain) and decodes AMF0 without a nesting limit. Playing is refused: livesnap only ingests.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{
@@ -33,6 +33,7 @@ const STREAM_ID: u32 = 1;
 /// RTMP message type ids (RTMP spec 5.4 and 7.1).
 mod msg {
     pub const SET_CHUNK_SIZE: u8 = 1;
+    pub const ACKNOWLEDGEMENT: u8 = 3;
     pub const AUDIO: u8 = 8;
     pub const VIDEO: u8 = 9;
     pub const COMMAND_AMF0: u8 = 20;
@@ -56,7 +57,8 @@ pub enum Event {
     Video {
         /// RTMP timestamp (ms), as the chunk stream gives it.
         timestamp: u32,
-        /// The tag body.
+        /// The tag body: a slice of the buffer it was received in, shared with other messages
+        /// (sequence headers excepted), so keep it only as long as its frame is needed.
         body: Bytes,
     },
     /// The publisher stopped publishing (FCUnpublish, deleteStream or closeStream).
@@ -83,7 +85,10 @@ pub struct Session {
     app: Option<String>,
     tc_url: Option<String>,
     publish_tx: f64,
+    /// Bytes received, handshake included.
     received: u64,
+    /// What the read buffer held after the last [`Session::process`].
+    unread: usize,
     peer_window: u32,
     last_ack: u64,
     connected: bool,
@@ -108,6 +113,7 @@ impl Session {
             tc_url: None,
             publish_tx: 0.0,
             received: 0,
+            unread: 0,
             peer_window: 0,
             last_ack: 0,
             connected: false,
@@ -129,16 +135,36 @@ impl Session {
         &mut self.out
     }
 
+    /// The buffer for bytes from the socket, with room for a read: append to it (tokio's
+    /// `read_buf` reads into its spare capacity) and call [`Session::process`]. This saves the
+    /// copy [`Session::feed`] makes.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.reader.read_buffer()
+    }
+
     /// Feeds bytes from the socket, appending what happened to `events`.
     pub fn feed(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<()> {
-        self.received += data.len() as u64;
-        let remaining;
-        let data = if self.state == State::Handshaking {
-            match self
-                .handshake
-                .process_bytes(data)
-                .map_err(|e| Error::Handshake(format!("{e:?}")))?
-            {
+        self.reader.push(data);
+        self.process(events)
+    }
+
+    /// Handles the bytes appended to [`Session::read_buffer`] since the last call, appending
+    /// what happened to `events`.
+    pub fn process(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let buffered = self.reader.buffered();
+        self.received += buffered.saturating_sub(self.unread) as u64;
+        let result = self.process_buffered(events);
+        self.unread = self.reader.buffered();
+        result
+    }
+
+    fn process_buffered(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        if self.state == State::Handshaking {
+            // rml_rtmp's handshake keeps what it has not used yet; only what follows it is ours.
+            let buf = self.reader.buffer_mut();
+            let result = self.handshake.process_bytes(buf);
+            buf.clear();
+            match result.map_err(|e| Error::Handshake(format!("{e:?}")))? {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     self.out.extend_from_slice(&response_bytes);
                     return Ok(());
@@ -149,25 +175,16 @@ impl Session {
                 } => {
                     self.out.extend_from_slice(&response_bytes);
                     self.state = State::Connected;
-                    remaining = remaining_bytes;
-                    &remaining[..]
+                    self.reader.push(&remaining_bytes);
                 }
             }
-        } else {
-            data
-        };
-        self.reader.push(data);
+        }
         while let Some(message) = self.reader.next_message()? {
             self.on_message(message, events)?;
         }
         if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
             self.last_ack = self.received;
-            self.send(
-                RtmpMessage::Acknowledgement {
-                    sequence_number: self.received as u32,
-                },
-                0,
-            )?;
+            self.acknowledge(self.received as u32);
         }
         Ok(())
     }
@@ -212,9 +229,16 @@ impl Session {
                 // (or refused) the publish before it sees these.
                 let publishing = matches!(self.state, State::Publishing | State::PublishPending);
                 if publishing && m.stream_id == STREAM_ID && !m.payload.is_empty() {
+                    // A sequence header's parameter sets are kept as long as the stream: a slice
+                    // would keep the whole slab it shares with frames (see `chunk`), so copy it.
+                    let body = if is_sequence_header(&m.payload) {
+                        Bytes::copy_from_slice(&m.payload)
+                    } else {
+                        m.payload
+                    };
                     events.push(Event::Video {
                         timestamp: m.timestamp,
-                        body: m.payload,
+                        body,
                     });
                 }
             }
@@ -436,13 +460,26 @@ impl Session {
         self.send_payload(msg::COMMAND_AMF0, Bytes::from(data), stream)
     }
 
+    /// Sends an Acknowledgement (spec 5.4.3) of `sequence` bytes: one chunk with a full header
+    /// on chunk stream 2, written here because rml_rtmp's serializer allocates four times per
+    /// message and this one recurs as long as the stream runs.
+    fn acknowledge(&mut self, sequence: u32) {
+        // fmt 0, csid 2 | timestamp 0 | length 4 | type | message stream 0 (little endian)
+        self.out
+            .extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 4, msg::ACKNOWLEDGEMENT, 0, 0, 0, 0]);
+        self.out.extend_from_slice(&sequence.to_be_bytes());
+    }
+
+    /// Sends a protocol control message (chunk stream 2).
     fn send(&mut self, message: RtmpMessage, stream: u32) -> Result<()> {
         let payload = message
             .into_message_payload(RtmpTimestamp::new(0), stream)
             .map_err(|e| Error::Chunk(e.to_string()))?;
+        // A full header, so that the acknowledgements written by hand on the same chunk stream
+        // leave nothing for a compressed header to depend on.
         let packet = self
             .serializer
-            .serialize(&payload, false, false)
+            .serialize(&payload, true, false)
             .map_err(|e| Error::Chunk(e.to_string()))?;
         self.out.extend_from_slice(&packet.bytes);
         Ok(())
@@ -464,6 +501,16 @@ impl Session {
     }
 }
 
+/// True for an FLV video tag body that is a decoder configuration: an AVC or legacy HEVC
+/// sequence header, or an enhanced-RTMP SequenceStart.
+fn is_sequence_header(body: &[u8]) -> bool {
+    match *body {
+        [first, ..] if first & 0x80 != 0 => first & 0x0f == 0,
+        [first, packet_type, ..] => matches!(first & 0x0f, 7 | 12) && packet_type == 0,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Drives the session with rml_rtmp's client: an RTMP implementation we did not write.
@@ -482,6 +529,10 @@ mod tests {
 
     impl Pair {
         fn new(tc_url: &str) -> Pair {
+            Pair::with_config(tc_url, ClientSessionConfig::new())
+        }
+
+        fn with_config(tc_url: &str, mut config: ClientSessionConfig) -> Pair {
             let mut hs = Handshake::new(PeerType::Client);
             let mut server = Session::new();
             let mut ev = Vec::new();
@@ -496,7 +547,6 @@ mod tests {
             };
             server.feed(&c2, &mut ev).unwrap();
             assert!(server.handshake_done());
-            let mut config = ClientSessionConfig::new();
             config.tc_url = Some(tc_url.to_string());
             let (client, _) = ClientSession::new(config).unwrap();
             Pair {
@@ -514,7 +564,9 @@ mod tests {
                 for r in pending.drain(..) {
                     match r {
                         ClientSessionResult::OutboundResponse(p) => {
-                            self.server.feed(&p.bytes, &mut self.server_events).unwrap()
+                            // As the server reads: into the session's buffer, no copy.
+                            self.server.read_buffer().extend_from_slice(&p.bytes);
+                            self.server.process(&mut self.server_events).unwrap()
                         }
                         ClientSessionResult::RaisedEvent(e) => self.client_events.push(e),
                         ClientSessionResult::UnhandleableMessageReceived(_) => {}
@@ -571,6 +623,46 @@ mod tests {
                 body
             }]
         );
+    }
+
+    #[test]
+    fn acknowledgements_are_read_by_an_independent_client() {
+        // A small window: the server acknowledges at once, between messages on the same chunk
+        // stream (2) as the serializer's control messages.
+        let mut config = ClientSessionConfig::new();
+        config.window_ack_size = 1000;
+        let mut p = Pair::with_config("rtmp://127.0.0.1/live", config);
+        let r = p.client.request_connection("live".into()).unwrap();
+        p.pump(vec![r]);
+        let r = p
+            .client
+            .request_publishing("cam1".into(), PublishRequestType::Live)
+            .unwrap();
+        p.pump(vec![r]);
+        p.server.accept_publish().unwrap();
+        p.pump(Vec::new());
+        let body = Bytes::from(vec![0x27; 1500]);
+        let r = p
+            .client
+            .publish_video_data(body, RtmpTimestamp::new(40), false)
+            .unwrap();
+        p.pump(vec![r]);
+        let acks: Vec<u32> = p
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                ClientSessionEvent::AcknowledgementReceived { bytes_received } => {
+                    Some(*bytes_received)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(acks.len() >= 2, "{acks:?}");
+        assert!(acks.windows(2).all(|w| w[0] < w[1]), "{acks:?}");
+        assert!(p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
     }
 
     #[test]

@@ -1,0 +1,354 @@
+//! The scenarios, each on a fresh server: ingest only, automatic pictures on a template
+//! (periodic), on demand (HTTP clients), and the one-ffmpeg-per-stream baseline.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::flv::VideoTag;
+use crate::harness::{measure, Load, Measured, Server};
+use crate::ondemand;
+use crate::report::{AutoFigures, Kind, OnDemandFigures, Row};
+use crate::stats::percentile;
+use crate::Ctx;
+
+/// Interval of the periodic template and of the ffmpeg baseline, seconds.
+pub const PICTURE_INTERVAL_S: u32 = 5;
+/// The light on-demand load: one client, this many requests per second.
+const LIGHT_RATE_PER_S: u32 = 10;
+/// Unmeasured on-demand requests before the windows, so the decoder pool is filled.
+const ON_DEMAND_PREWARM: Duration = Duration::from_secs(1);
+/// ffmpeg's `-progress` reports every 0.5 s: wait for one more report after the window.
+const PROGRESS_SETTLE: Duration = Duration::from_millis(600);
+
+/// The idle server (no streams), and the decoder and JPEG encoder it reports using.
+pub fn idle(ctx: &Ctx) -> Result<(Row, Option<(String, String)>), String> {
+    let server = Server::start(&ctx.livesnap, &ctx.tmp.join("idle"))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let m = measure(&[server.pid()], ctx.idle_window, ctx.tck);
+    let backends = server.backends();
+    server.stop(ctx.keep);
+    let row = Row {
+        name: "livesnap idle (no streams)".into(),
+        kind: Kind::Idle,
+        streams: 0,
+        cpu_pct: m.cpu_pct,
+        pss_mib: m.pss_mib,
+        pictures: None,
+        note: m.note(),
+        auto: None,
+        on_demand: None,
+    };
+    Ok((row, backends))
+}
+
+/// N publishers, no pictures.
+pub fn ingest(ctx: &Ctx, tag: &str, tags: &Arc<Vec<VideoTag>>, n: usize) -> Result<Row, String> {
+    let server = Server::start(&ctx.livesnap, &ctx.tmp.join(format!("{tag}-ingest")))?;
+    let result = (|| {
+        let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+        let m = measure(&[server.pid()], ctx.window, ctx.tck);
+        let note = load.check(n);
+        load.stop(&ctx.rt);
+        Ok(Row {
+            name: "livesnap ingest only".into(),
+            kind: Kind::Ingest,
+            streams: n,
+            cpu_pct: m.cpu_pct,
+            pss_mib: m.pss_mib,
+            pictures: None,
+            note: format!("{}; {}", note?, m.note()),
+            auto: None,
+            on_demand: None,
+        })
+    })();
+    server.stop(ctx.keep);
+    result
+}
+
+/// What [`auto_run`] measured.
+pub struct AutoRun {
+    pub measured: Measured,
+    pub made: u64,
+    pub missed: u64,
+    /// Frames the server received from all streams within the window.
+    pub frames: u64,
+    pub lag: Option<crate::harness::Lag>,
+    pub note: String,
+}
+
+/// A fresh server with `template` (JSON) bound to app `live`, `n` publishers of `tags`, one
+/// window of `window`.
+pub fn auto_run(
+    ctx: &Ctx,
+    dir: &str,
+    template: &str,
+    tags: &Arc<Vec<VideoTag>>,
+    n: usize,
+    window: Duration,
+) -> Result<AutoRun, String> {
+    let server = Server::start(&ctx.livesnap, &ctx.tmp.join(dir))?;
+    let result = (|| {
+        server.post("/v1/templates", template)?;
+        server.post("/v1/bindings", r#"{"app":"live","template":"b"}"#)?;
+        let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+        let (a0, s0) = (server.automation()?, server.stream_totals()?);
+        let m = measure(&[server.pid()], window, ctx.tck);
+        let (a1, s1) = (server.automation()?, server.stream_totals()?);
+        let note = load.check(n);
+        load.stop(&ctx.rt);
+        if s1.live < n {
+            return Err(format!(
+                "only {} of {n} streams were live at the end",
+                s1.live
+            ));
+        }
+        Ok(AutoRun {
+            measured: m,
+            made: a1.stored.saturating_sub(a0.stored),
+            missed: s1.missed.saturating_sub(s0.missed),
+            frames: s1.frames.saturating_sub(s0.frames),
+            lag: a1.lag,
+            note: note?,
+        })
+    })();
+    server.stop(ctx.keep);
+    result
+}
+
+/// Automatic JPEGs every `interval_s` through a template bound to the app, local storage.
+pub fn periodic(
+    ctx: &Ctx,
+    dir: &str,
+    name: &str,
+    tags: &Arc<Vec<VideoTag>>,
+    n: usize,
+    interval_s: u32,
+) -> Result<Row, String> {
+    let template = format!(
+        r#"{{"name":"b","interval_s":{interval_s},"format":"jpg","storage":"local","modes":["sequence"]}}"#
+    );
+    let r = auto_run(ctx, dir, &template, tags, n, ctx.window)?;
+    let window_s = ctx.window.as_secs_f64();
+    let due = n as f64 * window_s / f64::from(interval_s);
+    Ok(Row {
+        name: name.into(),
+        kind: Kind::Periodic,
+        streams: n,
+        cpu_pct: r.measured.cpu_pct,
+        pss_mib: r.measured.pss_mib,
+        pictures: Some((r.made as f64, due)),
+        note: format!("{}; {}", r.note, r.measured.note()),
+        auto: Some(AutoFigures {
+            trigger: format!("interval {interval_s} s"),
+            interval_s: f64::from(interval_s),
+            window_s,
+            made: r.made,
+            due,
+            missed: r.missed,
+            lag: r.lag,
+        }),
+        on_demand: None,
+    })
+}
+
+/// N publishers, no template; first a light load (one paced client), then `clients` clients
+/// back to back, each for one window on the same server.
+pub fn on_demand(
+    ctx: &Ctx,
+    tag: &str,
+    tags: &Arc<Vec<VideoTag>>,
+    n: usize,
+    clients: usize,
+) -> Result<Vec<Row>, String> {
+    let server = Server::start(&ctx.livesnap, &ctx.tmp.join(format!("{tag}-ondemand")))?;
+    let result = (|| {
+        let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+        let prewarm = ondemand::Plan {
+            clients: ctx.cores,
+            streams: n,
+            pace: None,
+        };
+        let warm = ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
+        if warm.ok() == 0 {
+            return Err(format!(
+                "on demand: no picture during the pre-warm: {}",
+                warm.first_error.unwrap_or_default()
+            ));
+        }
+        let mut rows = Vec::new();
+        let plans = [
+            (
+                format!("livesnap on demand, light (1 client, {LIGHT_RATE_PER_S}/s)"),
+                ondemand::Plan {
+                    clients: 1,
+                    streams: n,
+                    pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
+                },
+            ),
+            (
+                format!("livesnap on demand, {clients} clients back to back"),
+                ondemand::Plan {
+                    clients,
+                    streams: n,
+                    pace: None,
+                },
+            ),
+        ];
+        for (name, plan) in plans {
+            let running = ondemand::start(&server.http, plan, ctx.window);
+            let m = measure(&[server.pid()], ctx.window, ctx.tck);
+            let o = running.finish();
+            let note = load.check(n)?;
+            let window_s = o.elapsed.max(1e-3);
+            let ok = o.ok();
+            rows.push(Row {
+                name,
+                kind: Kind::OnDemand,
+                streams: n,
+                cpu_pct: m.cpu_pct,
+                pss_mib: m.pss_mib,
+                pictures: None,
+                note: format!("{note}; {}", m.note()),
+                auto: None,
+                on_demand: Some(OnDemandFigures {
+                    clients: plan.clients,
+                    pace_per_s: plan.pace.map(|p| 1.0 / p.as_secs_f64()),
+                    window_s,
+                    ok,
+                    hits: o.hits.len() as u64,
+                    misses: o.misses.len() as u64,
+                    errors: o.errors,
+                    first_error: o.first_error.clone(),
+                    hit_p50: percentile(&o.hits, 50.0),
+                    hit_p99: percentile(&o.hits, 99.0),
+                    miss_p50: percentile(&o.misses, 50.0),
+                    miss_p99: percentile(&o.misses, 99.0),
+                    mean_kib: if ok > 0 {
+                        o.bytes as f64 / ok as f64 / 1024.0
+                    } else {
+                        0.0
+                    },
+                }),
+            });
+        }
+        load.stop(&ctx.rt);
+        Ok(rows)
+    })();
+    server.stop(ctx.keep);
+    result
+}
+
+/// One ffmpeg process per stream, as peers document it; counts pictures via `-progress`.
+pub fn ffmpeg_baseline(
+    ctx: &Ctx,
+    tag: &str,
+    label: &str,
+    skip: bool,
+    input: &Path,
+    n: usize,
+) -> Result<Row, String> {
+    let dir = ctx.tmp.join(format!(
+        "{tag}-{}",
+        if skip { "ffmpeg-b" } else { "ffmpeg-a" }
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut children = Vec::new();
+    let frames: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let interval = PICTURE_INTERVAL_S.to_string();
+    let fps = format!("fps=1/{interval}");
+    let mut spawn_all = || -> Result<(), String> {
+        for (i, counter) in frames.iter().enumerate() {
+            let mut cmd = Command::new("ffmpeg");
+            cmd.args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostats",
+                "-progress",
+                "pipe:1",
+                "-re",
+            ]);
+            if skip {
+                cmd.args(["-skip_frame", "nokey"]);
+            }
+            cmd.args(["-stream_loop", "-1", "-i"]).arg(input);
+            cmd.args([
+                "-vf", &fps, "-q:v", "3", "-f", "image2", "-update", "1", "-y",
+            ]);
+            cmd.arg(dir.join(format!("out_{i}.jpg")));
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(v) = line
+                        .strip_prefix("frame=")
+                        .and_then(|v| v.trim().parse().ok())
+                    {
+                        counter.store(v, Ordering::Relaxed);
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Ok(())
+    };
+    let spawned = spawn_all();
+    let result = spawned.map(|()| {
+        std::thread::sleep(ctx.warmup);
+        let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+        let before: u64 = frames.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let m = measure(&pids, ctx.window, ctx.tck);
+        std::thread::sleep(PROGRESS_SETTLE);
+        let after: u64 = frames.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        (m, after.saturating_sub(before))
+    });
+    let alive = children
+        .iter_mut()
+        .filter_map(|c| c.try_wait().ok())
+        .filter(|status| status.is_none())
+        .count();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if !ctx.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (m, made) = result?;
+    if alive < n {
+        return Err(format!(
+            "{label}: only {alive} of {n} ffmpeg processes ran through the window"
+        ));
+    }
+    let window_s = ctx.window.as_secs_f64();
+    let due = n as f64 * window_s / f64::from(PICTURE_INTERVAL_S);
+    // Pictures come every 5 s: only a long window tells falling behind from rounding.
+    let note = if window_s >= f64::from(2 * PICTURE_INTERVAL_S)
+        && (made as f64) < crate::report::KEEP_UP_MADE * due
+    {
+        format!("falls behind real time; {}", m.note())
+    } else {
+        m.note()
+    };
+    Ok(Row {
+        name: label.into(),
+        kind: Kind::Baseline,
+        streams: n,
+        cpu_pct: m.cpu_pct,
+        pss_mib: m.pss_mib,
+        pictures: Some((made as f64, due)),
+        note,
+        auto: None,
+        on_demand: None,
+    })
+}

@@ -1,0 +1,208 @@
+//! The libavcodec decoder backend (feature `ffmpeg`, through ffmpeg-next): H.264 and H.265 here,
+//! and whatever else the system's libavcodec decodes (VP8, VP9, AV1) once a front end hands such
+//! frames over. Several times faster than openh264 built without assembly (see
+//! docs/performance.md), so it is the default decoder when compiled in.
+//!
+//! A decoder context is kept open between calls and reused while the stream configuration stays
+//! the same; `avcodec_flush_buffers` after each call drops the frames the call left behind. A
+//! different configuration gets a fresh context: libavcodec keeps some of a previous SPS's state
+//! across in-band parameter sets (measured: a stream with no colour description, decoded after a
+//! BT.709 one, came out tagged BT.709), and a fresh context costs about as much as the
+//! frame-buffer allocation a keyframe needs anyway.
+
+use std::sync::Once;
+
+use ffmpeg_next as ff;
+
+use crate::decode::{Decoder, Picture};
+use crate::sps::{Colour, Matrix};
+use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
+
+/// One libavcodec decoder context, reused across calls while the configuration stays the same.
+pub struct FfmpegDecoder {
+    open: Option<(VideoConfig, ff::decoder::Video)>,
+    annexb: Vec<u8>,
+    frame: ff::frame::Video,
+}
+
+static INIT: Once = Once::new();
+
+fn init() {
+    INIT.call_once(|| {
+        // libavcodec writes its complaints about broken streams to stderr; we report errors
+        // through Result instead.
+        ff::util::log::set_level(ff::util::log::Level::Fatal);
+    });
+}
+
+fn codec_id(codec: Codec) -> ff::codec::Id {
+    match codec {
+        Codec::H264 => ff::codec::Id::H264,
+        Codec::H265 => ff::codec::Id::HEVC,
+        Codec::Vp8 => ff::codec::Id::VP8,
+        Codec::Vp9 => ff::codec::Id::VP9,
+        Codec::Av1 => ff::codec::Id::AV1,
+    }
+}
+
+fn av_error(what: &str) -> impl Fn(ff::Error) -> Error + '_ {
+    move |e| Error::Decode(format!("{what}: {e}"))
+}
+
+impl FfmpegDecoder {
+    /// Creates a decoder; its libavcodec context is opened on first use.
+    pub fn new() -> Result<Self> {
+        init();
+        Ok(FfmpegDecoder {
+            open: None,
+            annexb: Vec::new(),
+            frame: ff::frame::Video::empty(),
+        })
+    }
+
+    /// True when the system's libavcodec can decode `codec`.
+    pub fn supports(codec: Codec) -> bool {
+        init();
+        ff::decoder::find(codec_id(codec)).is_some()
+    }
+
+    fn open(codec: Codec) -> Result<ff::decoder::Video> {
+        let found = ff::decoder::find(codec_id(codec)).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "this libavcodec has no {} decoder",
+                codec.display_name()
+            ))
+        })?;
+        let mut ctx = ff::codec::Context::new_with_codec(found);
+        // One thread per decoder: the snapshot service runs one decoder per core already, and a
+        // frame-threaded decoder would hold frames back.
+        ctx.set_threading(ff::threading::Config {
+            kind: ff::threading::Type::None,
+            count: 1,
+            ..Default::default()
+        });
+        ctx.decoder()
+            .video()
+            .map_err(av_error("cannot open the libavcodec decoder"))
+    }
+
+    /// The decoder for `config`, opened or reused.
+    fn decoder(&mut self, config: &VideoConfig) -> Result<&mut ff::decoder::Video> {
+        if self.open.as_ref().is_none_or(|(c, _)| c != config) {
+            self.open = None;
+            self.open = Some((config.clone(), Self::open(config.codec())?));
+        }
+        Ok(&mut self.open.as_mut().expect("just opened").1)
+    }
+
+    fn send(&mut self, config: &VideoConfig) -> Result<()> {
+        let packet = ff::Packet::copy(&self.annexb);
+        self.decoder(config)?
+            .send_packet(&packet)
+            .map_err(av_error("send packet"))
+    }
+
+    /// Takes every picture the decoder has ready; the last one is the newest in presentation
+    /// order.
+    fn receive(&mut self, display: (u32, u32), out: &mut Picture) -> Result<bool> {
+        let Some((_, decoder)) = self.open.as_mut() else {
+            return Ok(false);
+        };
+        let mut have = false;
+        while decoder.receive_frame(&mut self.frame).is_ok() {
+            copy_frame(&self.frame, display, out)?;
+            have = true;
+        }
+        Ok(have)
+    }
+
+    fn run(
+        &mut self,
+        config: &VideoConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+    ) -> Result<Picture> {
+        let mut out = Picture::empty();
+        let mut have = false;
+        for (i, frame) in frames.iter().enumerate() {
+            self.annexb.clear();
+            if i == 0 {
+                config.annexb_parameter_sets(&mut self.annexb);
+            }
+            avc::append_annexb(&frame.data, config.nal_length_size(), &mut self.annexb)?;
+            self.send(config)
+                .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
+            have |= self.receive(display, &mut out)?;
+        }
+        self.decoder(config)?
+            .send_eof()
+            .map_err(av_error("drain"))?;
+        have |= self.receive(display, &mut out)?;
+        if !have {
+            return Err(Error::Decode("the decoder produced no picture".into()));
+        }
+        Ok(out)
+    }
+}
+
+impl Decoder for FfmpegDecoder {
+    fn decode(
+        &mut self,
+        config: &VideoConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+    ) -> Result<Picture> {
+        let first = frames
+            .first()
+            .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
+        if !first.keyframe {
+            return Err(Error::Decode("decoding must start at a keyframe".into()));
+        }
+        let result = self.run(config, frames, display);
+        // Drained or failed, the context must be flushed before it takes the next stream.
+        match self.open.as_mut() {
+            Some((_, decoder)) if result.is_ok() => decoder.flush(),
+            _ => self.open = None, // after an error, start from a fresh context
+        }
+        result
+    }
+}
+
+/// Copies a decoded 8-bit 4:2:0 frame, with the colour it reports.
+fn copy_frame(frame: &ff::frame::Video, display: (u32, u32), out: &mut Picture) -> Result<()> {
+    use ff::format::Pixel;
+    let full_range_format = match frame.format() {
+        Pixel::YUV420P => false,
+        Pixel::YUVJ420P => true,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "decoded pixel format {other:?} (only 8-bit 4:2:0 is pictured)"
+            )))
+        }
+    };
+    let width = frame.width().min(display.0);
+    let height = frame.height().min(display.1);
+    out.copy_planes(
+        width,
+        height,
+        (frame.data(0), frame.stride(0)),
+        (frame.data(1), frame.stride(1)),
+        (frame.data(2), frame.stride(2)),
+    )?;
+    let matrix = match frame.color_space() {
+        ff::color::Space::BT709 => Some(Matrix::Bt709),
+        ff::color::Space::BT470BG | ff::color::Space::SMPTE170M => Some(Matrix::Bt601),
+        ff::color::Space::BT2020NCL => Some(Matrix::Bt2020),
+        _ => None,
+    };
+    let full_range = full_range_format || frame.color_range() == ff::color::Range::JPEG;
+    // Only what the bitstream states overrides the SPS reading; an unspecified matrix keeps it.
+    out.colour = matrix.map(|matrix| Colour { matrix, full_range });
+    if out.colour.is_none() && full_range {
+        out.colour = Some(Colour {
+            matrix: Matrix::Bt601,
+            full_range,
+        });
+    }
+    Ok(())
+}
