@@ -65,7 +65,7 @@ pub struct Input {
     pub info: String,
     /// Keyframes in the file.
     pub keyframes: usize,
-    /// Mean size of the keyframes (x264 gives the first one far more bits than the others).
+    /// Mean size of the keyframes (the first one's size differs from the others').
     pub mean_keyframe_bytes: usize,
 }
 

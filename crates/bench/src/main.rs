@@ -290,7 +290,8 @@ fn run_resolution(
 
     if wants(Scenario::Limit) || wants(Scenario::Saturation) {
         // The first keyframe (as specified), and every keyframe: publishers loop the input, so
-        // the server pictures all of them in turn, and x264's first one is the largest.
+        // the server pictures all of them in turn, and the first one's size differs from the
+        // others' (x264 rate control: at 1080p it is about twice their mean).
         let r = (0..camera.keyframes)
             .map(|k| limit::measure(&camera.tags, k).map_err(|e| format!("keyframe {k}: {e}")))
             .collect::<Result<Vec<_>, _>>()
