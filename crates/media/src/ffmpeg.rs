@@ -3,12 +3,13 @@
 //! frames over. Several times faster than openh264 built without assembly (see
 //! docs/performance.md), so it is the default decoder when compiled in.
 //!
-//! A decoder context is kept open between calls and reused while the stream configuration stays
-//! the same; `avcodec_flush_buffers` after each call drops the frames the call left behind. A
-//! different configuration gets a fresh context: libavcodec keeps some of a previous SPS's state
-//! across in-band parameter sets (measured: a stream with no colour description, decoded after a
-//! BT.709 one, came out tagged BT.709), and a fresh context costs about as much as the
-//! frame-buffer allocation a keyframe needs anyway.
+//! Each call gets a fresh libavcodec context, dropped when the call ends:
+//! - the pool hands any stream to any decoder, and a reused context keeps some of the previous
+//!   stream's SPS state across in-band parameter sets (measured: a stream with no colour
+//!   description, decoded after a BT.709 one, came out tagged BT.709);
+//! - a context kept between calls holds its frame pool (megabytes per decoder) for nothing;
+//! - opening one costs about what the frame buffers a keyframe needs cost anyway (measured with
+//!   the 720p testdata keyframe: fresh and reused contexts within the run's noise).
 
 use std::sync::Once;
 
@@ -18,9 +19,9 @@ use crate::decode::{Decoder, Picture};
 use crate::sps::{Colour, Matrix};
 use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
 
-/// One libavcodec decoder context, reused across calls while the configuration stays the same.
+/// The libavcodec backend: a context per call, and the buffers reused across calls.
 pub struct FfmpegDecoder {
-    open: Option<(VideoConfig, ff::decoder::Video)>,
+    open: Option<ff::decoder::Video>,
     annexb: Vec<u8>,
     frame: ff::frame::Video,
 }
@@ -86,18 +87,16 @@ impl FfmpegDecoder {
             .map_err(av_error("cannot open the libavcodec decoder"))
     }
 
-    /// The decoder for `config`, opened or reused.
-    fn decoder(&mut self, config: &VideoConfig) -> Result<&mut ff::decoder::Video> {
-        if self.open.as_ref().is_none_or(|(c, _)| c != config) {
-            self.open = None;
-            self.open = Some((config.clone(), Self::open(config.codec())?));
-        }
-        Ok(&mut self.open.as_mut().expect("just opened").1)
+    /// The context of the call under way.
+    fn decoder(&mut self) -> Result<&mut ff::decoder::Video> {
+        self.open
+            .as_mut()
+            .ok_or_else(|| Error::Decode("no decoder context".into()))
     }
 
-    fn send(&mut self, config: &VideoConfig) -> Result<()> {
+    fn send(&mut self) -> Result<()> {
         let packet = ff::Packet::copy(&self.annexb);
-        self.decoder(config)?
+        self.decoder()?
             .send_packet(&packet)
             .map_err(av_error("send packet"))
     }
@@ -105,7 +104,7 @@ impl FfmpegDecoder {
     /// Takes every picture the decoder has ready; the last one is the newest in presentation
     /// order.
     fn receive(&mut self, display: (u32, u32), out: &mut Picture) -> Result<bool> {
-        let Some((_, decoder)) = self.open.as_mut() else {
+        let Some(decoder) = self.open.as_mut() else {
             return Ok(false);
         };
         let mut have = false;
@@ -122,6 +121,7 @@ impl FfmpegDecoder {
         frames: &[Frame],
         display: (u32, u32),
     ) -> Result<Picture> {
+        self.open = Some(Self::open(config.codec())?);
         let mut out = Picture::empty();
         let mut have = false;
         for (i, frame) in frames.iter().enumerate() {
@@ -130,13 +130,11 @@ impl FfmpegDecoder {
                 config.annexb_parameter_sets(&mut self.annexb);
             }
             avc::append_annexb(&frame.data, config.nal_length_size(), &mut self.annexb)?;
-            self.send(config)
+            self.send()
                 .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
             have |= self.receive(display, &mut out)?;
         }
-        self.decoder(config)?
-            .send_eof()
-            .map_err(av_error("drain"))?;
+        self.decoder()?.send_eof().map_err(av_error("drain"))?;
         have |= self.receive(display, &mut out)?;
         if !have {
             return Err(Error::Decode("the decoder produced no picture".into()));
@@ -159,11 +157,7 @@ impl Decoder for FfmpegDecoder {
             return Err(Error::Decode("decoding must start at a keyframe".into()));
         }
         let result = self.run(config, frames, display);
-        // Drained or failed, the context must be flushed before it takes the next stream.
-        match self.open.as_mut() {
-            Some((_, decoder)) if result.is_ok() => decoder.flush(),
-            _ => self.open = None, // after an error, start from a fresh context
-        }
+        self.open = None;
         result
     }
 }

@@ -123,8 +123,19 @@ pub fn encode_jpeg(
             } else {
                 &CHROMA_TO_FULL
             };
-            for b in plane.to_mut().iter_mut() {
-                *b = table[usize::from(*b)];
+            // One pass either way: a borrowed plane is mapped into a new buffer, a scaled one
+            // in place.
+            match plane {
+                std::borrow::Cow::Borrowed(src) => {
+                    *plane = src
+                        .iter()
+                        .map(|&b| table[usize::from(b)])
+                        .collect::<Vec<u8>>()
+                        .into()
+                }
+                std::borrow::Cow::Owned(v) => {
+                    v.iter_mut().for_each(|b| *b = table[usize::from(*b)])
+                }
             }
         }
     }
