@@ -200,7 +200,7 @@ impl Cache {
 pub type DecoderFactory = Arc<dyn Fn() -> media::Result<Box<dyn Decoder>> + Send + Sync>;
 
 /// Counters for metrics and the benchmark.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct SnapshotCounters {
     /// Requests answered from the cache.
     pub cache_hits: AtomicU64,

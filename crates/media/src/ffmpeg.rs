@@ -1,6 +1,6 @@
 //! The libavcodec decoder backend (feature `ffmpeg`, through ffmpeg-next): H.264 and H.265 here,
 //! and whatever else the system's libavcodec decodes (VP8, VP9, AV1) once a front end hands such
-//! frames over. Several times faster than openh264 built without assembly (see
+//! frames over. About twice as fast on keyframes as openh264 built without assembly (see
 //! docs/performance.md), so it is the default decoder when compiled in.
 //!
 //! Each call gets a fresh libavcodec context, dropped when the call ends:

@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/streams", get(list_streams))
+        .route("/v1/pictures", get(picture_stats))
         .route("/v1/streams/{app}/{stream}", get(get_stream))
         .route("/v1/streams/{app}/{stream}/snapshot.jpg", get(snapshot_jpg))
         .route("/v1/streams/{app}/{stream}/snapshot.png", get(snapshot_png))
@@ -56,6 +57,16 @@ pub fn app(state: AppState) -> Router {
 async fn list_streams(State(st): State<AppState>) -> Json<serde_json::Value> {
     let streams: Vec<_> = st.hub.list().iter().map(|s| s.stats()).collect();
     Json(json!({ "streams": streams }))
+}
+
+/// What the picture service has done since start, and with which backends: an ingested stream
+/// nobody asks a picture of shows up nowhere here (nothing is decoded for it).
+async fn picture_stats(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "counters": st.snapshots.counters,
+        "decoder": media::decode::default_decoder_name(),
+        "jpeg_encoder": media::picture::jpeg_encoder_name(),
+    }))
 }
 
 #[derive(Deserialize)]

@@ -515,3 +515,30 @@ fn many_publishers_each_picture_is_its_own() {
         }
     }
 }
+
+/// Streams nobody pictures are never decoded: several GOPs of two live streams leave the picture
+/// service untouched (no decoder made, nothing decoded), and one request makes exactly one
+/// picture. `GET /v1/pictures` also names the backends the binary was built with.
+#[test]
+fn ingested_streams_nobody_pictures_are_never_decoded() {
+    let dir = workdir();
+    let a = Source::generate(dir.path(), "ia", SourceSpec::testsrc(320, 180, 2.0, 10));
+    let server = Server::start();
+    let _p1 = Publisher::start(&a.path, &server.rtmp_url("live", "i1"));
+    let _p2 = Publisher::start(&a.path, &server.rtmp_url("live", "i2"));
+    server.wait_keyframes("live", "i1", None, 3);
+    server.wait_keyframes("live", "i2", None, 3);
+    let stats = server.get("/v1/pictures").json();
+    let c = &stats["counters"];
+    assert_eq!(c["pictures_made"], 0, "{stats}");
+    assert_eq!(c["decoders_created"], 0, "{stats}");
+    let want = if cfg!(feature = "ffmpeg") {
+        "libavcodec"
+    } else {
+        "openh264"
+    };
+    assert_eq!(stats["decoder"], want, "{stats}");
+    server.snapshot_get("live", "i1", "jpg", "");
+    let stats = server.get("/v1/pictures").json();
+    assert_eq!(stats["counters"]["pictures_made"], 1, "{stats}");
+}
