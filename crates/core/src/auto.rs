@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use livesnap_store::index::{Index, Mode, NewSnapshot, SnapshotRow};
@@ -86,8 +86,8 @@ pub struct AutoCounters {
 /// How many recent pictures [`LagStats`] keeps.
 pub const LAG_WINDOW: usize = 4096;
 
-/// Time from a picture's due time to its index row, over the last [`LAG_WINDOW`] pictures:
-/// how far behind the automation runs.
+/// Time from a picture's due time to its written (stored, or spooled when storage is down), over
+/// the last [`LAG_WINDOW`] pictures: how far behind the automation runs.
 #[derive(Debug, Default)]
 pub struct LagStats {
     recent: Mutex<std::collections::VecDeque<u32>>,
@@ -515,6 +515,14 @@ impl Automation {
             )
             .await;
         }
+        // Once per picture (a template with both modes writes it twice), on the schedule's clock.
+        let lag = shot
+            .stream
+            .wall_now()
+            .duration_since(shot.due)
+            .unwrap_or_default();
+        self.lag
+            .record(i64::try_from(lag.as_millis()).unwrap_or(i64::MAX));
         Ok(())
     }
 
@@ -594,11 +602,6 @@ impl Automation {
         match result {
             Ok(stored) => {
                 self.counters.stored.fetch_add(1, Ordering::Relaxed);
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as i64;
-                self.lag.record(now_ms - row.time_ms);
                 debug!(key = %stored.key, id = %stored.id, "snapshot stored");
                 self.events
                     .snapshot_stored(&stored, callback_url.as_deref());

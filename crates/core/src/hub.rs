@@ -247,6 +247,11 @@ impl LiveStream {
         self.lock().schedule.as_ref().map(|s| s.template.clone())
     }
 
+    /// Wall-clock time now, on the clock the stream's schedule runs on (what `Shot::due` is on).
+    pub fn wall_now(&self) -> SystemTime {
+        self.clock.wall()
+    }
+
     /// Why this stream cannot be pictured, if it cannot.
     pub fn problem(&self) -> Option<String> {
         self.lock().problem()

@@ -113,6 +113,10 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
 fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
     let frame_type = (first >> 4) & 0x07;
     let packet_type = first & 0x0f;
+    if packet_type > packet::METADATA {
+        // Not a single-track packet of the layout below (multitrack puts its FourCC elsewhere).
+        return Ok(VideoTag::Info);
+    }
     let fourcc = body
         .get(1..5)
         .ok_or_else(|| Error::Flv("enhanced video tag without FourCC".into()))?;
@@ -152,10 +156,9 @@ fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
             data: body.slice(5..),
         }),
         packet::SEQUENCE_END => Ok(VideoTag::End),
-        t => Ok(VideoTag::Unsupported(format!(
-            "enhanced RTMP packet type {t} ({})",
-            String::from_utf8_lossy(fourcc)
-        ))),
+        // MPEG-2 TS sequence start, multitrack, ModEx and later types: nothing to picture in
+        // them, and one of them must not mark an otherwise picturable stream unsupported.
+        _ => Ok(VideoTag::Info),
     }
 }
 
@@ -336,6 +339,11 @@ mod tests {
         assert_eq!(
             parse_video_tag(&Bytes::from_static(&[0x91, b'a', b'v', b'0', b'1', 0])).unwrap(),
             VideoTag::Unsupported("av01".into())
+        );
+        // A multitrack packet (type 6) in an hvc1 stream is ignored, not "unsupported".
+        assert_eq!(
+            parse_video_tag(&Bytes::from_static(&[0x96, 0, b'h', b'v', b'c', b'1'])).unwrap(),
+            VideoTag::Info
         );
     }
 

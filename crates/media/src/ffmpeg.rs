@@ -19,11 +19,10 @@ use crate::decode::{Decoder, Picture};
 use crate::sps::{Colour, Matrix};
 use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
 
-/// The libavcodec backend: a context per call, and the buffers reused across calls.
+/// The libavcodec backend: a context per call; only the Annex B buffer is kept across calls.
 pub struct FfmpegDecoder {
     open: Option<ff::decoder::Video>,
     annexb: Vec<u8>,
-    frame: ff::frame::Video,
 }
 
 static INIT: Once = Once::new();
@@ -57,7 +56,6 @@ impl FfmpegDecoder {
         Ok(FfmpegDecoder {
             open: None,
             annexb: Vec::new(),
-            frame: ff::frame::Video::empty(),
         })
     }
 
@@ -101,18 +99,18 @@ impl FfmpegDecoder {
             .map_err(av_error("send packet"))
     }
 
-    /// Takes every picture the decoder has ready; the last one is the newest in presentation
-    /// order.
-    fn receive(&mut self, display: (u32, u32), out: &mut Picture) -> Result<bool> {
+    /// Takes every picture the decoder has ready into `newest` (pictures come out in
+    /// presentation order, so the last one out is the newest); `spare` is the frame written into.
+    fn receive(&mut self, spare: &mut ff::frame::Video, newest: &mut ff::frame::Video) -> bool {
         let Some(decoder) = self.open.as_mut() else {
-            return Ok(false);
+            return false;
         };
         let mut have = false;
-        while decoder.receive_frame(&mut self.frame).is_ok() {
-            copy_frame(&self.frame, display, out)?;
+        while decoder.receive_frame(spare).is_ok() {
+            std::mem::swap(spare, newest);
             have = true;
         }
-        Ok(have)
+        have
     }
 
     fn run(
@@ -122,7 +120,8 @@ impl FfmpegDecoder {
         display: (u32, u32),
     ) -> Result<Picture> {
         self.open = Some(Self::open(config.codec())?);
-        let mut out = Picture::empty();
+        // Two frames, swapped: only the newest picture is copied out, once, at the end.
+        let (mut spare, mut newest) = (ff::frame::Video::empty(), ff::frame::Video::empty());
         let mut have = false;
         for (i, frame) in frames.iter().enumerate() {
             self.annexb.clear();
@@ -132,13 +131,15 @@ impl FfmpegDecoder {
             avc::append_annexb(&frame.data, config.nal_length_size(), &mut self.annexb)?;
             self.send()
                 .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
-            have |= self.receive(display, &mut out)?;
+            have |= self.receive(&mut spare, &mut newest);
         }
         self.decoder()?.send_eof().map_err(av_error("drain"))?;
-        have |= self.receive(display, &mut out)?;
+        have |= self.receive(&mut spare, &mut newest);
         if !have {
             return Err(Error::Decode("the decoder produced no picture".into()));
         }
+        let mut out = Picture::empty();
+        copy_frame(&newest, display, &mut out)?;
         Ok(out)
     }
 }

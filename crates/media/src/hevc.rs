@@ -150,14 +150,15 @@ impl HevcConfig {
     /// publisher sends as its sequence start). The profile/level fields are copied from the SPS's
     /// profile_tier_level; the rest are the "unknown" values the format allows.
     pub fn to_record(&self) -> Vec<u8> {
-        // general_profile_space..general_level_idc: 12 bytes right after the SPS's NAL header
-        // and its first byte (vps id, max sub layers, nesting), emulation prevention aside.
-        let ptl: [u8; 12] = self
-            .sps
-            .first()
-            .and_then(|s| s.get(3..15))
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 12]);
+        // general_profile_space..general_level_idc: the 12 RBSP bytes after the SPS's NAL header
+        // and its first byte (vps id, max sub layers, nesting).
+        let mut ptl = [0u8; 12];
+        if let Some(sps) = self.sps.first() {
+            let rbsp = rbsp_prefix(sps.get(NAL_HEADER_LEN..).unwrap_or_default(), 13);
+            if rbsp.len() == 13 {
+                ptl.copy_from_slice(&rbsp[1..]);
+            }
+        }
         let mut r = vec![1u8];
         r.extend_from_slice(&ptl);
         r.extend_from_slice(&[0xf0, 0x00, 0xfc, 0xfd, 0xf8, 0xf8, 0, 0]);
@@ -191,6 +192,24 @@ impl HevcConfig {
     pub fn info(&self) -> Result<SpsInfo> {
         parse_sps(self.sps.first().ok_or(Error::HevcConfig("no SPS"))?)
     }
+}
+
+/// The first `n` bytes of a NAL payload with emulation-prevention bytes (`00 00 03`) removed.
+fn rbsp_prefix(payload: &[u8], n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    let mut zeros = 0;
+    for &b in payload {
+        if out.len() == n {
+            break;
+        }
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
 }
 
 /// True when a length-prefixed access unit holds an IRAP picture (IDR, CRA or BLA): decodable
@@ -282,9 +301,13 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo> {
     if width == 0 || height == 0 {
         return Err(Error::Sps("cropping leaves no picture".into()));
     }
-    let bit_depth = 8 + r.read_ue("bit_depth_luma_minus8").map_err(e)?;
-    if bit_depth != 8 {
-        return Err(Error::Unsupported(format!("{bit_depth}-bit video")));
+    // The raw value is checked, not 8 + it: ue(v) reaches 2^32 - 2 in a hostile SPS.
+    let depth_minus8 = r.read_ue("bit_depth_luma_minus8").map_err(e)?;
+    if depth_minus8 != 0 {
+        return Err(Error::Unsupported(format!(
+            "{}-bit video",
+            8 + u64::from(depth_minus8)
+        )));
     }
     if chroma_format_idc != 1 {
         return Err(Error::Unsupported(format!(
@@ -361,7 +384,7 @@ pub fn annexb_to_frames(stream: &[u8]) -> Result<(HevcConfig, Vec<Frame>)> {
 }
 
 /// True when an Annex B stream looks like H.265 rather than H.264: its first NAL unit is an
-/// H.265 VPS, SPS, PPS, AUD or IRAP slice with a valid two-byte header. (An H.264 stream starts
+/// H.265 VPS, SPS, AUD, prefix SEI or IRAP slice with a valid two-byte header. (An H.264 stream starts
 /// with an SPS `0x67`, AUD `0x09` or SEI `0x06`, whose second byte is not a valid H.265
 /// nuh_temporal_id_plus1 pattern for those types.)
 pub fn looks_like_annexb_hevc(stream: &[u8]) -> bool {
@@ -422,6 +445,10 @@ mod tests {
             23 + 3 * 5 + config.vps[0].len() + config.sps[0].len() + config.pps[0].len()
         );
         assert_eq!(rec[1] & 0x1f, 1, "general_profile_idc: Main");
+        // x265 puts an emulation-prevention byte in the SPS's compatibility flags; the record
+        // has the RBSP: level 3.0 (30) at byte 12.
+        assert_eq!(rec[12], 30, "general_level_idc");
+        assert_eq!(rec[12], config.info().unwrap().level_idc);
         let parsed = HevcConfig::parse(&Bytes::from(rec.clone())).unwrap();
         assert_eq!(parsed, config);
         // Every truncation is an error, never a panic.
@@ -441,6 +468,58 @@ mod tests {
         ))
         .unwrap();
         assert!(!looks_like_annexb_hevc(&h264));
+    }
+
+    /// Packs a string of '0'/'1' into an SPS NAL unit, with emulation prevention.
+    fn sps_nal(bits: &str) -> Vec<u8> {
+        let mut bits = bits.to_string();
+        bits.push('1'); // rbsp_stop_one_bit
+        while bits.len() % 8 != 0 {
+            bits.push('0');
+        }
+        let mut nal = vec![0x42, 0x01];
+        let mut zeros = 0;
+        for chunk in bits.as_bytes().chunks(8) {
+            let b = chunk.iter().fold(0u8, |acc, &c| (acc << 1) | (c - b'0'));
+            if zeros >= 2 && b <= 3 {
+                nal.push(3);
+                zeros = 0;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            nal.push(b);
+        }
+        nal
+    }
+
+    fn ue(v: u64) -> String {
+        let code = format!("{:b}", v + 1);
+        "0".repeat(code.len() - 1) + &code
+    }
+
+    #[test]
+    fn a_huge_bit_depth_is_an_error_not_an_overflow() {
+        // vps id, max_sub_layers_minus1 0, nesting; profile_tier_level (Main, level 3.0);
+        // sps id, 4:2:0, 64x48, no conformance window, then bit_depth_luma_minus8.
+        let head = format!(
+            "00000001{}{}{}{}{}{}{}0",
+            "00000001",
+            "1".repeat(80),
+            "00011110",
+            ue(0),
+            ue(1),
+            ue(64),
+            ue(48)
+        );
+        let ok = parse_sps(&sps_nal(&(head.clone() + &ue(0)))).unwrap();
+        assert_eq!((ok.width, ok.height, ok.level_idc), (64, 48, 30));
+        let err = parse_sps(&sps_nal(&(head.clone() + &ue(2))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10-bit"), "{err}");
+        let err = parse_sps(&sps_nal(&(head + &ue(u64::from(u32::MAX) - 1))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4294967302-bit"), "{err}");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! freed, after which the next ones come from the heap, and with one arena per thread freed heap
 //! memory stays resident in many places. Measured with 8 streams pictured every 5 s (720p,
 //! `--features full`): 47.8 MiB PSS by default, 33.5 MiB with these settings, pictures and CPU
-//! unchanged. Setting them by hand (rather than via `MALLOC_*` variables) keeps `cargo run`
-//! working as measured; a `MALLOC_*` tunable in the environment still wins, glibc reads those
-//! first and mallopt is skipped when any is set.
+//! unchanged. Setting them by hand (rather than via environment variables) keeps `cargo run`
+//! working as measured; a user's own malloc tuning in the environment (`GLIBC_TUNABLES` with a
+//! `glibc.malloc.` setting, or one of the `MALLOC_*` variables for these three) wins: then none is
+//! set here.
 
 /// Blocks of at least this size are mmapped, and unmapped when freed.
 pub const MMAP_THRESHOLD: i32 = 128 * 1024;
@@ -20,7 +21,14 @@ pub const ARENA_MAX: i32 = 2;
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        if std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_")) {
+        const OURS: [&str; 3] = [
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_ARENA_MAX",
+        ];
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if tunables.contains("glibc.malloc.") || OURS.iter().any(|k| std::env::var_os(k).is_some())
+        {
             return;
         }
         // SAFETY: mallopt only changes allocator parameters; it is called before any other
