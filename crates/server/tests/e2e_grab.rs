@@ -3,21 +3,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::*;
-
-fn grab(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("grab")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN} grab: {e}"))
-}
 
 fn grab_ok(input: &Path, out: &Path, extra: &[&str]) -> Image {
     let o = grab(input, out, extra);

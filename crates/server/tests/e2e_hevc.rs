@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -43,6 +43,16 @@ fn make_h265(dir: &Path) -> std::path::PathBuf {
     out
 }
 
+/// Frames 0, the middle one and the last of `file` as ffmpeg decodes them: the right one must
+/// score far above the others.
+#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
+fn references(file: &Path) -> Vec<Vec<u8>> {
+    [0, FRAMES / 2, FRAMES - 1]
+        .iter()
+        .map(|&i| reference(file, i))
+        .collect()
+}
+
 /// Frame `index` (presentation order) of `file` as ffmpeg decodes it, rgb24.
 #[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
 fn reference(file: &Path, index: usize) -> Vec<u8> {
@@ -55,27 +65,12 @@ fn reference(file: &Path, index: usize) -> Vec<u8> {
     rgb
 }
 
-fn grab(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("grab")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN} grab: {e}"))
-}
-
 #[cfg(feature = "ffmpeg")]
 #[test]
 fn grab_h265_gives_the_right_frame() {
     let dir = workdir();
     let src = make_h265(dir.path());
-    let refs: Vec<Vec<u8>> = [0, FRAMES / 2, FRAMES - 1]
-        .iter()
-        .map(|&i| reference(&src, i))
-        .collect();
+    let refs = references(&src);
     for (precision, want, ext) in [
         ("keyframe", 0, "png"),
         ("latest", 2, "png"),
@@ -302,10 +297,7 @@ fn enhanced_rtmp_hvc1_without_the_ffmpeg_feature_names_it() {
 fn enhanced_rtmp_hvc1_publish_is_pictured() {
     let dir = workdir();
     let src = make_h265(dir.path());
-    let refs: Vec<Vec<u8>> = [0, FRAMES / 2, FRAMES - 1]
-        .iter()
-        .map(|&i| reference(&src, i))
-        .collect();
+    let refs = references(&src);
     let server = Server::start();
     let _p = publish_hvc1(&server, &src);
     let info = server.wait_keyframes("live", "hevc", None, 1);

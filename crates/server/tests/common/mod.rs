@@ -1467,3 +1467,16 @@ impl CuttingProxy {
         }
     }
 }
+
+/// Runs `livesnap grab INPUT -o OUT [extra...]`.
+pub fn grab(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("grab")
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN} grab: {e}"))
+}
