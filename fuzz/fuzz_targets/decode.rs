@@ -18,7 +18,7 @@ use bytes::Bytes;
 use ingest::flv::{parse_video_tag, read_file, VideoTag};
 use libfuzzer_sys::fuzz_target;
 use media::avc::{contains_idr, AvcConfig};
-use media::decode::{Decoder, OpenH264Decoder};
+use media::decode::{Decoder, OpenH264Decoder, Picture};
 use media::picture::{self, EncodeOptions, ImageFormat};
 use media::sps::SpsInfo;
 use media::Frame;
@@ -45,6 +45,7 @@ fn stream_config() -> &'static (VideoConfig, SpsInfo) {
 
 thread_local! {
     static DECODER: RefCell<OpenH264Decoder> = RefCell::new(OpenH264Decoder::new().expect("openh264 decoder"));
+    static PICTURE: RefCell<Picture> = RefCell::new(Picture::empty());
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -88,9 +89,17 @@ fuzz_target!(|data: &[u8]| {
             .expect("openh264 decoder")
             .decode(config, &frames, display)
     } else {
-        DECODER.with(|d| d.borrow_mut().decode(config, &frames, display))
+        // The pooled decoder writes into one reused picture, as the snapshot service's do.
+        DECODER.with(|d| {
+            PICTURE.with(|p| {
+                let mut p = p.borrow_mut();
+                d.borrow_mut()
+                    .decode_into(config, &frames, display, &mut p)
+                    .map(|()| p.clone())
+            })
+        })
     };
-    let Ok(pic) = result else { return };
+    let Ok(mut pic) = result else { return };
     assert!(
         pic.width <= display.0 && pic.height <= display.1,
         "{}x{} outside display {display:?}",
@@ -114,9 +123,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if pic.width == 0 || pic.height == 0 {
         // A zero display size: encode must refuse it, not panic.
-        assert!(picture::encode(&pic, sps.colour, &options).is_err());
+        assert!(picture::encode(&mut pic, sps.colour, &options).is_err());
         return;
     }
-    let image = picture::encode(&pic, sps.colour, &options).expect("a decoded picture encodes");
+    let image =
+        picture::encode(&mut pic, sps.colour, &options).expect("a decoded picture encodes");
     assert!(!image.is_empty());
 });

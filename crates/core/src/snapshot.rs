@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use media::decode::Decoder;
+use media::decode::{Decoder, Picture};
 use media::picture::{self, EncodeOptions};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
@@ -212,11 +212,18 @@ pub struct SnapshotCounters {
     pub decoders_created: AtomicU64,
 }
 
+/// A pooled decoder with the picture it decodes into: both keep their buffers between pictures,
+/// so a busy server reuses memory instead of faulting fresh pages in for every picture.
+struct Worker {
+    decoder: Box<dyn Decoder>,
+    picture: Picture,
+}
+
 /// Turns live streams into pictures.
 pub struct Snapshotter {
     config: SnapshotConfig,
     permits: Semaphore,
-    decoders: Mutex<Vec<Box<dyn Decoder>>>,
+    decoders: Mutex<Vec<Worker>>,
     factory: DecoderFactory,
     cache: Mutex<Cache>,
     /// Counters.
@@ -340,30 +347,35 @@ impl Snapshotter {
                     .acquire()
                     .await
                     .map_err(|_| Error::Internal("snapshot service closed".into()))?;
-                let mut decoder = self.checkout()?;
+                let mut worker = self.checkout()?;
                 let options = request.options;
-                let (decoder, result) = tokio::task::spawn_blocking(move || {
+                let (worker, result) = tokio::task::spawn_blocking(move || {
                     let params = &view.params;
                     let frames: Vec<media::Frame> = match request.precision {
                         Precision::Keyframe => vec![view.frames[0].frame.clone()],
                         Precision::Latest => view.frames.iter().map(|f| f.frame.clone()).collect(),
                     };
+                    let Worker {
+                        decoder,
+                        picture: pic,
+                    } = &mut worker;
                     let result = decoder
-                        .decode(
+                        .decode_into(
                             &params.config,
                             &frames,
                             (params.sps.width, params.sps.height),
+                            pic,
                         )
-                        .and_then(|pic| {
+                        .and_then(|()| {
                             let size = options.output_size(pic.width, pic.height)?;
-                            let bytes = picture::encode(&pic, params.sps.colour, &options)?;
+                            let bytes = picture::encode(pic, params.sps.colour, &options)?;
                             Ok((bytes, size))
                         });
-                    (decoder, result)
+                    (worker, result)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
-                self.checkin(decoder);
+                self.checkin(worker);
                 let (bytes, (width, height)) = result.map_err(|e| match e {
                     media::Error::BadOutputSize { .. } => Error::BadRequest(e.to_string()),
                     e => Error::Internal(e.to_string()),
@@ -398,7 +410,7 @@ impl Snapshotter {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn checkout(&self) -> Result<Box<dyn Decoder>> {
+    fn checkout(&self) -> Result<Worker> {
         if let Some(d) = self
             .decoders
             .lock()
@@ -410,14 +422,18 @@ impl Snapshotter {
         self.counters
             .decoders_created
             .fetch_add(1, Ordering::Relaxed);
-        (self.factory)().map_err(|e| Error::Internal(e.to_string()))
+        let decoder = (self.factory)().map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Worker {
+            decoder,
+            picture: Picture::empty(),
+        })
     }
 
-    fn checkin(&self, decoder: Box<dyn Decoder>) {
+    fn checkin(&self, worker: Worker) {
         self.decoders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(decoder);
+            .push(worker);
     }
 }
 

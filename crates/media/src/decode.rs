@@ -61,7 +61,8 @@ impl Picture {
         Ok(p)
     }
 
-    /// Like [`Picture::from_planes`], reusing this picture's buffers.
+    /// Like [`Picture::from_planes`], reusing this picture's buffers. The colour is reset to
+    /// unknown: a decoder that reports one sets it afterwards.
     pub fn copy_planes(
         &mut self,
         width: u32,
@@ -89,6 +90,7 @@ impl Picture {
         copy(&mut self.v, v, v_stride, cw, ch)?;
         self.width = width;
         self.height = height;
+        self.colour = None;
         Ok(())
     }
 }
@@ -96,14 +98,27 @@ impl Picture {
 /// Something that turns compressed access units into a picture.
 pub trait Decoder: Send {
     /// Decodes `frames` (decode order, the first one a keyframe) with `config`'s parameter sets
-    /// and returns the picture of the newest frame in presentation order, cropped to at most
-    /// `display` (width, height).
+    /// into `out` (reusing its buffers), the picture of the newest frame in presentation order,
+    /// cropped to at most `display` (width, height). On error `out` holds no valid picture.
+    fn decode_into(
+        &mut self,
+        config: &VideoConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+        out: &mut Picture,
+    ) -> Result<()>;
+
+    /// Like [`Decoder::decode_into`], into a new picture.
     fn decode(
         &mut self,
         config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
-    ) -> Result<Picture>;
+    ) -> Result<Picture> {
+        let mut out = Picture::empty();
+        self.decode_into(config, frames, display, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// The fastest decoder compiled in: libavcodec with the `ffmpeg` feature, else openh264.
@@ -185,12 +200,13 @@ impl OpenH264Decoder {
 }
 
 impl Decoder for OpenH264Decoder {
-    fn decode(
+    fn decode_into(
         &mut self,
         config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
-    ) -> Result<Picture> {
+        out: &mut Picture,
+    ) -> Result<()> {
         let VideoConfig::Avc(config) = config else {
             return Err(Error::Unsupported(format!(
                 "{} needs the libavcodec decoder (build with --features ffmpeg)",
@@ -215,7 +231,6 @@ impl Decoder for OpenH264Decoder {
         let no_flush = || DecodeOptions::new().flush_after_decode(Flush::NoFlush);
         // Pictures come out in presentation order, so the last one out is the newest. Each is
         // copied into the same buffers (the decoder's own are reused on the next call).
-        let mut out = Picture::empty();
         let mut have = false;
         for (i, frame) in frames.iter().enumerate() {
             self.annexb.clear();
@@ -235,7 +250,7 @@ impl Decoder for OpenH264Decoder {
                 }
             };
             if let Some(yuv) = decoded {
-                Self::copy_out(&yuv, display, &mut out)?;
+                Self::copy_out(&yuv, display, out)?;
                 have = true;
             }
         }
@@ -244,12 +259,12 @@ impl Decoder for OpenH264Decoder {
             .flush_remaining()
             .map_err(|e| Error::Decode(format!("flush: {e}")))?;
         if let Some(yuv) = remaining.last() {
-            Self::copy_out(yuv, display, &mut out)?;
+            Self::copy_out(yuv, display, out)?;
             have = true;
         }
         if !have {
             return Err(Error::Decode("the decoder produced no picture".into()));
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -3,13 +3,16 @@
 //! frames over. About twice as fast on keyframes as openh264 built without assembly (see
 //! docs/performance.md), so it is the default decoder when compiled in.
 //!
-//! Each call gets a fresh libavcodec context, dropped when the call ends:
-//! - the pool hands any stream to any decoder, and a reused context keeps some of the previous
-//!   stream's SPS state across in-band parameter sets (measured: a stream with no colour
-//!   description, decoded after a BT.709 one, came out tagged BT.709);
-//! - a context kept between calls holds its frame pool (megabytes per decoder) for nothing;
-//! - opening one costs about what the frame buffers a keyframe needs cost anyway (measured with
-//!   the 720p testdata keyframe: fresh and reused contexts within the run's noise).
+//! A decoder keeps its libavcodec context between calls (reopened when the codec changes, or
+//! after a call that failed), so a busy server reuses the context's frame pool instead of
+//! faulting in fresh pages for every picture (the profile of a fresh context per call showed
+//! `clear_page`, page faults and `munmap` at ~15 % of the server's CPU). Reuse must not carry one
+//! stream's state into the next, since the pool hands any stream to any decoder:
+//! - each call starts from a keyframe with the stream's parameter sets in-band, and ends with a
+//!   drain and a flush, so no reference picture survives it;
+//! - the colour fields of the context are reset before each call: the H.264 decoder writes them
+//!   only when an SPS describes its colour, so an untagged stream decoded after a BT.709 one came
+//!   out tagged BT.709 (test `one_decoder_switches_between_codecs`).
 
 use std::sync::Once;
 
@@ -19,9 +22,9 @@ use crate::decode::{Decoder, Picture};
 use crate::sps::{Colour, Matrix};
 use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
 
-/// The libavcodec backend: a context per call; only the Annex B buffer is kept across calls.
+/// The libavcodec backend: one context, kept between calls for the same codec.
 pub struct FfmpegDecoder {
-    open: Option<ff::decoder::Video>,
+    open: Option<(Codec, ff::decoder::Video)>,
     annexb: Vec<u8>,
 }
 
@@ -89,7 +92,29 @@ impl FfmpegDecoder {
     fn decoder(&mut self) -> Result<&mut ff::decoder::Video> {
         self.open
             .as_mut()
+            .map(|(_, d)| d)
             .ok_or_else(|| Error::Decode("no decoder context".into()))
+    }
+
+    /// Opens a context for `codec`, or readies the one kept from the last call.
+    #[allow(unsafe_code)]
+    fn ready(&mut self, codec: Codec) -> Result<()> {
+        if !matches!(&self.open, Some((c, _)) if *c == codec) {
+            self.open = None;
+            self.open = Some((codec, Self::open(codec)?));
+        }
+        let decoder = self.decoder()?;
+        // SAFETY: the context is open and owned by `decoder`; these are plain enum fields the
+        // decoder reads and writes only inside the calls made by this thread (ffmpeg-next has
+        // setters for them on encoders only).
+        unsafe {
+            let ctx = decoder.as_mut_ptr();
+            (*ctx).color_range = ff::ffi::AVColorRange::AVCOL_RANGE_UNSPECIFIED;
+            (*ctx).colorspace = ff::ffi::AVColorSpace::AVCOL_SPC_UNSPECIFIED;
+            (*ctx).color_primaries = ff::ffi::AVColorPrimaries::AVCOL_PRI_UNSPECIFIED;
+            (*ctx).color_trc = ff::ffi::AVColorTransferCharacteristic::AVCOL_TRC_UNSPECIFIED;
+        }
+        Ok(())
     }
 
     fn send(&mut self) -> Result<()> {
@@ -102,7 +127,7 @@ impl FfmpegDecoder {
     /// Takes every picture the decoder has ready into `newest` (pictures come out in
     /// presentation order, so the last one out is the newest); `spare` is the frame written into.
     fn receive(&mut self, spare: &mut ff::frame::Video, newest: &mut ff::frame::Video) -> bool {
-        let Some(decoder) = self.open.as_mut() else {
+        let Some((_, decoder)) = self.open.as_mut() else {
             return false;
         };
         let mut have = false;
@@ -118,8 +143,9 @@ impl FfmpegDecoder {
         config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
-    ) -> Result<Picture> {
-        self.open = Some(Self::open(config.codec())?);
+        out: &mut Picture,
+    ) -> Result<()> {
+        self.ready(config.codec())?;
         // Two frames, swapped: only the newest picture is copied out, once, at the end.
         let (mut spare, mut newest) = (ff::frame::Video::empty(), ff::frame::Video::empty());
         let mut have = false;
@@ -135,30 +161,35 @@ impl FfmpegDecoder {
         }
         self.decoder()?.send_eof().map_err(av_error("drain"))?;
         have |= self.receive(&mut spare, &mut newest);
+        // Ends the drain (a drained context takes no more input) and drops every reference
+        // picture; the frame buffers go back to the context's pool for the next call.
+        self.decoder()?.flush();
         if !have {
             return Err(Error::Decode("the decoder produced no picture".into()));
         }
-        let mut out = Picture::empty();
-        copy_frame(&newest, display, &mut out)?;
-        Ok(out)
+        copy_frame(&newest, display, out)
     }
 }
 
 impl Decoder for FfmpegDecoder {
-    fn decode(
+    fn decode_into(
         &mut self,
         config: &VideoConfig,
         frames: &[Frame],
         display: (u32, u32),
-    ) -> Result<Picture> {
+        out: &mut Picture,
+    ) -> Result<()> {
         let first = frames
             .first()
             .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
         if !first.keyframe {
             return Err(Error::Decode("decoding must start at a keyframe".into()));
         }
-        let result = self.run(config, frames, display);
-        self.open = None;
+        let result = self.run(config, frames, display, out);
+        if result.is_err() {
+            // Whatever state a broken stream left behind goes with the context.
+            self.open = None;
+        }
         result
     }
 }

@@ -207,8 +207,10 @@ pub fn jpeg_encoder_name() -> &'static str {
 }
 
 /// The whole path from a decoded picture to image bytes. `colour` is the stream's (from its SPS);
-/// a colour the decoder read from the bitstream takes precedence.
-pub fn encode(picture: &Picture, colour: Colour, options: &EncodeOptions) -> Result<Vec<u8>> {
+/// a colour the decoder read from the bitstream takes precedence. The picture may be converted
+/// in place on the way (with `turbojpeg`, limited range stretched to full for JPEG), its `colour`
+/// updated to match, so it can be encoded again.
+pub fn encode(picture: &mut Picture, colour: Colour, options: &EncodeOptions) -> Result<Vec<u8>> {
     let colour = picture.colour.unwrap_or(colour);
     let (w, h) = options.output_size(picture.width, picture.height)?;
     #[cfg(feature = "turbojpeg")]
@@ -319,13 +321,15 @@ mod tests {
     fn encodes_odd_sizes() {
         let p = flat(33, 17, 120, 90, 200);
         for f in [ImageFormat::Jpeg, ImageFormat::Png] {
-            let bytes = encode(&p, Colour::untagged(), &EncodeOptions::new(f)).unwrap();
+            let bytes = encode(&mut p.clone(), Colour::untagged(), &EncodeOptions::new(f)).unwrap();
             assert!(bytes.len() > 50);
         }
         let small = EncodeOptions {
             width: Some(10),
             ..EncodeOptions::new(ImageFormat::Png)
         };
-        assert!(!encode(&p, Colour::untagged(), &small).unwrap().is_empty());
+        assert!(!encode(&mut p.clone(), Colour::untagged(), &small)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -45,24 +45,50 @@ const fn range_table(centre: i32, span: i32, offset: i32) -> [u8; 256] {
     t
 }
 
-thread_local! {
-    /// One compressor per thread: making one allocates libjpeg-turbo's state.
-    static COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
+/// What each thread keeps between pictures: making a compressor allocates libjpeg-turbo's state,
+/// and a JPEG written into a fresh buffer grows it by doubling (a copy per step, fresh pages
+/// each time).
+struct Scratch {
+    compressor: Compressor,
+    /// Sized for the largest picture seen (libjpeg-turbo's worst case); only the pages written
+    /// are ever touched.
+    output: Vec<u8>,
 }
 
-fn with_compressor<T>(quality: u8, f: impl FnOnce(&mut Compressor) -> Result<T>) -> Result<T> {
-    let err = |e: turbojpeg::Error| Error::Encode(format!("libjpeg-turbo: {e}"));
-    COMPRESSOR.with(|cell| {
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+fn err(e: turbojpeg::Error) -> Error {
+    Error::Encode(format!("libjpeg-turbo: {e}"))
+}
+
+/// Runs `f` with this thread's compressor set to `quality` and 4:2:0.
+fn with_scratch<T>(quality: u8, f: impl FnOnce(&mut Scratch) -> Result<T>) -> Result<T> {
+    SCRATCH.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(Compressor::new().map_err(err)?);
+            *slot = Some(Scratch {
+                compressor: Compressor::new().map_err(err)?,
+                output: Vec::new(),
+            });
         }
-        let c = slot.as_mut().expect("just made");
+        let scratch = slot.as_mut().expect("just made");
+        let c = &mut scratch.compressor;
         c.set_quality(i32::from(quality.clamp(1, 100)))
             .map_err(err)?;
         c.set_subsamp(Subsamp::Sub2x2).map_err(err)?;
-        f(c)
+        f(scratch)
     })
+}
+
+/// Stretches limited-range planes to full range in place.
+fn stretch(y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
+    y.iter_mut()
+        .for_each(|b| *b = LUMA_TO_FULL[usize::from(*b)]);
+    for b in u.iter_mut().chain(v.iter_mut()) {
+        *b = CHROMA_TO_FULL[usize::from(*b)];
+    }
 }
 
 /// Scales one 8-bit plane.
@@ -79,14 +105,14 @@ fn scale_plane(src: &[u8], from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>> 
     Ok(dst.into_vec())
 }
 
-/// Encodes `picture` as a `size` JPEG.
+/// Encodes `picture` as a `size` JPEG. A limited-range BT.601 picture encoded at its own size is
+/// stretched to full range in place (its `colour` then says so): one pass, no copy.
 pub fn encode_jpeg(
-    picture: &Picture,
+    picture: &mut Picture,
     colour: Colour,
     size: (u32, u32),
     quality: u8,
 ) -> Result<Vec<u8>> {
-    let err = |e: turbojpeg::Error| Error::Encode(format!("libjpeg-turbo: {e}"));
     let (w, h) = size;
     if colour.matrix != Matrix::Bt601 {
         let rgb = to_rgb(picture, colour)?;
@@ -98,57 +124,50 @@ pub fn encode_jpeg(
             height: h as usize,
             format: PixelFormat::RGB,
         };
-        return with_compressor(quality, |c| c.compress_to_vec(image).map_err(err));
+        return with_scratch(quality, |s| {
+            s.compressor.compress_to_vec(image).map_err(err)
+        });
     }
     let src = (picture.width, picture.height);
     let src_c = (picture.chroma_width(), picture.height.div_ceil(2));
     let dst_c = (w.div_ceil(2), h.div_ceil(2));
-    // Planes are borrowed when nothing changes, else made anew (scaled and/or range-stretched).
-    let mut planes: [std::borrow::Cow<[u8]>; 3] = [
-        picture.y.as_slice().into(),
-        picture.u.as_slice().into(),
-        picture.v.as_slice().into(),
-    ];
-    if size != src {
-        planes = [
-            scale_plane(&picture.y, src, size)?.into(),
-            scale_plane(&picture.u, src_c, dst_c)?.into(),
-            scale_plane(&picture.v, src_c, dst_c)?.into(),
-        ];
-    }
-    if !colour.full_range {
-        for (i, plane) in planes.iter_mut().enumerate() {
-            let table = if i == 0 {
-                &LUMA_TO_FULL
-            } else {
-                &CHROMA_TO_FULL
-            };
-            // One pass either way: a borrowed plane is mapped into a new buffer, a scaled one
-            // in place.
-            match plane {
-                std::borrow::Cow::Borrowed(src) => {
-                    *plane = src
-                        .iter()
-                        .map(|&b| table[usize::from(b)])
-                        .collect::<Vec<u8>>()
-                        .into()
-                }
-                std::borrow::Cow::Owned(v) => {
-                    v.iter_mut().for_each(|b| *b = table[usize::from(*b)])
-                }
-            }
+    let mut scaled: [Vec<u8>; 3];
+    let planes: [&[u8]; 3] = if size == src {
+        if !colour.full_range {
+            stretch(&mut picture.y, &mut picture.u, &mut picture.v);
+            picture.colour = Some(Colour {
+                full_range: true,
+                ..colour
+            });
         }
-    }
+        [&picture.y, &picture.u, &picture.v]
+    } else {
+        // Scaled first: the stretch then runs over the smaller planes.
+        scaled = [
+            scale_plane(&picture.y, src, size)?,
+            scale_plane(&picture.u, src_c, dst_c)?,
+            scale_plane(&picture.v, src_c, dst_c)?,
+        ];
+        if !colour.full_range {
+            let [y, u, v] = &mut scaled;
+            stretch(y, u, v);
+        }
+        [&scaled[0], &scaled[1], &scaled[2]]
+    };
     // libjpeg-turbo reads whole 2x2 blocks: an odd-sized luma plane gets its last column and
     // row repeated.
     let y_stride = (w + (w & 1)) as usize;
-    if y_stride != w as usize || h & 1 == 1 {
-        planes[0] = pad_luma(&planes[0], w as usize, h as usize).into();
-    }
+    let padded;
+    let y_plane = if y_stride != w as usize || h & 1 == 1 {
+        padded = pad_luma(planes[0], w as usize, h as usize);
+        &padded[..]
+    } else {
+        planes[0]
+    };
     let image = YuvPlanesImage {
-        y_plane: &planes[0][..],
-        u_plane: &planes[1][..],
-        v_plane: &planes[2][..],
+        y_plane,
+        u_plane: planes[1],
+        v_plane: planes[2],
         width: w as usize,
         height: h as usize,
         y_stride,
@@ -156,8 +175,17 @@ pub fn encode_jpeg(
         v_stride: dst_c.0 as usize,
         subsamp: Subsamp::Sub2x2,
     };
-    with_compressor(quality, |c| {
-        c.compress_yuv_planes_to_vec(&image).map_err(err)
+    with_scratch(quality, |s| {
+        let need = s.compressor.buf_len(w as usize, h as usize).map_err(err)?;
+        if s.output.len() < need {
+            // calloc'd: pages are mapped as libjpeg-turbo writes them, not here.
+            s.output = vec![0; need];
+        }
+        let len = s
+            .compressor
+            .compress_yuv_planes_to_slice(&image, &mut s.output)
+            .map_err(err)?;
+        Ok(s.output[..len].to_vec())
     })
 }
 
@@ -178,6 +206,38 @@ fn pad_luma(plane: &[u8], w: usize, h: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_picture_stretched_in_place_encodes_the_same_again() {
+        let (w, h) = (64u32, 48u32);
+        let mut p = Picture {
+            width: w,
+            height: h,
+            y: (0..w * h).map(|i| (16 + i % 220) as u8).collect(),
+            u: (0..w * h / 4).map(|i| (16 + i % 225) as u8).collect(),
+            v: vec![150; (w * h / 4) as usize],
+            colour: None,
+        };
+        let original = p.clone();
+        let limited = Colour {
+            matrix: Matrix::Bt601,
+            full_range: false,
+        };
+        let first = encode_jpeg(&mut p, limited, (w, h), 85).unwrap();
+        assert_eq!(
+            p.colour,
+            Some(Colour {
+                full_range: true,
+                ..limited
+            })
+        );
+        assert_eq!(p.y[0], LUMA_TO_FULL[usize::from(original.y[0])]);
+        assert_eq!(p.u[5], CHROMA_TO_FULL[usize::from(original.u[5])]);
+        // Encoded again through the public path, the picture's own colour now says full range.
+        let options = crate::picture::EncodeOptions::new(crate::picture::ImageFormat::Jpeg);
+        let again = crate::picture::encode(&mut p, limited, &options).unwrap();
+        assert_eq!(first, again);
+    }
 
     #[test]
     fn range_tables_stretch_limited_to_full() {

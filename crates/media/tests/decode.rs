@@ -195,15 +195,27 @@ mod ffmpeg {
         let (bt709, bt709_frames) =
             x264_stream(&["-colorspace", "bt709", "-color_primaries", "bt709"]);
         let (plain, plain_frames) = x264_stream(&[]);
+        // The range too: x264 writes a full-range flag without a colour description.
+        let (full, full_frames) = x264_stream(&["-color_range", "pc"]);
+        let full_range = Colour {
+            matrix: Matrix::Bt601,
+            full_range: true,
+        };
+        // The same decoder, and the same picture buffers, for every stream.
+        let mut p = media::decode::Picture::empty();
         for _ in 0..2 {
-            let p = d.decode(&bt709, &bt709_frames[..1], (64, 48)).unwrap();
+            d.decode_into(&bt709, &bt709_frames[..1], (64, 48), &mut p)
+                .unwrap();
             assert_eq!(p.colour, Some(tagged));
-            assert_eq!(
-                d.decode(&plain, &plain_frames[..1], (64, 48))
-                    .unwrap()
-                    .colour,
-                None
-            );
+            d.decode_into(&plain, &plain_frames[..1], (64, 48), &mut p)
+                .unwrap();
+            assert_eq!(p.colour, None);
+            d.decode_into(&full, &full_frames[..1], (64, 48), &mut p)
+                .unwrap();
+            assert_eq!(p.colour, Some(full_range));
+            d.decode_into(&plain, &plain_frames[..1], (64, 48), &mut p)
+                .unwrap();
+            assert_eq!(p.colour, None);
         }
         // Garbage after a valid keyframe fails cleanly, and the decoder recovers.
         let mut bad = hevc_frames[0].clone();
