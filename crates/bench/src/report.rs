@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::harness::Lag;
 use crate::input::Resolution;
 use crate::limit::Limit;
-use crate::stats::opt;
+use crate::stats::{median, opt};
 
 /// Made pictures below this share of the due ones means the server fell behind.
 pub const KEEP_UP_MADE: f64 = 0.95;
@@ -161,6 +161,8 @@ pub struct ResolutionResult {
     /// The mean over all the camera input's keyframes (what the server pictures in turn).
     pub limit_all: Option<Limit>,
     pub saturation: Option<Saturation>,
+    /// Rounds after the first of ingest, periodic, (a) and (b), back to back (`--rounds`).
+    pub extra_rounds: Vec<Vec<Row>>,
     /// Scenarios that failed, with why (the run goes on).
     pub failures: Vec<String>,
 }
@@ -341,6 +343,49 @@ fn on_demand_table(w: &mut String, r: &ResolutionResult) {
     }
 }
 
+/// CPU % per stream of one round's ingest, periodic and baselines, and the ratios they give.
+struct RoundCpu {
+    ingest: Option<f64>,
+    periodic: f64,
+    /// (name, CPU % per stream) of each baseline.
+    baselines: Vec<(String, f64)>,
+}
+
+impl RoundCpu {
+    fn of(rows: &[Row]) -> Option<RoundCpu> {
+        let per = |r: &Row| r.cpu_pct / r.streams.max(1) as f64;
+        let p = rows
+            .iter()
+            .find(|x| x.kind == Kind::Periodic && x.streams > 0)?;
+        Some(RoundCpu {
+            ingest: rows
+                .iter()
+                .find(|x| x.kind == Kind::Ingest && x.streams > 0)
+                .map(per),
+            periodic: per(p),
+            baselines: rows
+                .iter()
+                .filter(|x| x.kind == Kind::Baseline)
+                .map(|b| (b.name.clone(), per(b)))
+                .collect(),
+        })
+    }
+
+    /// The CPU % per stream of a server with no overhead at all: this round's ingest alone plus
+    /// one picture per 5 s at the limit (decode + encode of the mean keyframe).
+    fn bound(&self, limit: Option<&Limit>) -> Option<f64> {
+        Some(self.ingest? + limit?.sum_ms() / 50.0)
+    }
+}
+
+fn ratio(b: f64, l: f64) -> String {
+    if l > 0.0 {
+        format!("{:.1}x", b / l)
+    } else {
+        "n/a".into()
+    }
+}
+
 fn ratio_table(w: &mut String, r: &ResolutionResult, idle: Option<&Row>) {
     let Some(p) = r.rows.iter().find(|x| x.kind == Kind::Periodic) else {
         return;
@@ -351,27 +396,82 @@ fn ratio_table(w: &mut String, r: &ResolutionResult, idle: Option<&Row>) {
     }
     let n = p.streams as f64;
     let (idle_cpu, idle_pss) = idle.map_or((0.0, 0.0), |i| (i.cpu_pct, i.pss_mib));
-    let ratio = |b: f64, l: f64| {
-        if l > 0.0 {
-            format!("{:.1}x", b / l)
-        } else {
-            "n/a".into()
-        }
-    };
-    let _ = writeln!(w, "\nRatios, baseline / livesnap periodic, per stream (whole process / N, idle cost included, is the conservative figure; minus idle subtracts livesnap's idle server first):\n");
-    let _ = writeln!(w, "| baseline | CPU ratio (whole / N) | CPU ratio (minus idle) | PSS ratio (whole / N) | PSS ratio (minus idle) |");
-    let _ = writeln!(w, "|---|---|---|---|---|");
+    let bound = RoundCpu::of(&r.rows).and_then(|c| c.bound(r.limit_all.as_ref()));
+    let _ = writeln!(w, "\nRatios, baseline / livesnap periodic, per stream (whole process / N, idle cost included, is the conservative figure; minus idle subtracts livesnap's idle server first; the bound is the ratio a server with no overhead at all would reach: this run's ingest-only CPU per stream plus one picture per 5 s at the limit, mean keyframe):\n");
+    let _ = writeln!(w, "| baseline | CPU ratio (whole / N) | CPU ratio (minus idle) | CPU ratio bound (ingest + limit) | PSS ratio (whole / N) | PSS ratio (minus idle) |");
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
     for b in baselines {
         let bn = b.streams.max(1) as f64;
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             b.name,
             ratio(b.cpu_pct / bn, p.cpu_pct / n),
             ratio(b.cpu_pct / bn, (p.cpu_pct - idle_cpu) / n),
+            bound.map_or("n/a".into(), |l| ratio(b.cpu_pct / bn, l)),
             ratio(b.pss_mib / bn, p.pss_mib / n),
             ratio(b.pss_mib / bn, (p.pss_mib - idle_pss) / n),
         );
+    }
+    rounds_table(w, r);
+}
+
+/// Every round's CPU per stream and ratios, and the median ratio over the rounds.
+fn rounds_table(w: &mut String, r: &ResolutionResult) {
+    if r.extra_rounds.is_empty() {
+        return;
+    }
+    let rounds: Vec<RoundCpu> = std::iter::once(&r.rows)
+        .chain(r.extra_rounds.iter())
+        .filter_map(|rows| RoundCpu::of(rows))
+        .collect();
+    let Some(first) = rounds.first() else {
+        return;
+    };
+    let names: Vec<String> = first.baselines.iter().map(|(n, _)| n.clone()).collect();
+    let _ = writeln!(w, "\nCPU % per stream by round (round 1 is the main run above; the others ran back to back after it; ratios are baseline / livesnap periodic; bound as above):\n");
+    let mut head = "| round | ingest | periodic |".to_string();
+    let mut rule = "|---|---|---|".to_string();
+    for n in &names {
+        head += &format!(" {n} | ratio | bound |");
+        rule += "---|---|---|";
+    }
+    let _ = writeln!(w, "{head}\n{rule}");
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for (i, c) in rounds.iter().enumerate() {
+        let mut line = format!(
+            "| {} | {} | {:.2} |",
+            i + 1,
+            c.ingest.map_or("-".into(), |v| format!("{v:.2}")),
+            c.periodic
+        );
+        let bound = c.bound(r.limit_all.as_ref());
+        for (k, (_, b)) in c.baselines.iter().enumerate() {
+            if c.periodic > 0.0 {
+                if let Some(v) = ratios.get_mut(k) {
+                    v.push(b / c.periodic);
+                }
+            }
+            line += &format!(
+                " {b:.2} | {} | {} |",
+                ratio(*b, c.periodic),
+                bound.map_or("n/a".into(), |l| ratio(*b, l))
+            );
+        }
+        let _ = writeln!(w, "{line}");
+    }
+    for (n, v) in names.iter().zip(&ratios) {
+        if !v.is_empty() {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            let _ = writeln!(
+                w,
+                "- CPU ratio vs {n}: median {:.1}x over {} rounds (range {lo:.1}x to {hi:.1}x)",
+                median(v),
+                v.len()
+            );
+        }
     }
 }
 
