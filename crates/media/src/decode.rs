@@ -121,6 +121,17 @@ pub trait Decoder: Send {
     }
 }
 
+/// Every backend's precondition: at least one frame, the first a keyframe.
+pub(crate) fn starts_at_keyframe(frames: &[Frame]) -> Result<()> {
+    let first = frames
+        .first()
+        .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
+    if !first.keyframe {
+        return Err(Error::Decode("decoding must start at a keyframe".into()));
+    }
+    Ok(())
+}
+
 /// The fastest decoder compiled in: libavcodec with the `ffmpeg` feature, else openh264.
 pub fn default_decoder() -> Result<Box<dyn Decoder>> {
     #[cfg(feature = "ffmpeg")]
@@ -213,12 +224,7 @@ impl Decoder for OpenH264Decoder {
                 config.codec().display_name()
             )));
         };
-        let first = frames
-            .first()
-            .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
-        if !first.keyframe {
-            return Err(Error::Decode("decoding must start at a keyframe".into()));
-        }
+        starts_at_keyframe(frames)?;
         // openh264 keeps pictures of a call that decoded past the keyframe referenced in its
         // reordering queue even after flushing, and the next such call then runs out of picture
         // buffers ("Native:16384", dsOutOfMemory, on B-frame streams). A keyframe-only call

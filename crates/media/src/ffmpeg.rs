@@ -179,12 +179,7 @@ impl Decoder for FfmpegDecoder {
         display: (u32, u32),
         out: &mut Picture,
     ) -> Result<()> {
-        let first = frames
-            .first()
-            .ok_or_else(|| Error::Decode("no frames to decode".into()))?;
-        if !first.keyframe {
-            return Err(Error::Decode("decoding must start at a keyframe".into()));
-        }
+        crate::decode::starts_at_keyframe(frames)?;
         let result = self.run(config, frames, display, out);
         if result.is_err() {
             // Whatever state a broken stream left behind goes with the context.
