@@ -203,19 +203,18 @@ mod ffmpeg {
         };
         // The same decoder, and the same picture buffers, for every stream.
         let mut p = media::decode::Picture::empty();
+        let sequence = [
+            ("bt709", &bt709, &bt709_frames, Some(tagged)),
+            ("untagged", &plain, &plain_frames, None),
+            ("full range", &full, &full_frames, Some(full_range)),
+            ("untagged", &plain, &plain_frames, None),
+        ];
         for _ in 0..2 {
-            d.decode_into(&bt709, &bt709_frames[..1], (64, 48), &mut p)
-                .unwrap();
-            assert_eq!(p.colour, Some(tagged));
-            d.decode_into(&plain, &plain_frames[..1], (64, 48), &mut p)
-                .unwrap();
-            assert_eq!(p.colour, None);
-            d.decode_into(&full, &full_frames[..1], (64, 48), &mut p)
-                .unwrap();
-            assert_eq!(p.colour, Some(full_range));
-            d.decode_into(&plain, &plain_frames[..1], (64, 48), &mut p)
-                .unwrap();
-            assert_eq!(p.colour, None);
+            for (name, config, frames, colour) in &sequence {
+                d.decode_into(config, &frames[..1], (64, 48), &mut p)
+                    .unwrap();
+                assert_eq!(p.colour, *colour, "{name} stream");
+            }
         }
         // Garbage after a valid keyframe fails cleanly, and the decoder recovers.
         let mut bad = hevc_frames[0].clone();
