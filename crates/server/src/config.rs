@@ -44,6 +44,9 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Seconds a connected publisher may send nothing before it is dropped.
     pub rtmp_idle_timeout_s: u64,
+    /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
+    /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
+    pub rtmp_merge_read_ms: u64,
     /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
     pub log: String,
     /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
@@ -98,6 +101,7 @@ impl Default for Settings {
             max_access_unit_bytes: 8 * 1024 * 1024,
             max_request_bytes: 64 * 1024,
             rtmp_idle_timeout_s: 30,
+            rtmp_merge_read_ms: ingest::rtmp::server::DEFAULT_MERGE_READ.as_millis() as u64,
             log: "info".to_string(),
             storage: HashMap::new(),
             source_ids: HashMap::new(),
@@ -176,6 +180,9 @@ pub struct ServeArgs {
     /// Seconds before a silent publisher is dropped [default: 30].
     #[arg(long, env = "LIVESNAP_RTMP_IDLE_TIMEOUT_S")]
     pub rtmp_idle_timeout_s: Option<u64>,
+    /// Merged read for RTMP publishers in ms, 0 = off [default: 40].
+    #[arg(long, env = "LIVESNAP_RTMP_MERGE_READ_MS")]
+    pub rtmp_merge_read_ms: Option<u64>,
     /// Log filter [default: info].
     #[arg(long, env = "LIVESNAP_LOG")]
     pub log: Option<String>,
@@ -264,6 +271,7 @@ impl ServeArgs {
             max_access_unit_bytes,
             max_request_bytes,
             rtmp_idle_timeout_s,
+            rtmp_merge_read_ms,
             spool_max_bytes,
             retention_sweep_s,
             callback_max_attempts,
@@ -321,6 +329,12 @@ impl Settings {
                 ));
             }
             let _ = cfg;
+        }
+        let max_merge = ingest::rtmp::server::MAX_MERGE_READ.as_millis() as u64;
+        if self.rtmp_merge_read_ms > max_merge {
+            return Err(format!(
+                "rtmp_merge_read_ms must be at most {max_merge} (it delays every frame that much)"
+            ));
         }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
@@ -386,6 +400,24 @@ mod tests {
         .settings()
         .unwrap_err();
         assert!(err.contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn merged_read_defaults_on_and_is_bounded() {
+        let s = ServeArgs::default().settings().unwrap();
+        assert_eq!(s.rtmp_merge_read_ms, 40);
+        let off = ServeArgs {
+            rtmp_merge_read_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.settings().unwrap().rtmp_merge_read_ms, 0);
+        let err = ServeArgs {
+            rtmp_merge_read_ms: Some(5000),
+            ..Default::default()
+        }
+        .settings()
+        .unwrap_err();
+        assert!(err.contains("rtmp_merge_read_ms"), "{err}");
     }
 
     #[test]

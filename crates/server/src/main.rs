@@ -124,6 +124,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         max_connections: settings.max_connections,
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
         max_access_unit_bytes: settings.max_access_unit_bytes,
+        merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
         ..RtmpConfig::default()
     };
     tokio::spawn(ingest::rtmp::server::serve(

@@ -27,6 +27,8 @@ pub struct Recording {
     pub setup: Vec<u8>,
     /// The video messages of each GOP.
     pub gops: Vec<Vec<u8>>,
+    /// Where each frame's message ends in its GOP's bytes.
+    pub frame_ends: Vec<usize>,
     /// Frames per GOP.
     pub frames_per_gop: usize,
 }
@@ -126,13 +128,16 @@ pub fn record(gops: usize) -> Recording {
     header.extend_from_slice(&avcc_record(&config));
     tag(header, 0, &mut setup);
     let mut recorded = Vec::with_capacity(gops);
+    let mut frame_ends = Vec::new();
     let mut n = 0u32;
     for _ in 0..gops {
         let mut gop = Vec::new();
+        frame_ends.clear();
         for f in &frames {
             let mut body = vec![if f.keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0];
             body.extend_from_slice(&f.data);
             tag(body, n * FRAME_MS, &mut gop);
+            frame_ends.push(gop.len());
             n += 1;
         }
         recorded.push(gop);
@@ -140,6 +145,7 @@ pub fn record(gops: usize) -> Recording {
     Recording {
         setup,
         gops: recorded,
+        frame_ends,
         frames_per_gop: frames.len(),
     }
 }
