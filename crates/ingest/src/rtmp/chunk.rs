@@ -11,17 +11,12 @@
 //! reusable read buffer ([`ChunkReader::read_buffer`]); each chunk's payload is copied once, into
 //! its chunk stream's slab, where the message becomes contiguous (chunk headers sit between the
 //! pieces); a whole message is split off the slab as [`Bytes`], so messages share the slab's
-//! allocation and whatever is cut from them later (a frame) is a slice of it. A filled slab is
-//! kept, and written over again once every message cut from it has been dropped: the hub holds a
-//! GOP, so a chunk stream cycles through the few slabs a GOP spans and, once it has them,
-//! allocates nothing. Freeing them instead would cost more than the allocation: a slab is larger
-//! than malloc's mmap threshold (see the server's `malloc` module), so every new one is fresh
-//! pages that the kernel zeroes on first touch (on the VM measured, page faults and `clear_page`
-//! were a quarter of the ingest CPU before the slabs were kept). A slice kept for long keeps its
+//! allocation and whatever is cut from them later (a frame) is a slice of it. A slab is written
+//! over again once every message cut from it has been dropped, so a new one is allocated only
+//! while the consumer still holds messages of the last two (the hub holds a GOP); a slab holds
+//! some 32 average messages, so even then allocations are rare. A slice kept for long keeps its
 //! whole slab: what a consumer keeps for the life of a stream (a sequence header) should be
 //! copied out, as [`super::session`] does.
-
-use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -43,17 +38,11 @@ const MIN_READ_ROOM: usize = 16 * 1024;
 /// the stream has delivered anything: a 16 MiB length costs nothing until its bytes arrive.
 const MIN_SLAB_BYTES: usize = 16 * 1024;
 /// Largest slab allocated ahead of the bytes that fill it, and kept for the next messages (one
-/// grown for a longer message is let go with it).
+/// grown for a longer message is let go with it): a chunk stream keeps two at most.
 const MAX_SLAB_BYTES: usize = 4 * 1024 * 1024;
 /// A new slab holds about this many messages of the chunk stream's average length, so
 /// allocations are amortized over many frames.
 const MESSAGES_PER_SLAB: usize = 32;
-/// Filled slabs a chunk stream keeps for reuse besides the one it writes. A slab holds about a
-/// second of 30 fps video and the hub holds one GOP, so this covers GOPs up to about 7 s; a
-/// longer GOP allocates a slab now and then, as before this rotation existed. The
-/// memory kept is what the GOP held at its largest, and the oldest spare is let go first, so a
-/// slab pinned by a long-lived slice leaves the rotation.
-const MAX_SPARE_SLABS: usize = 8;
 
 /// One whole message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +92,8 @@ impl Slab {
 #[derive(Debug, Default)]
 struct Assembler {
     slab: Slab,
-    /// Slabs filled before this one, oldest first, each reused once the messages cut from it are
-    /// all dropped.
-    spares: VecDeque<Slab>,
+    /// The slab before this one, reused once the messages cut from it are all dropped.
+    spare: Option<Slab>,
     /// Average message length (moving, over about `MESSAGES_PER_SLAB` messages); sizes new
     /// slabs.
     average: usize,
@@ -157,22 +145,22 @@ impl Assembler {
         if self.slab.room() >= additional || self.slab.reclaim(additional) {
             return;
         }
-        let need = self.len() + additional;
-        let reusable = self.spares.iter_mut().position(|spare| spare.reclaim(need));
-        let mut slab = match reusable.and_then(|i| self.spares.remove(i)) {
-            Some(spare) => spare,
-            None => Slab::with_capacity(self.slab_size().max(need)),
-        };
+        if self.len() == 0 {
+            if let Some(spare) = self.spare.as_mut() {
+                if spare.reclaim(additional) {
+                    std::mem::swap(&mut self.slab, spare);
+                    return;
+                }
+            }
+        }
+        let mut slab = Slab::with_capacity(self.slab_size().max(self.len() + additional));
         slab.buf.extend_from_slice(&self.slab.buf);
         let mut old = std::mem::replace(&mut self.slab, slab);
-        if old.size <= MAX_SLAB_BYTES && old.size > 0 {
+        // The slab just filled becomes the spare; the spare before is let go (what still holds
+        // its messages keeps it alive), so one long-lived slice cannot pin the spare for good.
+        if old.size <= MAX_SLAB_BYTES {
             old.buf.clear();
-            self.spares.push_back(old);
-            if self.spares.len() > MAX_SPARE_SLABS {
-                // What still holds the oldest spare's messages keeps it alive; the stream lets
-                // it go, so one long-lived slice cannot pin a place in the rotation for good.
-                self.spares.pop_front();
-            }
+            self.spare = Some(old);
         }
     }
 }
