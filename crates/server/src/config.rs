@@ -180,7 +180,7 @@ pub struct ServeArgs {
     /// Seconds before a silent publisher is dropped [default: 30].
     #[arg(long, env = "LIVESNAP_RTMP_IDLE_TIMEOUT_S")]
     pub rtmp_idle_timeout_s: Option<u64>,
-    /// Merged read for RTMP publishers in ms, 0 = off [default: 40].
+    /// Merged read for RTMP publishers in ms, 0 = off [default: 0].
     #[arg(long, env = "LIVESNAP_RTMP_MERGE_READ_MS")]
     pub rtmp_merge_read_ms: Option<u64>,
     /// Log filter [default: info].
@@ -403,14 +403,14 @@ mod tests {
     }
 
     #[test]
-    fn merged_read_defaults_on_and_is_bounded() {
+    fn merged_read_defaults_off_and_is_bounded() {
         let s = ServeArgs::default().settings().unwrap();
-        assert_eq!(s.rtmp_merge_read_ms, 40);
-        let off = ServeArgs {
-            rtmp_merge_read_ms: Some(0),
+        assert_eq!(s.rtmp_merge_read_ms, 0);
+        let on = ServeArgs {
+            rtmp_merge_read_ms: Some(40),
             ..Default::default()
         };
-        assert_eq!(off.settings().unwrap().rtmp_merge_read_ms, 0);
+        assert_eq!(on.settings().unwrap().rtmp_merge_read_ms, 40);
         let err = ServeArgs {
             rtmp_merge_read_ms: Some(5000),
             ..Default::default()

@@ -51,9 +51,12 @@ impl Default for RtmpConfig {
     }
 }
 
-/// The default merged-read period: at 30 fps one wakeup per frame of every stream becomes one
-/// per tick for all of them; 40 ms of latency is nothing next to a GOP.
-pub const DEFAULT_MERGE_READ: Duration = Duration::from_millis(40);
+/// The default merged-read period: off. At 40 ms it cut context switches 3x and ingest CPU by
+/// about 40 % with 8 ffmpeg publishers, but the bursts it makes (every stream's frames, and so
+/// its due pictures, on the same tick) cost about 5 points of saturation (76 % against 80-82 %
+/// of the limit, 720p, alternated twice; docs/performance.md): a setting for many light
+/// publishers, not a default.
+pub const DEFAULT_MERGE_READ: Duration = Duration::ZERO;
 /// Longest merged-read period accepted.
 pub const MAX_MERGE_READ: Duration = Duration::from_secs(1);
 
