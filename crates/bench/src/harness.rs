@@ -255,14 +255,30 @@ impl Load {
         tags: Arc<Vec<VideoTag>>,
         warmup: Duration,
     ) -> Result<Load, String> {
+        Self::start_each(rt, vec![rtmp.to_string(); n], tags, warmup, Duration::ZERO)
+    }
+
+    /// Like [`Load::start`], publisher i to `addrs[i]`, each retrying its connection for up to
+    /// `connect_wait` (a listener that is still starting refuses it).
+    pub fn start_each(
+        rt: &tokio::runtime::Runtime,
+        addrs: Vec<String>,
+        tags: Arc<Vec<VideoTag>>,
+        warmup: Duration,
+        connect_wait: Duration,
+    ) -> Result<Load, String> {
+        let n = addrs.len();
         let stats = Arc::new(publisher::Stats::default());
         let step = STAGGER / n.max(1) as u32;
-        let tasks = (0..n)
-            .map(|i| {
-                let (addr, tags, stats) = (rtmp.to_string(), tags.clone(), stats.clone());
+        let tasks = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let (tags, stats) = (tags.clone(), stats.clone());
                 rt.spawn(async move {
                     tokio::time::sleep(step * i as u32).await;
-                    publisher::publish(addr, "live".into(), format!("s{i}"), tags, stats).await
+                    let stream = format!("s{i}");
+                    publisher::publish(addr, "live".into(), stream, tags, stats, connect_wait).await
                 })
             })
             .collect();

@@ -3,8 +3,10 @@
 //!
 //! Per resolution (720p, 1080p): the limit (decode + encode in-process), ingest only, periodic
 //! pictures (template every 5 s), on demand (HTTP clients, cache hits and misses apart), the
-//! ffmpeg baseline (a) `-vf fps=1/5` and (b) the same with `-skip_frame nokey`, and saturation
-//! (pictures/s when asked for more than the server can make, and the largest N at 5 s). Writes
+//! ffmpeg baseline (a) `-vf fps=1/5` and (b) the same with `-skip_frame nokey`, each reading the
+//! stream over RTMP (from the load generator, as peers document it) and from the file, and
+//! saturation (pictures/s when asked for more than the server can make, and the largest N at
+//! 5 s). Writes
 //! a Markdown report (see `report`).
 
 mod flv;
@@ -27,6 +29,7 @@ use clap::{Parser, ValueEnum};
 
 use input::Resolution;
 use report::{ResolutionResult, RunInfo};
+use scenarios::BaselineInput;
 
 /// Seconds publishers run before a window starts (connect, first keyframe, first picture).
 const WARMUP_S: u64 = 3;
@@ -359,13 +362,27 @@ fn run_resolution(
             .map(|rows| out.rows.extend(rows));
         record(&mut out, "on demand", r);
     }
+    // Over RTMP as peers document it, and from the file as the previous runs measured it (no
+    // network input: the cheapest a baseline can be).
+    let rtmp = BaselineInput::Rtmp(&camera.tags);
+    let file = BaselineInput::File(&camera.path);
     let baselines = [
-        ("ffmpeg (a) -vf fps=1/5", false),
-        ("ffmpeg (b) -skip_frame nokey -vf fps=1/5", true),
+        ("ffmpeg (a) -i rtmp:// -vf fps=1/5", false, rtmp),
+        (
+            "ffmpeg (b) -skip_frame nokey -i rtmp:// -vf fps=1/5",
+            true,
+            rtmp,
+        ),
+        ("ffmpeg (a) -re -i file -vf fps=1/5", false, file),
+        (
+            "ffmpeg (b) -skip_frame nokey -re -i file -vf fps=1/5",
+            true,
+            file,
+        ),
     ];
     if wants(Scenario::Baseline) {
-        for (label, skip) in baselines {
-            let r = scenarios::ffmpeg_baseline(ctx, tag, label, skip, &camera.path, n)
+        for (label, skip, input) in baselines {
+            let r = scenarios::ffmpeg_baseline(ctx, tag, label, skip, input, n)
                 .map(|row| out.rows.push(row));
             record(&mut out, label, r);
         }
@@ -374,7 +391,9 @@ fn run_resolution(
         // The machine's speed drifts (other VMs on the host; no steal time shows it), so the
         // ratios are measured again in tight rounds of the four windows they need.
         for round in 2..=rounds {
-            eprintln!("[bench] {tag} round {round} of {rounds}: ingest, periodic, (a), (b)");
+            eprintln!(
+                "[bench] {tag} round {round} of {rounds}: ingest, periodic, (a) and (b) over RTMP"
+            );
             let r = (|| {
                 let mut rows = vec![scenarios::ingest(ctx, tag, &camera.tags, n)?];
                 rows.push(scenarios::periodic(
@@ -385,15 +404,13 @@ fn run_resolution(
                     n,
                     scenarios::PICTURE_INTERVAL_S,
                 )?);
-                for (label, skip) in baselines {
-                    rows.push(scenarios::ffmpeg_baseline(
-                        ctx,
-                        tag,
-                        label,
-                        skip,
-                        &camera.path,
-                        n,
-                    )?);
+                // The file-fed baselines are the reference of earlier runs; one round of them
+                // is enough to compare, the rounds are for the ratios that count.
+                let rtmp_only = baselines
+                    .iter()
+                    .filter(|(_, _, input)| matches!(input, BaselineInput::Rtmp(_)));
+                for &(label, skip, input) in rtmp_only {
+                    rows.push(scenarios::ffmpeg_baseline(ctx, tag, label, skip, input, n)?);
                 }
                 out.extra_rounds.push(rows);
                 Ok(())

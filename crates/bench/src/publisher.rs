@@ -25,17 +25,27 @@ pub struct Stats {
     pub max_late_ms: AtomicU64,
 }
 
-/// Publishes `tags` to `rtmp://addr/app/stream` until the task is aborted.
+/// Pause between two connection attempts to a listener that is not up yet.
+const CONNECT_RETRY: Duration = Duration::from_millis(50);
+
+/// Publishes `tags` to `rtmp://addr/app/stream` until the task is aborted, retrying a refused
+/// connection for up to `connect_wait`.
 pub async fn publish(
     addr: String,
     app: String,
     stream: String,
     tags: Arc<Vec<VideoTag>>,
     stats: Arc<Stats>,
+    connect_wait: Duration,
 ) -> Result<(), String> {
-    let mut sock = TcpStream::connect(&addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let give_up = Instant::now() + connect_wait;
+    let mut sock = loop {
+        match TcpStream::connect(&addr).await {
+            Ok(sock) => break sock,
+            Err(_) if Instant::now() < give_up => tokio::time::sleep(CONNECT_RETRY).await,
+            Err(e) => return Err(format!("connect {addr}: {e}")),
+        }
+    };
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
 

@@ -204,6 +204,7 @@ pub fn render(run: &RunInfo, results: &[ResolutionResult]) -> String {
     }
     let _ = writeln!(w, "- CPU % = utime+stime from /proc/<pid>/stat over the window (100 % = one core); PSS from /proc/<pid>/smaps_rollup at the end of the window, summed over processes; always of the server (or the ffmpeg processes), never of the load generator");
     let _ = writeln!(w, "- the load generator (one process: rml_rtmp publishers, HTTP clients) runs on the same {} cores and is not counted; publishers start spread over 2 s (one GOP), so streams' keyframes do not coincide", run.cores);
+    let _ = writeln!(w, "- baselines: N ffmpeg processes `ffmpeg [-skip_frame nokey] INPUT -vf fps=1/5 -q:v 3 -f image2 -update 1 out_i.jpg`; INPUT is either `-listen 1 -i rtmp://127.0.0.1:PORT/live/s{{i}}`, each fed by the same load generator as livesnap (peers document `ffmpeg -i rtmp://...` against a media server; here there is no server in between, so its relay costs nothing), or `-re -stream_loop -1 -i input.flv` (no network input: the cheapest a baseline can be); pictures counted from `-progress`");
     let _ = writeln!(w, "- on demand: `GET /v1/streams/live/s{{i}}/snapshot.jpg` (full size, quality 85) for a random i, keep-alive connections; \"light\" is one client sending 10 requests/s, \"K clients\" send back to back; latency = request sent to body read, split by `X-Livesnap-Cache` (`hit` includes requests that waited for another request's decode)");
     let _ = writeln!(w, "- limit: in-process (livesnap-media, no server) median time of one keyframe decode (reused decoder) and one full-size JPEG q85 encode, for the input's first keyframe (as specified) and for each of its keyframes (their mean is what the server faces, as publishers loop the input); each op's own time is the lower of its median wall and median process CPU time (the same on a quiet machine; CPU time when other processes took the core); limit = cores / (decode + encode)");
     let _ = writeln!(w, "- saturation method: pictures are taken only at keyframes, so with a 2 s GOP a stream offers at most 0.5 pictures/s whatever the interval (>= 1 s), and saturating the decoder would take ~2 x limit streams whose publishers and ingest would use the very cores measured. Instead a fixed N publish an all-intra version of the input (every frame an IDR, about the size of the camera stream's mean keyframe; its limit is the mean over 5 of its frames) and a template `every_n_frames: k` offers N x 30 / k pictures/s; publishers and ingest cost the same at every step, only the picture rate changes. Steps at about 0.5, 0.8, 1, 1.25, 1.6 and 2 x the limit, each on a fresh server ({} s window), until one falls behind (made < {:.0} % of due, or lag p99 > max(interval, {:.0} s)); if the first does, the rate is halved, at most twice, to find one that keeps up. The largest N at interval 5 s is then derived as saturation pictures/s x 5 and checked with the camera-like input (capped at --max-streams {})",
@@ -446,11 +447,14 @@ fn rounds_table(w: &mut String, r: &ResolutionResult) {
             c.periodic
         );
         let bound = c.bound(r.limit_all.as_ref());
-        for (k, (_, b)) in c.baselines.iter().enumerate() {
+        // By name: a later round may measure only some of the first round's baselines.
+        for (name, v) in names.iter().zip(ratios.iter_mut()) {
+            let Some((_, b)) = c.baselines.iter().find(|(n, _)| n == name) else {
+                line += " - | - | - |";
+                continue;
+            };
             if c.periodic > 0.0 {
-                if let Some(v) = ratios.get_mut(k) {
-                    v.push(b / c.periodic);
-                }
+                v.push(b / c.periodic);
             }
             line += &format!(
                 " {b:.2} | {} | {} |",
