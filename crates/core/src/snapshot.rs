@@ -213,7 +213,8 @@ pub struct SnapshotCounters {
 }
 
 /// A pooled decoder with the picture it decodes into: both keep their buffers between pictures,
-/// so a busy server reuses memory instead of faulting fresh pages in for every picture.
+/// so a busy server reuses memory instead of faulting fresh pages in for every picture. A backend
+/// that hands over its own frame (libavcodec) never touches the picture, which stays empty.
 struct Worker {
     decoder: Box<dyn Decoder>,
     picture: Picture,
@@ -357,19 +358,29 @@ impl Snapshotter {
                     };
                     let Worker {
                         decoder,
-                        picture: pic,
+                        picture: scratch,
                     } = &mut worker;
+                    // Encoded where the decoder left it: with libavcodec, its own frame.
+                    let mut made = None;
                     let result = decoder
-                        .decode_into(
+                        .decode_then(
                             &params.config,
                             &frames,
                             (params.sps.width, params.sps.height),
-                            pic,
+                            scratch,
+                            &mut |mut planes| {
+                                let size = options.output_size(planes.width, planes.height)?;
+                                let bytes = picture::encode_planes(
+                                    &mut planes,
+                                    params.sps.colour,
+                                    &options,
+                                )?;
+                                made = Some((bytes, size));
+                                Ok(())
+                            },
                         )
                         .and_then(|()| {
-                            let size = options.output_size(pic.width, pic.height)?;
-                            let bytes = picture::encode(pic, params.sps.colour, &options)?;
-                            Ok((bytes, size))
+                            made.ok_or_else(|| media::Error::Encode("nothing was encoded".into()))
                         });
                     (worker, result)
                 })

@@ -95,6 +95,82 @@ impl Picture {
     }
 }
 
+impl Picture {
+    /// This picture's planes, as a decoder hands them to [`Decoder::decode_then`].
+    pub fn planes(&mut self) -> Planes<'_> {
+        let (y_stride, c_stride) = (self.width as usize, self.chroma_width() as usize);
+        Planes {
+            width: self.width,
+            height: self.height,
+            y: (&mut self.y, y_stride),
+            u: (&mut self.u, c_stride),
+            v: (&mut self.v, c_stride),
+            colour: self.colour,
+        }
+    }
+}
+
+/// A decoded 8-bit 4:2:0 picture's planes where they lie: in a [`Picture`], or in the decoder's
+/// own frame (libavcodec), so that encoding needs no copy. Each plane is given with its stride
+/// (bytes from one row to the next, at least the row's width); writable, since the JPEG path
+/// stretches limited range in place.
+pub struct Planes<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Luma and its stride.
+    pub y: (&'a mut [u8], usize),
+    /// Cb and its stride (`ceil(width/2)` x `ceil(height/2)` samples).
+    pub u: (&'a mut [u8], usize),
+    /// Cr and its stride.
+    pub v: (&'a mut [u8], usize),
+    /// The colour the decoder found in the bitstream, as in [`Picture::colour`].
+    pub colour: Option<Colour>,
+}
+
+impl Planes<'_> {
+    /// Width of the chroma planes.
+    pub fn chroma_width(&self) -> u32 {
+        self.width.div_ceil(2)
+    }
+
+    /// Height of the chroma planes.
+    pub fn chroma_height(&self) -> u32 {
+        self.height.div_ceil(2)
+    }
+
+    /// Fails unless every plane holds its rows at its stride: what the encoders rely on.
+    pub fn check(&self) -> Result<()> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (cw, ch) = (self.chroma_width() as usize, self.chroma_height() as usize);
+        let fits = |(plane, stride): &(&mut [u8], usize), w: usize, h: usize| {
+            h == 0 || (*stride >= w && plane.len() >= stride * (h - 1) + w)
+        };
+        if fits(&self.y, w, h) && fits(&self.u, cw, ch) && fits(&self.v, cw, ch) {
+            Ok(())
+        } else {
+            Err(Error::Decode(
+                "decoded planes smaller than the picture's size".into(),
+            ))
+        }
+    }
+
+    /// A tightly packed copy of the picture.
+    pub fn to_picture(&self) -> Result<Picture> {
+        self.check()?;
+        let mut p = Picture::from_planes(
+            self.width,
+            self.height,
+            (&self.y.0[..], self.y.1),
+            (&self.u.0[..], self.u.1),
+            (&self.v.0[..], self.v.1),
+        )?;
+        p.colour = self.colour;
+        Ok(p)
+    }
+}
+
 /// Something that turns compressed access units into a picture.
 pub trait Decoder: Send {
     /// Decodes `frames` (decode order, the first one a keyframe) with `config`'s parameter sets
@@ -107,6 +183,22 @@ pub trait Decoder: Send {
         display: (u32, u32),
         out: &mut Picture,
     ) -> Result<()>;
+
+    /// Decodes like [`Decoder::decode_into`] and hands the picture to `use_it` where the decoder
+    /// holds it: a backend that keeps its own frame (libavcodec) hands that over, so a picture
+    /// encoded here is never copied and `scratch` stays empty; the others decode into `scratch`
+    /// (reusing its buffers). `use_it` is not called when decoding fails.
+    fn decode_then(
+        &mut self,
+        config: &VideoConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+        scratch: &mut Picture,
+        use_it: &mut dyn FnMut(Planes<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.decode_into(config, frames, display, scratch)?;
+        use_it(scratch.planes())
+    }
 
     /// Like [`Decoder::decode_into`], into a new picture.
     fn decode(

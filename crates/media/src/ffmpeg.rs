@@ -18,7 +18,7 @@ use std::sync::Once;
 
 use ffmpeg_next as ff;
 
-use crate::decode::{Decoder, Picture};
+use crate::decode::{Decoder, Picture, Planes};
 use crate::sps::{Colour, Matrix};
 use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
 
@@ -138,15 +138,21 @@ impl FfmpegDecoder {
         have
     }
 
-    fn run(
-        &mut self,
-        config: &VideoConfig,
-        frames: &[Frame],
-        display: (u32, u32),
-        out: &mut Picture,
-    ) -> Result<()> {
+    /// Decodes `frames` and returns the newest picture's frame, which holds the only reference
+    /// to its buffers (the context is flushed); on error the context is dropped.
+    fn decode_frame(&mut self, config: &VideoConfig, frames: &[Frame]) -> Result<ff::frame::Video> {
+        crate::decode::starts_at_keyframe(frames)?;
+        let result = self.run(config, frames);
+        if result.is_err() {
+            // Whatever state a broken stream left behind goes with the context.
+            self.open = None;
+        }
+        result
+    }
+
+    fn run(&mut self, config: &VideoConfig, frames: &[Frame]) -> Result<ff::frame::Video> {
         self.ready(config.codec())?;
-        // Two frames, swapped: only the newest picture is copied out, once, at the end.
+        // Two frames, swapped: only the newest picture is kept.
         let (mut spare, mut newest) = (ff::frame::Video::empty(), ff::frame::Video::empty());
         let mut have = false;
         for (i, frame) in frames.iter().enumerate() {
@@ -167,7 +173,7 @@ impl FfmpegDecoder {
         if !have {
             return Err(Error::Decode("the decoder produced no picture".into()));
         }
-        copy_frame(&newest, display, out)
+        Ok(newest)
     }
 }
 
@@ -179,18 +185,39 @@ impl Decoder for FfmpegDecoder {
         display: (u32, u32),
         out: &mut Picture,
     ) -> Result<()> {
-        crate::decode::starts_at_keyframe(frames)?;
-        let result = self.run(config, frames, display, out);
-        if result.is_err() {
-            // Whatever state a broken stream left behind goes with the context.
-            self.open = None;
-        }
-        result
+        let mut frame = self.decode_frame(config, frames)?;
+        let planes = planes_of(&mut frame, display)?;
+        out.copy_planes(
+            planes.width,
+            planes.height,
+            (&planes.y.0[..], planes.y.1),
+            (&planes.u.0[..], planes.u.1),
+            (&planes.v.0[..], planes.v.1),
+        )?;
+        out.colour = planes.colour;
+        Ok(())
+    }
+
+    /// Hands over libavcodec's own frame: no copy, and `scratch` is left alone. The frame's
+    /// buffers go back to the context's pool when `use_it` returns.
+    fn decode_then(
+        &mut self,
+        config: &VideoConfig,
+        frames: &[Frame],
+        display: (u32, u32),
+        _scratch: &mut Picture,
+        use_it: &mut dyn FnMut(Planes<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut frame = self.decode_frame(config, frames)?;
+        use_it(planes_of(&mut frame, display)?)
     }
 }
 
-/// Copies a decoded 8-bit 4:2:0 frame, with the colour it reports.
-fn copy_frame(frame: &ff::frame::Video, display: (u32, u32), out: &mut Picture) -> Result<()> {
+/// The planes of a decoded 8-bit 4:2:0 frame, cropped to at most `display`, with the colour it
+/// reports; made writable first (a copy only if libavcodec still shares the buffers, which it
+/// does not once flushed).
+#[allow(unsafe_code)]
+fn planes_of(frame: &mut ff::frame::Video, display: (u32, u32)) -> Result<Planes<'_>> {
     use ff::format::Pixel;
     let full_range_format = match frame.format() {
         Pixel::YUV420P => false,
@@ -201,15 +228,69 @@ fn copy_frame(frame: &ff::frame::Video, display: (u32, u32), out: &mut Picture) 
             )))
         }
     };
+    let colour = frame_colour(frame, full_range_format);
     let width = frame.width().min(display.0);
     let height = frame.height().min(display.1);
-    out.copy_planes(
-        width,
-        height,
-        (frame.data(0), frame.stride(0)),
-        (frame.data(1), frame.stride(1)),
-        (frame.data(2), frame.stride(2)),
-    )?;
+    let rows = [
+        frame.height(),
+        frame.height().div_ceil(2),
+        frame.height().div_ceil(2),
+    ];
+    // SAFETY: the frame is a decoded, reference-counted picture owned by `frame`, which this
+    // borrow keeps alive and unaliased. av_frame_make_writable leaves it with buffers of its
+    // own (copying them if shared). For YUV420P the three planes are disjoint regions of
+    // `rows[i]` lines of `linesize[i]` bytes each, so three mutable slices over them do not
+    // overlap.
+    unsafe {
+        let ptr = frame.as_mut_ptr();
+        if ff::ffi::av_frame_make_writable(ptr) < 0 {
+            return Err(Error::Decode(
+                "cannot make the decoded frame writable".into(),
+            ));
+        }
+        let planes = Planes {
+            width,
+            height,
+            y: plane(ptr, 0, rows[0])?,
+            u: plane(ptr, 1, rows[1])?,
+            v: plane(ptr, 2, rows[2])?,
+            colour,
+        };
+        planes.check()?;
+        Ok(planes)
+    }
+}
+
+/// Plane `i` of a frame: `rows` lines at the frame's stride.
+///
+/// # Safety
+/// `frame` must be a valid frame whose plane `i` holds `rows` lines, not otherwise borrowed for
+/// `'a`.
+#[allow(unsafe_code)]
+unsafe fn plane<'a>(
+    frame: *mut ff::ffi::AVFrame,
+    i: usize,
+    rows: u32,
+) -> Result<(&'a mut [u8], usize)> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let stride = usize::try_from((*frame).linesize[i])
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Error::Decode("decoded frame with a negative stride".into()))?;
+        let data = (*frame).data[i];
+        if data.is_null() {
+            return Err(Error::Decode("decoded frame without a plane".into()));
+        }
+        Ok((
+            std::slice::from_raw_parts_mut(data, stride * rows as usize),
+            stride,
+        ))
+    }
+}
+
+/// The colour a decoded frame reports, when it reports one.
+fn frame_colour(frame: &ff::frame::Video, full_range_format: bool) -> Option<Colour> {
     let matrix = match frame.color_space() {
         ff::color::Space::BT709 => Some(Matrix::Bt709),
         ff::color::Space::BT470BG | ff::color::Space::SMPTE170M => Some(Matrix::Bt601),
@@ -218,12 +299,12 @@ fn copy_frame(frame: &ff::frame::Video, display: (u32, u32), out: &mut Picture) 
     };
     let full_range = full_range_format || frame.color_range() == ff::color::Range::JPEG;
     // Only what the bitstream states overrides the SPS reading; an unspecified matrix keeps it.
-    out.colour = matrix.map(|matrix| Colour { matrix, full_range });
-    if out.colour.is_none() && full_range {
-        out.colour = Some(Colour {
+    match matrix {
+        Some(matrix) => Some(Colour { matrix, full_range }),
+        None if full_range => Some(Colour {
             matrix: Matrix::Bt601,
             full_range,
-        });
+        }),
+        None => None,
     }
-    Ok(())
 }

@@ -1,11 +1,13 @@
 //! From a decoded [`Picture`] to image bytes: colour conversion honouring the stream's matrix and
 //! range, optional scaling, and JPEG or PNG encoding.
 
+use std::borrow::Cow;
+
 use fast_image_resize::images::Image;
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use yuvutils_rs::{YuvPlanarImage, YuvRange, YuvStandardMatrix};
 
-use crate::decode::Picture;
+use crate::decode::{Picture, Planes};
 use crate::sps::{Colour, Matrix};
 use crate::{Error, Result};
 
@@ -113,16 +115,58 @@ impl EncodeOptions {
 
 /// Converts 4:2:0 YUV to packed RGB8 with the given colour description.
 pub fn to_rgb(picture: &Picture, colour: Colour) -> Result<Vec<u8>> {
-    let (w, h) = (picture.width, picture.height);
+    let cw = picture.chroma_width() as usize;
+    let size = (picture.width, picture.height);
+    yuv_to_rgb(
+        size,
+        [
+            (&picture.y, size.0 as usize),
+            (&picture.u, cw),
+            (&picture.v, cw),
+        ],
+        colour,
+    )
+}
+
+/// A plane's `w` x `h` picture, tightly packed: borrowed when it already is.
+pub(crate) fn packed(plane: &[u8], stride: usize, (w, h): (usize, usize)) -> Cow<'_, [u8]> {
+    if stride == w {
+        return Cow::Borrowed(&plane[..w * h]);
+    }
+    let mut out = Vec::with_capacity(w * h);
+    for row in plane.chunks(stride).take(h) {
+        out.extend_from_slice(&row[..w]);
+    }
+    Cow::Owned(out)
+}
+
+/// [`to_rgb`] of planes given with their strides.
+pub(crate) fn yuv_to_rgb(
+    (w, h): (u32, u32),
+    [y, u, v]: [(&[u8], usize); 3],
+    colour: Colour,
+) -> Result<Vec<u8>> {
+    // With an odd width the conversion's output depends on the byte after each luma row (seen
+    // as different JPEGs of equal planes: test `a_picture_encoded_where_the_decoder_left_it_is_
+    // the_copy_encoded`). Packed, that byte is the next row's first wherever the planes came
+    // from, so a picture converts the same from a decoder's frame as from a copy.
+    if w & 1 == 1 && y.1 != w as usize {
+        let (cw, ch) = (w.div_ceil(2) as usize, h.div_ceil(2) as usize);
+        let luma = packed(y.0, y.1, (w as usize, h as usize));
+        let (u, v) = (packed(u.0, u.1, (cw, ch)), packed(v.0, v.1, (cw, ch)));
+        return yuv_to_rgb((w, h), [(&luma, w as usize), (&u, cw), (&v, cw)], colour);
+    }
     let mut rgb = vec![0u8; w as usize * h as usize * 3];
-    let cw = picture.chroma_width();
+    let stride = |s: usize| {
+        u32::try_from(s).map_err(|_| Error::Encode(format!("plane stride {s} too large")))
+    };
     let planar = YuvPlanarImage {
-        y_plane: &picture.y,
-        y_stride: w,
-        u_plane: &picture.u,
-        u_stride: cw,
-        v_plane: &picture.v,
-        v_stride: cw,
+        y_plane: y.0,
+        y_stride: stride(y.1)?,
+        u_plane: u.0,
+        u_stride: stride(u.1)?,
+        v_plane: v.0,
+        v_stride: stride(v.1)?,
         width: w,
         height: h,
     };
@@ -211,14 +255,35 @@ pub fn jpeg_encoder_name() -> &'static str {
 /// in place on the way (with `turbojpeg`, limited range stretched to full for JPEG), its `colour`
 /// updated to match, so it can be encoded again.
 pub fn encode(picture: &mut Picture, colour: Colour, options: &EncodeOptions) -> Result<Vec<u8>> {
-    let colour = picture.colour.unwrap_or(colour);
-    let (w, h) = options.output_size(picture.width, picture.height)?;
+    let mut planes = picture.planes();
+    let result = encode_planes(&mut planes, colour, options);
+    picture.colour = planes.colour;
+    result
+}
+
+/// [`encode`] of planes where the decoder left them ([`crate::decode::Decoder::decode_then`]).
+pub fn encode_planes(
+    planes: &mut Planes<'_>,
+    colour: Colour,
+    options: &EncodeOptions,
+) -> Result<Vec<u8>> {
+    planes.check()?;
+    let colour = planes.colour.unwrap_or(colour);
+    let (w, h) = options.output_size(planes.width, planes.height)?;
     #[cfg(feature = "turbojpeg")]
     if options.format == ImageFormat::Jpeg {
-        return crate::turbo::encode_jpeg(picture, colour, (w, h), options.quality);
+        return crate::turbo::encode_jpeg(planes, colour, (w, h), options.quality);
     }
-    let rgb = to_rgb(picture, colour)?;
-    let rgb = scale_rgb(rgb, (picture.width, picture.height), (w, h))?;
+    let rgb = yuv_to_rgb(
+        (planes.width, planes.height),
+        [
+            (&planes.y.0[..], planes.y.1),
+            (&planes.u.0[..], planes.u.1),
+            (&planes.v.0[..], planes.v.1),
+        ],
+        colour,
+    )?;
+    let rgb = scale_rgb(rgb, (planes.width, planes.height), (w, h))?;
     encode_rgb(&rgb, w, h, options.format, options.quality)
 }
 

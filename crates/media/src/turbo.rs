@@ -11,8 +11,8 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use turbojpeg::{Compressor, PixelFormat, Subsamp, YuvPlanesImage};
 
-use crate::decode::Picture;
-use crate::picture::{scale_rgb, to_rgb};
+use crate::decode::Planes;
+use crate::picture::{packed, scale_rgb, yuv_to_rgb};
 use crate::sps::{Colour, Matrix};
 use crate::{Error, Result};
 
@@ -82,12 +82,12 @@ fn with_scratch<T>(quality: u8, f: impl FnOnce(&mut Scratch) -> Result<T>) -> Re
     })
 }
 
-/// Stretches limited-range planes to full range in place.
-fn stretch(y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
-    y.iter_mut()
-        .for_each(|b| *b = LUMA_TO_FULL[usize::from(*b)]);
-    for b in u.iter_mut().chain(v.iter_mut()) {
-        *b = CHROMA_TO_FULL[usize::from(*b)];
+/// Stretches the first `w` bytes of each of `h` rows, `stride` apart, through `table`, in place.
+fn stretch(plane: &mut [u8], stride: usize, (w, h): (usize, usize), table: &[u8; 256]) {
+    for row in plane.chunks_mut(stride).take(h) {
+        row.iter_mut()
+            .take(w)
+            .for_each(|b| *b = table[usize::from(*b)]);
     }
 }
 
@@ -105,18 +105,28 @@ fn scale_plane(src: &[u8], from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>> 
     Ok(dst.into_vec())
 }
 
-/// Encodes `picture` as a `size` JPEG. A limited-range BT.601 picture encoded at its own size is
-/// stretched to full range in place (its `colour` then says so): one pass, no copy.
+/// Encodes `planes` (checked by the caller) as a `size` JPEG. A limited-range BT.601 picture
+/// encoded at its own size is stretched to full range in place (its `colour` then says so): one
+/// pass, no copy.
 pub fn encode_jpeg(
-    picture: &mut Picture,
+    planes: &mut Planes<'_>,
     colour: Colour,
     size: (u32, u32),
     quality: u8,
 ) -> Result<Vec<u8>> {
     let (w, h) = size;
+    let src = (planes.width, planes.height);
     if colour.matrix != Matrix::Bt601 {
-        let rgb = to_rgb(picture, colour)?;
-        let rgb = scale_rgb(rgb, (picture.width, picture.height), size)?;
+        let rgb = yuv_to_rgb(
+            src,
+            [
+                (&planes.y.0[..], planes.y.1),
+                (&planes.u.0[..], planes.u.1),
+                (&planes.v.0[..], planes.v.1),
+            ],
+            colour,
+        )?;
+        let rgb = scale_rgb(rgb, src, size)?;
         let image = turbojpeg::Image {
             pixels: &rgb[..],
             width: w as usize,
@@ -128,51 +138,68 @@ pub fn encode_jpeg(
             s.compressor.compress_to_vec(image).map_err(err)
         });
     }
-    let src = (picture.width, picture.height);
-    let src_c = (picture.chroma_width(), picture.height.div_ceil(2));
+    let luma = (src.0 as usize, src.1 as usize);
+    let src_c = (planes.chroma_width(), planes.chroma_height());
+    let chroma = (src_c.0 as usize, src_c.1 as usize);
     let dst_c = (w.div_ceil(2), h.div_ceil(2));
     let mut scaled: [Vec<u8>; 3];
-    let planes: [&[u8]; 3] = if size == src {
+    // (plane, stride) of what is encoded.
+    let encoded: [(&[u8], usize); 3] = if size == src {
         if !colour.full_range {
-            stretch(&mut picture.y, &mut picture.u, &mut picture.v);
-            picture.colour = Some(Colour {
+            stretch(planes.y.0, planes.y.1, luma, &LUMA_TO_FULL);
+            stretch(planes.u.0, planes.u.1, chroma, &CHROMA_TO_FULL);
+            stretch(planes.v.0, planes.v.1, chroma, &CHROMA_TO_FULL);
+            planes.colour = Some(Colour {
                 full_range: true,
                 ..colour
             });
         }
-        [&picture.y, &picture.u, &picture.v]
+        [
+            (&planes.y.0[..], planes.y.1),
+            (&planes.u.0[..], planes.u.1),
+            (&planes.v.0[..], planes.v.1),
+        ]
     } else {
         // Scaled first: the stretch then runs over the smaller planes.
         scaled = [
-            scale_plane(&picture.y, src, size)?,
-            scale_plane(&picture.u, src_c, dst_c)?,
-            scale_plane(&picture.v, src_c, dst_c)?,
+            scale_plane(&packed(planes.y.0, planes.y.1, luma), src, size)?,
+            scale_plane(&packed(planes.u.0, planes.u.1, chroma), src_c, dst_c)?,
+            scale_plane(&packed(planes.v.0, planes.v.1, chroma), src_c, dst_c)?,
         ];
         if !colour.full_range {
             let [y, u, v] = &mut scaled;
-            stretch(y, u, v);
+            let (dl, dc) = (
+                (w as usize, h as usize),
+                (dst_c.0 as usize, dst_c.1 as usize),
+            );
+            stretch(y, dl.0, dl, &LUMA_TO_FULL);
+            stretch(u, dc.0, dc, &CHROMA_TO_FULL);
+            stretch(v, dc.0, dc, &CHROMA_TO_FULL);
         }
-        [&scaled[0], &scaled[1], &scaled[2]]
+        [
+            (&scaled[0][..], w as usize),
+            (&scaled[1][..], dst_c.0 as usize),
+            (&scaled[2][..], dst_c.0 as usize),
+        ]
     };
     // libjpeg-turbo reads whole 2x2 blocks: an odd-sized luma plane gets its last column and
     // row repeated.
-    let y_stride = (w + (w & 1)) as usize;
     let padded;
-    let y_plane = if y_stride != w as usize || h & 1 == 1 {
-        padded = pad_luma(planes[0], w as usize, h as usize);
-        &padded[..]
+    let (y_plane, y_stride) = if w & 1 == 1 || h & 1 == 1 {
+        padded = pad_luma(encoded[0].0, encoded[0].1, w as usize, h as usize);
+        (&padded[..], (w + (w & 1)) as usize)
     } else {
-        planes[0]
+        encoded[0]
     };
     let image = YuvPlanesImage {
         y_plane,
-        u_plane: planes[1],
-        v_plane: planes[2],
+        u_plane: encoded[1].0,
+        v_plane: encoded[2].0,
         width: w as usize,
         height: h as usize,
         y_stride,
-        u_stride: dst_c.0 as usize,
-        v_stride: dst_c.0 as usize,
+        u_stride: encoded[1].1,
+        v_stride: encoded[2].1,
         subsamp: Subsamp::Sub2x2,
     };
     with_scratch(quality, |s| {
@@ -189,12 +216,13 @@ pub fn encode_jpeg(
     })
 }
 
-/// Pads a `w` x `h` plane to even width and height by repeating the last column and row.
-fn pad_luma(plane: &[u8], w: usize, h: usize) -> Vec<u8> {
+/// Pads a `w` x `h` plane (rows `stride` apart) to even width and height, tightly packed, by
+/// repeating the last column and row.
+fn pad_luma(plane: &[u8], stride: usize, w: usize, h: usize) -> Vec<u8> {
     let (pw, ph) = (w + (w & 1), h + (h & 1));
     let mut out = Vec::with_capacity(pw * ph);
     for row in 0..ph {
-        let src = &plane[row.min(h - 1) * w..][..w];
+        let src = &plane[row.min(h - 1) * stride..][..w];
         out.extend_from_slice(src);
         if pw > w {
             out.push(src[w - 1]);
@@ -206,6 +234,7 @@ fn pad_luma(plane: &[u8], w: usize, h: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Picture;
 
     #[test]
     fn a_picture_stretched_in_place_encodes_the_same_again() {
@@ -223,7 +252,9 @@ mod tests {
             matrix: Matrix::Bt601,
             full_range: false,
         };
-        let first = encode_jpeg(&mut p, limited, (w, h), 85).unwrap();
+        let mut planes = p.planes();
+        let first = encode_jpeg(&mut planes, limited, (w, h), 85).unwrap();
+        p.colour = planes.colour;
         assert_eq!(
             p.colour,
             Some(Colour {
@@ -237,6 +268,60 @@ mod tests {
         let options = crate::picture::EncodeOptions::new(crate::picture::ImageFormat::Jpeg);
         let again = crate::picture::encode(&mut p, limited, &options).unwrap();
         assert_eq!(first, again);
+    }
+
+    /// Planes with rows wider than the picture (as libavcodec's frames have) encode to the same
+    /// bytes as the packed picture: full size, scaled, and odd sizes (the luma gets padded).
+    #[test]
+    fn strided_planes_encode_as_packed_ones() {
+        for (w, h) in [(64u32, 48u32), (63, 47), (64, 47), (63, 48)] {
+            let (cw, ch) = (w.div_ceil(2) as usize, h.div_ceil(2) as usize);
+            let noise = |i: usize, k: usize| (16 + (i * 7919 + k * 104729) % 220) as u8;
+            let packed = Picture {
+                width: w,
+                height: h,
+                y: (0..(w * h) as usize).map(|i| noise(i, 1)).collect(),
+                u: (0..cw * ch).map(|i| noise(i, 2)).collect(),
+                v: (0..cw * ch).map(|i| noise(i, 3)).collect(),
+                colour: None,
+            };
+            // The same picture with 32 bytes of junk after each row and 3 junk rows below.
+            let widen = |plane: &[u8], pw: usize, rows: usize| -> Vec<u8> {
+                let mut out = Vec::new();
+                for r in 0..rows + 3 {
+                    match plane.chunks(pw).nth(r) {
+                        Some(row) => out.extend_from_slice(row),
+                        None => out.extend(std::iter::repeat_n(0xee, pw)),
+                    }
+                    out.extend(std::iter::repeat_n(0x11, 32));
+                }
+                out
+            };
+            let (y, u, v) = (
+                widen(&packed.y, w as usize, h as usize),
+                widen(&packed.u, cw, ch),
+                widen(&packed.v, cw, ch),
+            );
+            let limited = Colour {
+                matrix: Matrix::Bt601,
+                full_range: false,
+            };
+            for size in [(w, h), (32, 24)] {
+                let mut p = packed.clone();
+                let expected = encode_jpeg(&mut p.planes(), limited, size, 85).unwrap();
+                let mut strided = Planes {
+                    width: w,
+                    height: h,
+                    y: (&mut y.clone()[..], w as usize + 32),
+                    u: (&mut u.clone()[..], cw + 32),
+                    v: (&mut v.clone()[..], cw + 32),
+                    colour: None,
+                };
+                strided.check().unwrap();
+                let got = encode_jpeg(&mut strided, limited, size, 85).unwrap();
+                assert!(got == expected, "{w}x{h} -> {size:?}");
+            }
+        }
     }
 
     #[test]

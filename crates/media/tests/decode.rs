@@ -94,6 +94,75 @@ fn openh264_refuses_h265_with_a_clear_error() {
     assert!(err.contains("H.265") && err.contains("ffmpeg"), "{err}");
 }
 
+/// `decode_then` hands over the same picture `decode` copies out, for every backend, and encoding
+/// it where the decoder left it (libavcodec: its own frame, rows at libavcodec's stride) gives
+/// the very bytes encoding the packed copy gives: full size, scaled, and cropped to an odd size
+/// (whose luma the JPEG path pads).
+#[test]
+fn a_picture_encoded_where_the_decoder_left_it_is_the_copy_encoded() {
+    use media::picture::{encode, encode_planes, EncodeOptions, ImageFormat};
+    let (config, frames) = load("720p.h264");
+    let colour = media::sps::Colour {
+        matrix: media::sps::Matrix::Bt601,
+        full_range: false,
+    };
+    let scaled = EncodeOptions {
+        width: Some(320),
+        ..EncodeOptions::new(ImageFormat::Jpeg)
+    };
+    let cases = [
+        ((1280, 720), EncodeOptions::new(ImageFormat::Jpeg)),
+        ((1280, 720), scaled),
+        ((1279, 719), EncodeOptions::new(ImageFormat::Jpeg)),
+        ((1280, 720), EncodeOptions::new(ImageFormat::Png)),
+    ];
+    for (name, mut d) in backends() {
+        for (display, options) in cases {
+            for take in [1, frames.len()] {
+                let what = format!("{name}, {display:?}, {:?}, {take} frames", options.width);
+                let mut copy = d.decode(&config, &frames[..take], display).unwrap();
+                let expected = encode(&mut copy, colour, &options).unwrap();
+                let mut scratch = Picture::empty();
+                let mut got = None;
+                d.decode_then(
+                    &config,
+                    &frames[..take],
+                    display,
+                    &mut scratch,
+                    &mut |mut p| {
+                        assert_eq!((p.width, p.height), display, "{what}");
+                        got = Some((
+                            p.to_picture()?,
+                            encode_planes(&mut p, colour, &options)?,
+                            p.y.1,
+                        ));
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                let (before, bytes, stride) = got.expect("use_it was called");
+                // The planes handed over were the picture before encoding changed them.
+                let mut fresh = d.decode(&config, &frames[..take], display).unwrap();
+                assert!(
+                    before.y == fresh.y && before.u == fresh.u && before.v == fresh.v,
+                    "{what}: planes differ from the copy"
+                );
+                assert_eq!(bytes, expected, "{what}: encoded bytes differ");
+                assert_eq!(bytes, encode(&mut fresh, colour, &options).unwrap());
+                if name == "libavcodec" {
+                    assert!(
+                        scratch.y.is_empty(),
+                        "{what}: libavcodec copied the picture"
+                    );
+                    assert!(stride >= display.0 as usize);
+                } else {
+                    assert_eq!(stride, display.0 as usize, "{what}");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg {
     use super::*;
