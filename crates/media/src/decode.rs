@@ -96,6 +96,19 @@ impl Picture {
 }
 
 impl Picture {
+    /// Copies `planes` (pixels and colour) into this picture, reusing its buffers.
+    pub fn copy_from(&mut self, planes: &Planes<'_>) -> Result<()> {
+        self.copy_planes(
+            planes.width,
+            planes.height,
+            (&planes.y.0[..], planes.y.1),
+            (&planes.u.0[..], planes.u.1),
+            (&planes.v.0[..], planes.v.1),
+        )?;
+        self.colour = planes.colour;
+        Ok(())
+    }
+
     /// This picture's planes, as a decoder hands them to [`Decoder::decode_then`].
     pub fn planes(&mut self) -> Planes<'_> {
         let (y_stride, c_stride) = (self.width as usize, self.chroma_width() as usize);
@@ -158,15 +171,8 @@ impl Planes<'_> {
 
     /// A tightly packed copy of the picture.
     pub fn to_picture(&self) -> Result<Picture> {
-        self.check()?;
-        let mut p = Picture::from_planes(
-            self.width,
-            self.height,
-            (&self.y.0[..], self.y.1),
-            (&self.u.0[..], self.u.1),
-            (&self.v.0[..], self.v.1),
-        )?;
-        p.colour = self.colour;
+        let mut p = Picture::empty();
+        p.copy_from(self)?;
         Ok(p)
     }
 }

@@ -186,16 +186,7 @@ impl Decoder for FfmpegDecoder {
         out: &mut Picture,
     ) -> Result<()> {
         let mut frame = self.decode_frame(config, frames)?;
-        let planes = planes_of(&mut frame, display)?;
-        out.copy_planes(
-            planes.width,
-            planes.height,
-            (&planes.y.0[..], planes.y.1),
-            (&planes.u.0[..], planes.u.1),
-            (&planes.v.0[..], planes.v.1),
-        )?;
-        out.colour = planes.colour;
-        Ok(())
+        out.copy_from(&planes_of(&mut frame, display)?)
     }
 
     /// Hands over libavcodec's own frame: no copy, and `scratch` is left alone. The frame's
