@@ -98,13 +98,8 @@ impl Picture {
 impl Picture {
     /// Copies `planes` (pixels and colour) into this picture, reusing its buffers.
     pub fn copy_from(&mut self, planes: &Planes<'_>) -> Result<()> {
-        self.copy_planes(
-            planes.width,
-            planes.height,
-            (&planes.y.0[..], planes.y.1),
-            (&planes.u.0[..], planes.u.1),
-            (&planes.v.0[..], planes.v.1),
-        )?;
+        let [y, u, v] = planes.rows();
+        self.copy_planes(planes.width, planes.height, y, u, v)?;
         self.colour = planes.colour;
         Ok(())
     }
@@ -151,6 +146,15 @@ impl Planes<'_> {
     /// Height of the chroma planes.
     pub fn chroma_height(&self) -> u32 {
         self.height.div_ceil(2)
+    }
+
+    /// Y, U and V, each with its stride, to read.
+    pub fn rows(&self) -> [(&[u8], usize); 3] {
+        [
+            (&self.y.0[..], self.y.1),
+            (&self.u.0[..], self.u.1),
+            (&self.v.0[..], self.v.1),
+        ]
     }
 
     /// Fails unless every plane holds its rows at its stride: what the encoders rely on.

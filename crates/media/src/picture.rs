@@ -274,15 +274,7 @@ pub fn encode_planes(
     if options.format == ImageFormat::Jpeg {
         return crate::turbo::encode_jpeg(planes, colour, (w, h), options.quality);
     }
-    let rgb = yuv_to_rgb(
-        (planes.width, planes.height),
-        [
-            (&planes.y.0[..], planes.y.1),
-            (&planes.u.0[..], planes.u.1),
-            (&planes.v.0[..], planes.v.1),
-        ],
-        colour,
-    )?;
+    let rgb = yuv_to_rgb((planes.width, planes.height), planes.rows(), colour)?;
     let rgb = scale_rgb(rgb, (planes.width, planes.height), (w, h))?;
     encode_rgb(&rgb, w, h, options.format, options.quality)
 }

@@ -82,13 +82,20 @@ fn with_scratch<T>(quality: u8, f: impl FnOnce(&mut Scratch) -> Result<T>) -> Re
     })
 }
 
-/// Stretches the first `w` bytes of each of `h` rows, `stride` apart, through `table`, in place.
-fn stretch(plane: &mut [u8], stride: usize, (w, h): (usize, usize), table: &[u8; 256]) {
-    for row in plane.chunks_mut(stride).take(h) {
-        row.iter_mut()
-            .take(w)
-            .for_each(|b| *b = table[usize::from(*b)]);
+/// Stretches limited-range Y, U and V (each with its stride) to full range in place, over the
+/// `luma` and `chroma` (width, height) of the picture.
+fn stretch_all([y, u, v]: [(&mut [u8], usize); 3], luma: (usize, usize), chroma: (usize, usize)) {
+    /// The first `w` bytes of each of `h` rows, `stride` apart, through `table`.
+    fn stretch((plane, stride): (&mut [u8], usize), (w, h): (usize, usize), table: &[u8; 256]) {
+        for row in plane.chunks_mut(stride).take(h) {
+            row.iter_mut()
+                .take(w)
+                .for_each(|b| *b = table[usize::from(*b)]);
+        }
     }
+    stretch(y, luma, &LUMA_TO_FULL);
+    stretch(u, chroma, &CHROMA_TO_FULL);
+    stretch(v, chroma, &CHROMA_TO_FULL);
 }
 
 /// Scales one 8-bit plane.
@@ -117,15 +124,7 @@ pub fn encode_jpeg(
     let (w, h) = size;
     let src = (planes.width, planes.height);
     if colour.matrix != Matrix::Bt601 {
-        let rgb = yuv_to_rgb(
-            src,
-            [
-                (&planes.y.0[..], planes.y.1),
-                (&planes.u.0[..], planes.u.1),
-                (&planes.v.0[..], planes.v.1),
-            ],
-            colour,
-        )?;
+        let rgb = yuv_to_rgb(src, planes.rows(), colour)?;
         let rgb = scale_rgb(rgb, src, size)?;
         let image = turbojpeg::Image {
             pixels: &rgb[..],
@@ -146,19 +145,18 @@ pub fn encode_jpeg(
     // (plane, stride) of what is encoded.
     let encoded: [(&[u8], usize); 3] = if size == src {
         if !colour.full_range {
-            stretch(planes.y.0, planes.y.1, luma, &LUMA_TO_FULL);
-            stretch(planes.u.0, planes.u.1, chroma, &CHROMA_TO_FULL);
-            stretch(planes.v.0, planes.v.1, chroma, &CHROMA_TO_FULL);
+            let Planes { y, u, v, .. } = planes;
+            stretch_all(
+                [(&mut *y.0, y.1), (&mut *u.0, u.1), (&mut *v.0, v.1)],
+                luma,
+                chroma,
+            );
             planes.colour = Some(Colour {
                 full_range: true,
                 ..colour
             });
         }
-        [
-            (&planes.y.0[..], planes.y.1),
-            (&planes.u.0[..], planes.u.1),
-            (&planes.v.0[..], planes.v.1),
-        ]
+        planes.rows()
     } else {
         // Scaled first: the stretch then runs over the smaller planes.
         scaled = [
@@ -168,13 +166,12 @@ pub fn encode_jpeg(
         ];
         if !colour.full_range {
             let [y, u, v] = &mut scaled;
-            let (dl, dc) = (
+            let (cw, ch) = (dst_c.0 as usize, dst_c.1 as usize);
+            stretch_all(
+                [(y, w as usize), (u, cw), (v, cw)],
                 (w as usize, h as usize),
-                (dst_c.0 as usize, dst_c.1 as usize),
+                (cw, ch),
             );
-            stretch(y, dl.0, dl, &LUMA_TO_FULL);
-            stretch(u, dc.0, dc, &CHROMA_TO_FULL);
-            stretch(v, dc.0, dc, &CHROMA_TO_FULL);
         }
         [
             (&scaled[0][..], w as usize),

@@ -213,17 +213,7 @@ impl Connection {
             let read = socket.read_buf(self.session.read_buffer());
             let n = match tokio::time::timeout(limit, read).await {
                 Ok(r) => r?,
-                Err(_) => {
-                    let stage = if self.session.handshake_done() {
-                        "sent nothing"
-                    } else {
-                        "stalled in the handshake"
-                    };
-                    return Err(Error::Protocol(format!(
-                        "{stage} for {} s",
-                        limit.as_secs()
-                    )));
-                }
+                Err(_) => return Err(self.timed_out(limit)),
             };
             if n == 0 {
                 return Ok(());
@@ -301,12 +291,19 @@ impl Connection {
             // Replies (acknowledgements) a full send buffer held back go out on later ticks.
             write_nonblocking(&socket, self.session.output())?;
             if last_data.elapsed() > self.config.idle_timeout {
-                return Err(Error::Protocol(format!(
-                    "sent nothing for {} s",
-                    self.config.idle_timeout.as_secs()
-                )));
+                return Err(self.timed_out(self.config.idle_timeout));
             }
         }
+    }
+
+    /// The error for a peer that sent nothing for `limit`, in either read loop.
+    fn timed_out(&self, limit: Duration) -> Error {
+        let stage = if self.session.handshake_done() {
+            "sent nothing"
+        } else {
+            "stalled in the handshake"
+        };
+        Error::Protocol(format!("{stage} for {} s", limit.as_secs()))
     }
 
     /// Handles one event; true when the connection should close.
