@@ -1,5 +1,6 @@
-//! Just enough FLV reading for the load generator and the limit: the video tags of a file, in
-//! order, and its first keyframe with the decoder configuration before it.
+//! Just enough FLV for the load generator and the limit: the video tags of a file, in order, its
+//! first keyframe with the decoder configuration before it, and writing a video-only file back
+//! (to trim the encoder's warm-up off an input).
 
 use bytes::Bytes;
 
@@ -106,4 +107,91 @@ pub fn video_tags(file: &[u8]) -> Result<Vec<VideoTag>, String> {
         return Err("FLV file has no video tags".into());
     }
     Ok(tags)
+}
+
+/// Tags from the `nth` (from 0) keyframe on, with their timestamps moved back so that keyframe is
+/// at 0; the sequence header and end of sequence are kept. A clean cut at an IDR: nothing after
+/// it refers to a frame before it.
+pub fn from_keyframe(tags: &[VideoTag], nth: usize) -> Result<Vec<VideoTag>, String> {
+    let cut = tags
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_keyframe())
+        .nth(nth)
+        .map(|(i, _)| i)
+        .ok_or_else(|| format!("the input has no keyframe {nth}"))?;
+    let base = tags[cut].ts_ms;
+    Ok(tags
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| *i >= cut || !t.is_frame())
+        .map(|(_, t)| VideoTag {
+            ts_ms: if t.is_sequence_header {
+                0
+            } else {
+                t.ts_ms.saturating_sub(base)
+            },
+            data: t.data.clone(),
+            is_sequence_header: t.is_sequence_header,
+            is_end_of_sequence: t.is_end_of_sequence,
+        })
+        .collect())
+}
+
+/// An FLV file of `tags` alone (video only, no metadata: ffmpeg probes the stream).
+pub fn write(tags: &[VideoTag]) -> Vec<u8> {
+    const HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 0x01, 0, 0, 0, 9, 0, 0, 0, 0];
+    let mut out = HEADER.to_vec();
+    for t in tags {
+        let size = (t.data.len() as u32).to_be_bytes();
+        let ts = t.ts_ms.to_be_bytes();
+        out.push(9);
+        out.extend_from_slice(&size[1..]);
+        out.extend_from_slice(&[ts[1], ts[2], ts[3], ts[0], 0, 0, 0]);
+        out.extend_from_slice(&t.data);
+        out.extend_from_slice(&(11 + t.data.len() as u32).to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(ts_ms: u32, first: u8, kind: u8, body: &[u8]) -> VideoTag {
+        let mut data = vec![first, kind, 0, 0, 0];
+        data.extend_from_slice(body);
+        VideoTag {
+            ts_ms,
+            is_sequence_header: kind == 0,
+            is_end_of_sequence: kind == 2,
+            data: Bytes::from(data),
+        }
+    }
+
+    #[test]
+    fn a_trimmed_file_starts_at_the_keyframe_and_reads_back() {
+        let tags = vec![
+            tag(0, 0x17, 0, b"config"),
+            tag(0, 0x17, 1, b"key0"),
+            tag(33, 0x27, 1, b"p"),
+            tag(0x0100_0000 + 66, 0x17, 1, b"key1"),
+            tag(0x0100_0000 + 99, 0x27, 1, b"p1"),
+            tag(0x0100_0000 + 99, 0x17, 2, b""),
+        ];
+        let cut = from_keyframe(&tags, 1).unwrap();
+        let back = video_tags(&write(&cut)).unwrap();
+        let seen: Vec<_> = back.iter().map(|t| (t.ts_ms, t.data.clone())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, tags[0].data.clone()),
+                (0, tags[3].data.clone()),
+                (33, tags[4].data.clone()),
+                (33, tags[5].data.clone()),
+            ]
+        );
+        assert!(back[0].is_sequence_header && back[1].is_keyframe() && back[3].is_end_of_sequence);
+        assert!(from_keyframe(&tags, 2).is_err());
+    }
 }

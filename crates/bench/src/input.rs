@@ -1,8 +1,11 @@
 //! The inputs, made with ffmpeg (libx264) in the run's temp dir:
 //!
 //! - the camera-like stream per resolution: 30 fps, keyframe every 2 s, High profile with
-//!   B-frames, testsrc2 + temporal noise (not trivially compressible), 10 s, FLV; 720p at
-//!   ~2.5 Mbit/s and 1080p at ~5 Mbit/s, like real cameras;
+//!   B-frames, testsrc2 + temporal noise (not trivially compressible), 12 s, FLV; 720p at
+//!   ~2.5 Mbit/s and 1080p at ~5 Mbit/s, like real cameras. The encoder's first two GOPs are cut
+//!   off: x264's rate control gives its first keyframe about twice the bits of a steady one at
+//!   1080p and the second fewer, and a looped clip would repeat that start-up every loop, which
+//!   a camera that has been on for a while does not;
 //! - for the saturation scenario, an all-intra variant (every frame an IDR) whose frames are
 //!   about the size of the camera stream's keyframe, so that any frame a schedule picks is one
 //!   keyframe decode of the same cost (see `saturation`).
@@ -17,8 +20,12 @@ use crate::flv::{self, VideoTag};
 pub const FPS: u32 = 30;
 /// Frames between keyframes of the camera-like input (2 s).
 pub const GOP_FRAMES: u32 = 60;
-/// Seconds of the camera-like input (publishers loop it).
-const INPUT_SECONDS: u32 = 10;
+/// Seconds of the camera-like input (publishers loop it). Not a multiple of the periodic
+/// scenario's 5 s interval: over a minute every stream pictures each of the clip's keyframes
+/// in turn, not the same two.
+const INPUT_SECONDS: u32 = 12;
+/// GOPs encoded before the camera-like input and cut off (the encoder's start-up).
+const WARMUP_GOPS: u32 = 2;
 /// Seconds of the all-intra input (publishers loop it).
 const INTRA_SECONDS: u32 = 4;
 /// Noise added to testsrc2, changing every frame.
@@ -65,7 +72,7 @@ pub struct Input {
     pub info: String,
     /// Keyframes in the file.
     pub keyframes: usize,
-    /// Mean size of the keyframes (the first one's size differs from the others').
+    /// Mean size of the keyframes.
     pub mean_keyframe_bytes: usize,
 }
 
@@ -91,8 +98,24 @@ pub fn camera(res: Resolution, out: &Path) -> Result<Input, String> {
         "-sc_threshold",
         "0",
     ];
-    ffmpeg(res, INPUT_SECONDS, &x264, &rate, out)?;
-    load(out, &format!("GOP {} s, B-frames", GOP_FRAMES / FPS))
+    let encoded = out.with_extension("x264.flv");
+    ffmpeg(
+        res,
+        INPUT_SECONDS + WARMUP_GOPS * GOP_FRAMES / FPS,
+        &x264,
+        &rate,
+        &encoded,
+    )?;
+    let file = std::fs::read(&encoded).map_err(|e| format!("{}: {e}", encoded.display()))?;
+    let steady = flv::from_keyframe(&flv::video_tags(&file)?, WARMUP_GOPS as usize)?;
+    std::fs::write(out, flv::write(&steady)).map_err(|e| format!("{}: {e}", out.display()))?;
+    load(
+        out,
+        &format!(
+            "GOP {} s, B-frames, the encoder's first {WARMUP_GOPS} GOPs cut off",
+            GOP_FRAMES / FPS
+        ),
+    )
 }
 
 /// Makes the all-intra input for `res` at `out`, its frames about `frame_bytes` each (the
@@ -172,7 +195,7 @@ fn count(tags: &[VideoTag]) -> (usize, usize) {
 fn load(path: &Path, structure: &str) -> Result<Input, String> {
     let file = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tags = flv::video_tags(&file)?;
-    let (record, key) = flv::first_keyframe(&tags)?;
+    let (record, _) = flv::first_keyframe(&tags)?;
     let config = media::avc::AvcConfig::parse(&record)
         .map_err(|e| format!("{}: AVC config: {e}", path.display()))?;
     let sps = config
@@ -191,13 +214,14 @@ fn load(path: &Path, structure: &str) -> Result<Input, String> {
     let last = tags.iter().filter(|t| t.is_frame()).map(|t| t.ts_ms).max();
     let dur = last.unwrap_or(0) as f64 / 1000.0 + 1.0 / f64::from(FPS);
     let info = format!(
-        "{}x{} H.264 {}, {FPS} fps, {structure}, testsrc2+noise, {dur:.1} s, {frames} frames, {keys} keyframes, {:.2} Mbit/s, keyframes {:.0} KiB mean, the first {:.0} KiB",
+        "{}x{} H.264 {}, {FPS} fps, {structure}, testsrc2+noise, {dur:.1} s, {frames} frames, {keys} keyframes, {:.2} Mbit/s, keyframes {:.0} KiB mean ({:.0} to {:.0})",
         sps.width,
         sps.height,
         sps.profile_name(),
         file.len() as f64 * 8.0 / dur / 1e6,
         mean_keyframe_bytes as f64 / 1024.0,
-        key.data.len() as f64 / 1024.0
+        key_bytes.iter().min().copied().unwrap_or(0) as f64 / 1024.0,
+        key_bytes.iter().max().copied().unwrap_or(0) as f64 / 1024.0,
     );
     Ok(Input {
         path: path.to_path_buf(),

@@ -318,8 +318,8 @@ fn run_resolution(
     );
     if wants(Scenario::Limit) || wants(Scenario::Saturation) {
         // The first keyframe (as specified), and every keyframe: publishers loop the input, so
-        // the server pictures all of them in turn, and the first one's size differs from the
-        // others' (x264 rate control: at 1080p it is about twice their mean).
+        // the server pictures all of them in turn (the clip's length is not a multiple of the
+        // 5 s interval), and their sizes differ somewhat.
         let r = (0..camera.keyframes)
             .map(|k| limit::measure(&camera.tags, k).map_err(|e| format!("keyframe {k}: {e}")))
             .collect::<Result<Vec<_>, _>>()

@@ -536,7 +536,7 @@ fn limit_section(w: &mut String, run: &RunInfo, r: &ResolutionResult) {
         }
     }
     // Publishers loop the input, so misses decode all its keyframes in turn: compare with their
-    // mean, not with the first keyframe alone (its size differs from the others').
+    // mean, not with the first keyframe alone (keyframes' sizes differ).
     if let Some(l) = r.limit_all.as_ref().or(r.limit.as_ref()) {
         let light = r
             .rows

@@ -303,21 +303,19 @@ pub fn ffmpeg_baseline(
                 "-progress",
                 "pipe:1",
             ]);
+            // An input option: it applies to the input named next.
+            if skip {
+                cmd.args(["-skip_frame", "nokey"]);
+            }
             match input {
                 BaselineInput::Rtmp(_) => {
                     let addr = format!("127.0.0.1:{}", free_port()?);
                     cmd.args(["-listen", "1"]);
-                    if skip {
-                        cmd.args(["-skip_frame", "nokey"]);
-                    }
                     cmd.arg("-i").arg(format!("rtmp://{addr}/live/s{i}"));
                     addrs.push(addr);
                 }
                 BaselineInput::File(path) => {
                     cmd.arg("-re");
-                    if skip {
-                        cmd.args(["-skip_frame", "nokey"]);
-                    }
                     cmd.args(["-stream_loop", "-1", "-i"]).arg(path);
                 }
             }
