@@ -9,6 +9,8 @@
 //! - `decode_keyframe/new_decoder`: creating a decoder and then decoding (why the service pools).
 //! - `to_rgb`: YUV 4:2:0 -> packed RGB8 with the stream's matrix and range.
 //! - `encode_jpeg_q85` / `encode_png`: RGB8 -> image bytes at full size.
+//! - `range_stretch/table` / `range_stretch/stretch`: limited to full range over the three
+//!   planes, in place, with the lookup table alone and as the JPEG encoder does it.
 //! - `scale_to_360p`: RGB8 full size -> 640x360.
 //! - `full_picture_jpeg_q85`: decode (reused decoder) + `picture::encode`, i.e. one cache miss
 //!   without the service around it.
@@ -31,6 +33,7 @@ use livesnap_media as media;
 use media::avc::annexb_to_frames;
 use media::decode::{Decoder, OpenH264Decoder, Picture};
 use media::picture::{self, EncodeOptions, ImageFormat};
+use media::range;
 use media::sps::{Colour, SpsInfo};
 use media::{Frame, VideoConfig};
 
@@ -158,6 +161,50 @@ fn benches(c: &mut Criterion) {
                 b.iter_batched(
                     || i.picture.clone(),
                     |mut p| picture::encode(&mut p, i.colour, &options).unwrap(),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+        g.finish();
+    }
+
+    {
+        // Limited to full range over the three planes of a picture, in place: the lookup table
+        // alone (`table`, the baseline) and the path the JPEG encoder takes (`stretch`: 32
+        // samples at a time with AVX2, the table for each row's tail).
+        let mut g = c.benchmark_group("range_stretch");
+        for i in &inputs {
+            g.throughput(pixels(i));
+            let (w, h) = (i.picture.width as usize, i.picture.height as usize);
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let planes = |p: &mut Picture| {
+                [
+                    (std::mem::take(&mut p.y), (w, h), range::Plane::Luma),
+                    (std::mem::take(&mut p.u), (cw, ch), range::Plane::Chroma),
+                    (std::mem::take(&mut p.v), (cw, ch), range::Plane::Chroma),
+                ]
+            };
+            g.bench_with_input(BenchmarkId::new("table", i.name), i, |b, i| {
+                b.iter_batched(
+                    || planes(&mut i.picture.clone()),
+                    |mut planes| {
+                        for (plane, _, which) in &mut planes {
+                            range::stretch_with_table(plane, *which);
+                        }
+                        planes
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+            g.bench_with_input(BenchmarkId::new("stretch", i.name), i, |b, i| {
+                b.iter_batched(
+                    || planes(&mut i.picture.clone()),
+                    |mut planes| {
+                        for (plane, size, which) in &mut planes {
+                            range::stretch(plane, size.0, *size, *which);
+                        }
+                        planes
+                    },
                     BatchSize::LargeInput,
                 )
             });

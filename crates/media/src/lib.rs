@@ -15,6 +15,7 @@ pub mod error;
 pub mod frame;
 pub mod hevc;
 pub mod picture;
+pub mod range;
 pub mod sps;
 pub mod stream;
 #[cfg(feature = "turbojpeg")]

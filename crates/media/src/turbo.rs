@@ -2,7 +2,7 @@
 //!
 //! JPEG (JFIF) stores full-range BT.601 YCbCr 4:2:0, which is what a decoder hands out for most
 //! streams up to a range change: a BT.601 picture skips the RGB round trip entirely (limited range
-//! is stretched with two lookup tables, scaling is done per plane). Other matrices go through RGB,
+//! is stretched to full range in place by [`crate::range`], scaling is done per plane). Other matrices go through RGB,
 //! since turning BT.709 YCbCr into BT.601 mixes the planes; libjpeg-turbo still encodes them.
 
 use std::cell::RefCell;
@@ -13,37 +13,9 @@ use turbojpeg::{Compressor, PixelFormat, Subsamp, YuvPlanesImage};
 
 use crate::decode::Planes;
 use crate::picture::{packed, scale_rgb, yuv_to_rgb};
+use crate::range;
 use crate::sps::{Colour, Matrix};
 use crate::{Error, Result};
-
-/// Limited (16-235 / 16-240) to full (0-255) range, rounded: luma.
-const LUMA_TO_FULL: [u8; 256] = range_table(16, 219, 0);
-/// Limited to full range: chroma, around 128.
-const CHROMA_TO_FULL: [u8; 256] = range_table(128, 224, 128);
-
-const fn range_table(centre: i32, span: i32, offset: i32) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        // (i - centre) * 255 / span, rounded half away from zero.
-        let num = (i as i32 - centre) * 255;
-        let scaled = if num >= 0 {
-            (2 * num + span) / (2 * span)
-        } else {
-            -((-2 * num + span) / (2 * span))
-        };
-        let v = scaled + offset;
-        t[i] = if v < 0 {
-            0
-        } else if v > 255 {
-            255
-        } else {
-            v as u8
-        };
-        i += 1;
-    }
-    t
-}
 
 /// What each thread keeps between pictures: making a compressor allocates libjpeg-turbo's state,
 /// and a JPEG written into a fresh buffer grows it by doubling (a copy per step, fresh pages
@@ -85,17 +57,9 @@ fn with_scratch<T>(quality: u8, f: impl FnOnce(&mut Scratch) -> Result<T>) -> Re
 /// Stretches limited-range Y, U and V (each with its stride) to full range in place, over the
 /// `luma` and `chroma` (width, height) of the picture.
 fn stretch_all([y, u, v]: [(&mut [u8], usize); 3], luma: (usize, usize), chroma: (usize, usize)) {
-    /// The first `w` bytes of each of `h` rows, `stride` apart, through `table`.
-    fn stretch((plane, stride): (&mut [u8], usize), (w, h): (usize, usize), table: &[u8; 256]) {
-        for row in plane.chunks_mut(stride).take(h) {
-            row.iter_mut()
-                .take(w)
-                .for_each(|b| *b = table[usize::from(*b)]);
-        }
-    }
-    stretch(y, luma, &LUMA_TO_FULL);
-    stretch(u, chroma, &CHROMA_TO_FULL);
-    stretch(v, chroma, &CHROMA_TO_FULL);
+    range::stretch(y.0, y.1, luma, range::Plane::Luma);
+    range::stretch(u.0, u.1, chroma, range::Plane::Chroma);
+    range::stretch(v.0, v.1, chroma, range::Plane::Chroma);
 }
 
 /// Scales one 8-bit plane.
@@ -259,8 +223,8 @@ mod tests {
                 ..limited
             })
         );
-        assert_eq!(p.y[0], LUMA_TO_FULL[usize::from(original.y[0])]);
-        assert_eq!(p.u[5], CHROMA_TO_FULL[usize::from(original.u[5])]);
+        assert_eq!(p.y[0], range::LUMA_TO_FULL[usize::from(original.y[0])]);
+        assert_eq!(p.u[5], range::CHROMA_TO_FULL[usize::from(original.u[5])]);
         // Encoded again through the public path, the picture's own colour now says full range.
         let options = crate::picture::EncodeOptions::new(crate::picture::ImageFormat::Jpeg);
         let again = crate::picture::encode(&mut p, limited, &options).unwrap();
@@ -319,18 +283,5 @@ mod tests {
                 assert!(got == expected, "{w}x{h} -> {size:?}");
             }
         }
-    }
-
-    #[test]
-    fn range_tables_stretch_limited_to_full() {
-        assert_eq!(LUMA_TO_FULL[16], 0);
-        assert_eq!(LUMA_TO_FULL[235], 255);
-        assert_eq!(LUMA_TO_FULL[0], 0);
-        assert_eq!(LUMA_TO_FULL[255], 255);
-        assert_eq!(LUMA_TO_FULL[126], 128); // (126-16)*255/219 = 128.08
-        assert_eq!(CHROMA_TO_FULL[128], 128);
-        assert_eq!(CHROMA_TO_FULL[16], 0);
-        assert_eq!(CHROMA_TO_FULL[240], 255);
-        assert_eq!(CHROMA_TO_FULL[72], 64); // 128 - 56 * 255 / 224 = 64.25
     }
 }
