@@ -28,6 +28,9 @@ pub struct Settings {
     pub snapshot_taking_attempts: u32,
     /// Decodes at once (and decoders kept); 0 means one per CPU core.
     pub workers: usize,
+    /// Threads of the async runtime (ingest, HTTP, storage, callbacks); decoding runs on the
+    /// `workers` threads besides. 0 means one per CPU core.
+    pub io_threads: usize,
     /// Pictures kept in the snapshot cache.
     pub cache_entries: usize,
     /// Bytes of pictures kept in the snapshot cache.
@@ -93,6 +96,7 @@ impl Default for Settings {
             snapshot_taking_interval_ms: 3000,
             snapshot_taking_attempts: 30,
             workers: 0,
+            io_threads: DEFAULT_IO_THREADS,
             cache_entries: 256,
             cache_bytes: 64 * 1024 * 1024,
             max_publishers: 1000,
@@ -122,6 +126,15 @@ impl Default for Settings {
         }
     }
 }
+
+/// The default number of async runtime threads: 0, one per core. One thread reads hundreds of
+/// publishers (ingest only, 720p: a few hundredths of a percent of a core per stream), and with
+/// 24 publishers it made 2.5x fewer context switches than two, but the server's CPU was the same
+/// within the noise of this machine (docs/performance.md, session 7), so the default stays with
+/// tokio's.
+pub const DEFAULT_IO_THREADS: usize = 0;
+/// Most async runtime threads accepted.
+pub const MAX_IO_THREADS: usize = 256;
 
 /// The storage location of WCS automatic snapshots (rooted at `snapshot_auto_dir`).
 pub const WCS_AUTO_STORAGE: &str = "wcs-auto";
@@ -156,6 +169,9 @@ pub struct ServeArgs {
     /// Decode workers; 0 = one per core [default: 0].
     #[arg(long, env = "LIVESNAP_WORKERS")]
     pub workers: Option<usize>,
+    /// Async runtime threads (ingest, HTTP, storage); 0 = one per core [default: 0].
+    #[arg(long, env = "LIVESNAP_IO_THREADS")]
+    pub io_threads: Option<usize>,
     /// Snapshot cache entries [default: 256].
     #[arg(long, env = "LIVESNAP_CACHE_ENTRIES")]
     pub cache_entries: Option<usize>,
@@ -263,6 +279,7 @@ impl ServeArgs {
             snapshot_taking_interval_ms,
             snapshot_taking_attempts,
             workers,
+            io_threads,
             cache_entries,
             cache_bytes,
             max_publishers,
@@ -336,6 +353,9 @@ impl Settings {
                 "rtmp_merge_read_ms must be at most {max_merge} (it delays every frame that much)"
             ));
         }
+        if self.io_threads > MAX_IO_THREADS {
+            return Err(format!("io_threads must be at most {MAX_IO_THREADS}"));
+        }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
         }
@@ -357,16 +377,26 @@ impl Settings {
 
     /// Decode workers, resolving 0 to the core count.
     pub fn workers(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        }
+        or_cores(self.workers)
+    }
+
+    /// Async runtime threads, resolving 0 to the core count.
+    pub fn io_threads(&self) -> usize {
+        or_cores(self.io_threads)
     }
 
     /// The on-demand timeout.
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.snapshot_taking_interval_ms)
+    }
+}
+
+/// `n`, or the number of CPU cores for 0.
+fn or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
     }
 }
 
@@ -418,6 +448,25 @@ mod tests {
         .settings()
         .unwrap_err();
         assert!(err.contains("rtmp_merge_read_ms"), "{err}");
+    }
+
+    #[test]
+    fn io_threads_default_to_one_per_core_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let s = ServeArgs::default().settings().unwrap();
+        assert_eq!(s.io_threads(), cores);
+        let one = ServeArgs {
+            io_threads: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(one.settings().unwrap().io_threads(), 1);
+        let err = ServeArgs {
+            io_threads: Some(100_000),
+            ..Default::default()
+        }
+        .settings()
+        .unwrap_err();
+        assert!(err.contains("io_threads"), "{err}");
     }
 
     #[test]

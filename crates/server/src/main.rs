@@ -50,47 +50,62 @@ fn init_logs(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: logs piped to a file or a journal stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
 fn main() -> std::process::ExitCode {
     malloc::tune();
+    let command = Cli::parse()
+        .command
+        .unwrap_or_else(|| Command::Serve(config::ServeArgs::parse_from_env()));
+    // The settings come first: they size the runtime.
+    let (command, io_threads) = match command {
+        Command::Serve(args) => match args.settings() {
+            Ok(settings) => {
+                let threads = settings.io_threads();
+                (Run::Serve(Box::new(settings)), threads)
+            }
+            Err(e) => return fail(&e),
+        },
+        Command::Grab(args) => (Run::Grab(args), 1),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("livesnap: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(run())
-}
-
-async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli
-        .command
-        .unwrap_or(Command::Serve(config::ServeArgs::parse_from_env()))
-    {
-        Command::Serve(args) => serve(args).await,
-        Command::Grab(args) => {
-            init_logs("warn");
-            grab::run(args).await
+    let result = runtime.block_on(async {
+        match command {
+            Run::Serve(settings) => serve(*settings).await,
+            Run::Grab(args) => {
+                init_logs("warn");
+                grab::run(args).await
+            }
         }
-    };
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("livesnap: {e}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
 }
 
-async fn serve(args: config::ServeArgs) -> Result<(), String> {
-    let settings = args.settings()?;
+/// What `main` runs once the runtime is up.
+enum Run {
+    Serve(Box<config::Settings>),
+    Grab(grab::GrabArgs),
+}
+
+fn fail(e: &str) -> std::process::ExitCode {
+    eprintln!("livesnap: {e}");
+    std::process::ExitCode::FAILURE
+}
+
+async fn serve(settings: config::Settings) -> Result<(), String> {
     init_logs(&settings.log);
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
@@ -146,7 +161,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         callbacks: auto.1,
         public_url,
     };
-    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
+    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     println!(
         "{}",

@@ -583,3 +583,38 @@ fn merged_reads_deliver_every_frame_in_bursts() {
     assert_eq!((k.image.width, k.image.height), (640, 360));
     publisher.assert_running();
 }
+
+/// `io_threads` sizes the async runtime: with a single thread for ingest, HTTP and storage the
+/// whole picture path still works (the decode runs on its own threads), the ready line says how
+/// many there are, and an absurd count is refused with the setting named before anything
+/// listens.
+#[test]
+fn one_io_thread_serves_the_picture_path_and_absurd_counts_are_refused() {
+    let dir = workdir();
+    let src = Source::generate(dir.path(), "io1", SourceSpec::testsrc(640, 360, 6.0, 25));
+    let server = Server::start_env(&[("LIVESNAP_IO_THREADS", "1")]);
+    let mut publisher = Publisher::start(&src.path, &server.rtmp_url("live", "io1"));
+    server.wait_keyframes("live", "io1", None, 2);
+    let k = check_keyframe_snapshot(&server, &src, "live", "io1", "");
+    assert_eq!((k.image.width, k.image.height), (640, 360));
+    publisher.assert_running();
+    let log = server.log_tail(200);
+    assert!(
+        log.contains("io_threads=1"),
+        "the ready line does not say io_threads=1:\n{log}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--io-threads", "100000", "--http", "127.0.0.1:0"])
+        .args(["--rtmp", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("refused"))
+        .output()
+        .expect("run livesnap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "io_threads=100000 was accepted");
+    assert!(
+        stderr.contains("io_threads must be at most 256"),
+        "unclear error for io_threads=100000: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "it printed a listening line: {out:?}");
+}
