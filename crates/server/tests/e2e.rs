@@ -616,5 +616,8 @@ fn one_io_thread_serves_the_picture_path_and_absurd_counts_are_refused() {
         stderr.contains("io_threads must be at most 256"),
         "unclear error for io_threads=100000: {stderr}"
     );
-    assert!(out.stdout.is_empty(), "it printed a listening line: {out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "it printed a listening line: {out:?}"
+    );
 }
