@@ -217,8 +217,8 @@ pub struct SnapshotCounters {
 /// A pooled decoder unused this long is released (all but the one used last), with its frame
 /// pool and tables: a second decoder is made when two pictures overlap, which a few streams
 /// pictured every few seconds do now and then, and it would then hold about one decoded picture
-/// of memory for good (1.4 MiB at 720p, 3 MiB at 1080p). Making one again costs about a
-/// millisecond, far less often than this.
+/// of memory for good (1.4 MiB at 720p, 3 MiB at 1080p). Making one again costs a new context
+/// and fresh pages for its first picture, once per burst rather than per picture.
 pub const DECODER_IDLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A pooled decoder with the picture it decodes into: both keep their buffers between pictures,
@@ -486,7 +486,8 @@ impl Snapshotter {
     }
 
     /// Decoders in the pool now (not counting those at work).
-    pub fn pooled_decoders(&self) -> usize {
+    #[cfg(test)]
+    fn pooled_decoders(&self) -> usize {
         self.decoders
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,9 +1,10 @@
 //! JPEG with libjpeg-turbo (feature `turbojpeg`), straight from the decoder's YUV planes.
 //!
 //! JPEG (JFIF) stores full-range BT.601 YCbCr 4:2:0, which is what a decoder hands out for most
-//! streams up to a range change: a BT.601 picture skips the RGB round trip entirely (limited range
-//! is stretched to full range in place by [`crate::range`], scaling is done per plane). Other matrices go through RGB,
-//! since turning BT.709 YCbCr into BT.601 mixes the planes; libjpeg-turbo still encodes them.
+//! streams up to a range change: a BT.601 picture skips the RGB round trip entirely (limited
+//! range is stretched in place by [`crate::range`], scaling is done per plane). Other matrices
+//! go through RGB, since turning BT.709 YCbCr into BT.601 mixes the planes; libjpeg-turbo still
+//! encodes them.
 
 use std::cell::RefCell;
 
