@@ -53,6 +53,10 @@ const MESSAGES_PER_SLAB: usize = 16;
 /// average, slabs of 16 average messages would hold little besides one keyframe and allocations
 /// would come every few frames.
 const PEAKS_PER_SLAB: usize = 2;
+/// A keyframe starts a slab of its own only after a GOP of at least this many messages: with
+/// shorter ones (all-intra streams at the extreme) the GOP before it pins little, and a slab per
+/// keyframe would forgo the amortization.
+const MIN_GOP_FOR_OWN_SLAB: usize = MESSAGES_PER_SLAB / 2;
 /// Messages the average length is taken over (moving).
 const AVERAGE_OVER: usize = 32;
 /// The largest recent message length loses 1/PEAK_DECAY a message: a keyframe still counts a GOP
@@ -113,6 +117,8 @@ struct Assembler {
     /// recent one (decaying); they size new slabs.
     average: usize,
     peak: usize,
+    /// Messages since the last one that began with `own_slab`.
+    since_own_slab: usize,
 }
 
 impl Assembler {
@@ -128,14 +134,21 @@ impl Assembler {
     }
 
     /// Makes room for a message of `length` bytes, or for as much of it as a slab holds; with
-    /// `own_slab`, on a slab that holds no earlier message (see [`starts_gop`]).
+    /// `own_slab`, on a slab that holds no earlier message (see [`starts_gop`]), unless fewer
+    /// than [`MIN_GOP_FOR_OWN_SLAB`] messages came since the last such one.
     fn begin(&mut self, length: usize, own_slab: bool) {
         let want = length.min(self.slab_size());
-        // Nothing split off and nothing written: the slab is at its front already.
-        let used = self.slab.room() < self.slab.size;
-        if own_slab && used && !self.slab.reclaim(want) {
-            self.next_slab(want);
-            return;
+        if own_slab {
+            let long_gop = self.since_own_slab >= MIN_GOP_FOR_OWN_SLAB;
+            self.since_own_slab = 0;
+            // Nothing split off and nothing written: the slab is at its front already.
+            let used = self.slab.room() < self.slab.size;
+            if long_gop && used && !self.slab.reclaim(want) {
+                self.next_slab(want);
+                return;
+            }
+        } else {
+            self.since_own_slab += 1;
         }
         self.reserve(want);
     }
@@ -640,35 +653,49 @@ mod tests {
             assert_eq!(m.payload.len(), len);
             m.payload
         };
+        let gop = |r: &mut ChunkReader| -> Vec<Bytes> {
+            (0..MIN_GOP_FOR_OWN_SLAB)
+                .map(|_| next(r, 9, INTER, 100))
+                .collect()
+        };
         let mut r = ChunkReader::new();
-        let a = next(&mut r, 9, INTER, 1000);
-        let b = next(&mut r, 9, INTER, 1000);
-        assert_eq!(b.as_ptr(), a[1000..].as_ptr(), "inter frames share a slab");
-        let k = next(&mut r, 9, KEY, 1000);
-        assert_ne!(
-            k.as_ptr(),
-            b[1000..].as_ptr(),
-            "a keyframe followed the GOP before it"
+        let old = gop(&mut r);
+        assert_eq!(
+            old[1].as_ptr(),
+            old[0][100..].as_ptr(),
+            "inter frames share a slab"
         );
+        let end = old.last().unwrap()[100..].as_ptr();
+        let k = next(&mut r, 9, KEY, 1000);
+        assert_ne!(k.as_ptr(), end, "a keyframe followed the GOP before it");
         let c = next(&mut r, 9, INTER, 1000);
         assert_eq!(
             c.as_ptr(),
             k[1000..].as_ptr(),
-            "the GOP's frames follow its keyframe"
+            "the frames after a keyframe follow it"
         );
         // The old GOP dropped while the new one is held: its slab is the next one filled.
-        let old = a.as_ptr();
-        drop((a, b));
+        let start = old[0].as_ptr();
+        drop(old);
         let reused =
-            (0..=MIN_SLAB_BYTES / 3000 + 1).any(|_| next(&mut r, 9, INTER, 3000).as_ptr() == old);
+            (0..=MIN_SLAB_BYTES / 3000 + 1).any(|_| next(&mut r, 9, INTER, 3000).as_ptr() == start);
         assert!(reused, "the old GOP's slab was not reused");
         drop((k, c));
 
+        // After a short GOP (all-intra, at the extreme) a keyframe follows like any frame.
         let mut r = ChunkReader::new();
-        let a = next(&mut r, 9, INTER, 1000);
+        let k1 = next(&mut r, 9, KEY, 1000);
+        let k2 = next(&mut r, 9, KEY, 1000);
+        assert_eq!(
+            k2.as_ptr(),
+            k1[1000..].as_ptr(),
+            "keyframes of an all-intra stream"
+        );
+        let frames = gop(&mut r);
+        let end = frames.last().unwrap()[100..].as_ptr();
         // Audio whose first byte reads like a keyframe's stays on the slab...
         let audio = next(&mut r, 8, KEY, 500);
-        assert_eq!(audio.as_ptr(), a[1000..].as_ptr());
+        assert_eq!(audio.as_ptr(), end);
         // ... and a keyframe in an enhanced-RTMP tag moves on.
         let e = next(&mut r, 9, EX_KEY, 1000);
         assert_ne!(
