@@ -50,6 +50,14 @@ mod packet {
 
 /// FLV frame type 5: a video info / command frame.
 const FRAME_TYPE_COMMAND: u8 = 5;
+/// Frame type 1: a keyframe.
+pub(crate) const FRAME_TYPE_KEY: u8 = 1;
+
+/// The frame type of a video tag, from its first byte: bits 4-6 in the legacy header (whose
+/// frame types stop at 5, so bit 7 is clear) and in the enhanced-RTMP one (bit 7 set).
+pub(crate) fn frame_type(first: u8) -> u8 {
+    (first >> 4) & 0x07
+}
 
 /// Reads a signed 24-bit big-endian composition time.
 fn composition_time(b: &[u8]) -> i32 {
@@ -65,7 +73,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
     if first & 0x80 != 0 {
         return parse_enhanced(first, body);
     }
-    let frame_type = first >> 4;
+    let frame_type = frame_type(first);
     let codec_id = first & 0x0f;
     if frame_type == FRAME_TYPE_COMMAND {
         return Ok(VideoTag::Info);
@@ -100,7 +108,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
         }),
         1 => Ok(VideoTag::Frame {
             codec,
-            keyframe: frame_type == 1,
+            keyframe: frame_type == FRAME_TYPE_KEY,
             composition_ms,
             data: payload,
         }),
@@ -111,7 +119,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
 
 /// Enhanced RTMP: `[1 | frame type(3) | packet type(4)] FourCC [SI24 cts] data`.
 fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
-    let frame_type = (first >> 4) & 0x07;
+    let frame_type = frame_type(first);
     let packet_type = first & 0x0f;
     if packet_type > packet::METADATA {
         // Not a single-track packet of the layout below (multitrack puts its FourCC elsewhere).
@@ -132,7 +140,7 @@ fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
     if frame_type == FRAME_TYPE_COMMAND || packet_type == packet::METADATA {
         return Ok(VideoTag::Info);
     }
-    let keyframe = frame_type == 1;
+    let keyframe = frame_type == FRAME_TYPE_KEY;
     match packet_type {
         packet::SEQUENCE_START => Ok(VideoTag::Config {
             codec,

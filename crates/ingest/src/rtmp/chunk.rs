@@ -21,7 +21,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::{Error, Result};
+use crate::{flv, Error, Result};
 
 /// Largest message accepted (the length field is 24 bits, so 16 MiB - 1 at most anyway).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 - 1;
@@ -467,8 +467,8 @@ impl ChunkReader {
     }
 }
 
-/// True for a video message whose first byte says keyframe (FLV's frame type, in bits 4-6 in
-/// both the legacy and the enhanced-RTMP tag header), which starts a GOP.
+/// True for a video message whose first byte says keyframe (FLV's frame type), which starts a
+/// GOP.
 ///
 /// Such a message begins a slab of its own: the hub drops the GOP before it as soon as it
 /// arrives, and the frames that shared its slab would otherwise stay allocated for the whole of
@@ -478,8 +478,7 @@ impl ChunkReader {
 /// guess costs one slab change.
 fn starts_gop(type_id: u8, first_byte: Option<u8>) -> bool {
     const VIDEO: u8 = 9;
-    const KEYFRAME: u8 = 1;
-    type_id == VIDEO && first_byte.is_some_and(|b| (b >> 4) & 0x7 == KEYFRAME)
+    type_id == VIDEO && first_byte.is_some_and(|b| flv::frame_type(b) == flv::FRAME_TYPE_KEY)
 }
 
 enum Chunk {
