@@ -14,8 +14,9 @@
 //! allocation and whatever is cut from them later (a frame) is a slice of it. A slab is written
 //! over again once every message cut from it has been dropped, so a new one is allocated only
 //! while the consumer still holds messages of the last two (the hub holds a GOP); a slab holds
-//! some 16 average messages, so even then allocations are rare, and a keyframe starts a slab of
-//! its own, so the GOP before it goes whole when the hub lets it go. A slice kept for long keeps
+//! some 16 average messages, so even then allocations are rare, and a keyframe after a GOP of 8
+//! messages or more starts a slab of its own, so the GOP before it goes whole when the hub lets
+//! it go. A slice kept for long keeps
 //! its whole slab: what a consumer keeps for the life of a stream (a sequence header) should be
 //! copied out, as [`super::session`] does.
 
@@ -470,10 +471,10 @@ impl ChunkReader {
 /// True for a video message whose first byte says keyframe (FLV's frame type), which starts a
 /// GOP.
 ///
-/// Such a message begins a slab of its own: the hub drops the GOP before it as soon as it
-/// arrives, and the frames that shared its slab would otherwise stay allocated for the whole of
-/// the new GOP, pinned by the keyframe: half a slab a stream on average, 80-170 KiB at 720p and
-/// 1080p. Measured with 8 streams, ingest only, alternated: 28.5-28.9 against 29.2-29.4 MiB
+/// After a GOP of at least `MIN_GOP_FOR_OWN_SLAB` messages, such a message begins a slab of its
+/// own: the hub drops the GOP before it as soon as it arrives, and the frames that shared its
+/// slab would otherwise stay allocated for the whole of the new GOP, pinned by the keyframe:
+/// half a slab a stream on average, 80-170 KiB at 720p and 1080p. Measured with 8 streams, ingest only, alternated: 28.5-28.9 against 29.2-29.4 MiB
 /// PSS at 720p, 30.9-31.2 against 31.5-32.0 MiB at 1080p. Only an allocation choice: a wrong
 /// guess costs one slab change.
 fn starts_gop(type_id: u8, first_byte: Option<u8>) -> bool {
