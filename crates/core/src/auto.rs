@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::hub::{Hub, HubObserver, LiveStream, Shot};
+use crate::lifecycle::Lifecycle;
 use crate::path::PathVars;
 use crate::snapshot::{SnapshotRequest, Snapshotter};
 use crate::template::{resolve, BindingSpec, FieldError, Template, TemplateSpec};
@@ -182,7 +183,11 @@ pub struct Automation {
 
 impl Automation {
     /// Builds the automation, loads saved templates and bindings, hooks into the hub, and starts
-    /// the worker, the spool and the retention sweeper.
+    /// the worker, the spool and the retention sweeper on `life`. When its token is cancelled,
+    /// the worker takes no new due pictures and the pictures already in the making are finished
+    /// (stored, or spooled) before its tasks end; the spool and the sweeper stop at once (a
+    /// spooled picture whose upload is cut off stays on disk for the next start).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         hub: Arc<Hub>,
         snapshots: Arc<Snapshotter>,
@@ -191,6 +196,7 @@ impl Automation {
         locations: HashMap<String, Arc<Location>>,
         events: Arc<dyn EventSink>,
         config: AutoConfig,
+        life: &Lifecycle,
     ) -> Result<Arc<Automation>, ConfigError> {
         let saved: Saved = match &config.save_path {
             Some(p) if p.exists() => {
@@ -227,16 +233,17 @@ impl Automation {
         });
         let (tx, rx) = mpsc::channel(SHOT_QUEUE);
         hub.set_automation(auto.clone(), tx);
-        tokio::spawn(auto.clone().work(rx));
+        life.spawn(auto.clone().work(rx, life.clone()));
         let a = auto.clone();
         let resolver = move |name: &str| a.locations.get(name).cloned();
         let a = auto.clone();
+        let tracker = life.tracker.clone();
         let on_stored = move |entry: SpoolEntry| {
             let a = a.clone();
-            tokio::spawn(async move { a.spooled_stored(entry).await });
+            tracker.spawn(async move { a.spooled_stored(entry).await });
         };
-        tokio::spawn(async move { spool.run(resolver, on_stored).await });
-        tokio::spawn(auto.clone().sweep());
+        life.spawn_until_cancelled(async move { spool.run(resolver, on_stored).await });
+        life.spawn_until_cancelled(auto.clone().sweep());
         Ok(auto)
     }
 
@@ -423,16 +430,30 @@ impl Automation {
             .map_err(|e| ConfigError::Save(format!("{}: {e}", path.display())))
     }
 
-    async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>) {
+    async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>, life: Lifecycle) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SHOTS_IN_FLIGHT));
-        while let Some(shot) = rx.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
+        loop {
+            let shot = tokio::select! {
+                biased;
+                _ = life.token.cancelled() => break,
+                shot = rx.recv() => match shot {
+                    Some(shot) => shot,
+                    None => break,
+                },
+            };
+            let permit = tokio::select! {
+                biased;
+                _ = life.token.cancelled() => break,
+                permit = in_flight.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             // Each picture runs on its own task: the snapshot service bounds decoding, and a
-            // slow storage write must not hold up other streams' pictures.
+            // slow storage write must not hold up other streams' pictures. The tracker keeps
+            // shutdown waiting until the picture is stored or spooled.
             let me = self.clone();
-            tokio::spawn(async move {
+            life.spawn(async move {
                 let key = shot.stream.key.to_string();
                 if let Err(e) = me.store_shot(shot).await {
                     me.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -441,9 +462,22 @@ impl Automation {
                 drop(permit);
             });
         }
+        // Due pictures whose making had not begun are not started once shutdown has begun.
+        rx.close();
+        let mut dropped = 0u64;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.counters.failed.fetch_add(dropped, Ordering::Relaxed);
+            warn!(
+                dropped,
+                "shutdown: due pictures not yet started were not taken"
+            );
+        }
     }
 
-    async fn store_shot(&self, shot: Shot) -> Result<(), String> {
+    async fn store_shot(&self, shot: Shot) -> crate::Result<()> {
         let t = shot.template.clone();
         let request = SnapshotRequest {
             options: t.options,
@@ -452,8 +486,7 @@ impl Automation {
         let snap = self
             .snapshots
             .picture(&shot.stream, shot.view, request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let key = &shot.stream.key;
         let time_ms = shot
             .due
@@ -464,8 +497,7 @@ impl Automation {
             Some(_) => Some(
                 self.index
                     .next_sequence(&key.domain, &key.app, &key.stream, &t.spec.name)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                    .await?,
             ),
             None => None,
         };
@@ -558,11 +590,20 @@ impl Automation {
                     callback_url,
                     keep_last,
                 };
+                // Metadata that cannot be written would be a picture stored but never indexed.
+                let meta_json = match serde_json::to_value(&meta) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        error!(key = %meta.row.key, error = %e, "picture dropped: its metadata cannot be serialised for the spool");
+                        return;
+                    }
+                };
                 let entry = SpoolEntry {
                     location: meta.row.storage.clone(),
                     key: meta.row.key.clone(),
                     data,
-                    meta: serde_json::to_value(&meta).unwrap_or_default(),
+                    meta: meta_json,
                 };
                 match self.spool.push(entry).await {
                     Ok(()) => {
@@ -650,16 +691,16 @@ impl Automation {
         }
     }
 
-    /// Deletes a picture: the object, then its row. A missing object is not an error.
-    pub async fn delete_row(&self, row: &SnapshotRow) -> Result<(), String> {
+    /// Deletes a picture: the object, then its row. A missing object is not an error; a row
+    /// that is already gone (deleted meanwhile) is [`livesnap_store::Error::RowNotFound`].
+    pub async fn delete_row(&self, row: &SnapshotRow) -> Result<(), livesnap_store::Error> {
         if let Some(location) = self.locations.get(&row.storage) {
-            location.delete(&row.key).await.map_err(|e| e.to_string())?;
+            location.delete(&row.key).await?;
         }
-        self.index
-            .delete(&row.id)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        match self.index.delete(&row.id).await? {
+            Some(_) => Ok(()),
+            None => Err(livesnap_store::Error::RowNotFound(row.id.clone())),
+        }
     }
 
     async fn sweep(self: Arc<Self>) {

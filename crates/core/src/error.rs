@@ -20,6 +20,9 @@ pub enum Error {
     /// The request itself is wrong (size, format).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The index or a storage location failed (its kind, not found or transient, is kept).
+    #[error(transparent)]
+    Store(#[from] livesnap_store::Error),
     /// Something failed that the caller cannot fix.
     #[error("internal error: {0}")]
     Internal(String),

@@ -5,6 +5,7 @@
 pub mod auto;
 pub mod error;
 pub mod hub;
+pub mod lifecycle;
 pub mod path;
 pub mod schedule;
 pub mod snapshot;

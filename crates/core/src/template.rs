@@ -289,15 +289,17 @@ pub fn star() -> String {
 impl BindingSpec {
     /// Checks the binding's names.
     pub fn check(&self) -> Result<(), FieldError> {
-        media::stream::check_name("domain", &self.domain).map_err(|e| bad("domain", e))?;
+        media::stream::check_name("domain", &self.domain)
+            .map_err(|e| bad("domain", e.to_string()))?;
         if self.app != "*" {
-            media::stream::check_name("app", &self.app).map_err(|e| bad("app", e))?;
+            media::stream::check_name("app", &self.app).map_err(|e| bad("app", e.to_string()))?;
         }
         if self.stream != "*" {
             if self.app == "*" {
                 return Err(bad("stream", "a stream binding needs an app"));
             }
-            media::stream::check_name("stream", &self.stream).map_err(|e| bad("stream", e))?;
+            media::stream::check_name("stream", &self.stream)
+                .map_err(|e| bad("stream", e.to_string()))?;
         }
         check_identifier("template", &self.template)
     }

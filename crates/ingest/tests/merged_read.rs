@@ -63,7 +63,13 @@ fn start(config: RtmpConfig) -> (SocketAddr, Arc<Mutex<Log>>, tokio::runtime::Ru
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    runtime.spawn(serve(listener, Arc::new(Sink(log.clone())), config));
+    runtime.spawn(serve(
+        listener,
+        Arc::new(Sink(log.clone())),
+        config,
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::task::TaskTracker::new(),
+    ));
     (addr, log, runtime)
 }
 

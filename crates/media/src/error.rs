@@ -32,6 +32,9 @@ pub enum Error {
     /// The requested output size is zero or absurd.
     #[error("invalid output size {width}x{height}: each side must be 1..={max}")]
     BadOutputSize { width: u32, height: u32, max: u32 },
+    /// A domain, app or stream name is refused (empty, too long, `/`, control characters...).
+    #[error("{0}")]
+    BadName(String),
     /// Colour conversion, scaling or encoding failed.
     #[error("encode failed: {0}")]
     Encode(String),

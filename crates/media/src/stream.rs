@@ -24,7 +24,7 @@ pub struct StreamKey {
 
 impl StreamKey {
     /// Builds a key after checking each part with [`check_name`].
-    pub fn new(domain: &str, app: &str, stream: &str) -> Result<StreamKey, String> {
+    pub fn new(domain: &str, app: &str, stream: &str) -> crate::Result<StreamKey> {
         check_name("domain", domain)?;
         check_name("app", app)?;
         check_name("stream", stream)?;
@@ -45,21 +45,22 @@ impl fmt::Display for StreamKey {
 /// Refuses names that are empty, too long, contain `/`, `\`, control characters, or are `.`/`..`.
 /// Names still go through path escaping wherever they become file names; this only keeps
 /// nonsense out of the hub and the API.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_name(what: &str, name: &str) -> crate::Result<()> {
+    let bad = |why: String| Err(crate::Error::BadName(why));
     if name.is_empty() {
-        return Err(format!("{what} name is empty"));
+        return bad(format!("{what} name is empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("{what} name is longer than {MAX_NAME_LEN} bytes"));
+        return bad(format!("{what} name is longer than {MAX_NAME_LEN} bytes"));
     }
     if name == "." || name == ".." {
-        return Err(format!("{what} name {name:?} is not allowed"));
+        return bad(format!("{what} name {name:?} is not allowed"));
     }
     if let Some(c) = name
         .chars()
         .find(|c| c.is_control() || *c == '/' || *c == '\\')
     {
-        return Err(format!("{what} name contains the character {c:?}"));
+        return bad(format!("{what} name contains the character {c:?}"));
     }
     Ok(())
 }

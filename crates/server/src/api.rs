@@ -29,6 +29,8 @@ pub struct AppState {
     pub snapshots: Arc<Snapshotter>,
     /// Largest request body.
     pub max_request_bytes: usize,
+    /// Longest time a request may take (then 408).
+    pub request_timeout: std::time::Duration,
     /// Automatic snapshots, storage and the index.
     pub auto: Arc<livesnap_core::auto::Automation>,
     /// Webhooks.
@@ -81,7 +83,8 @@ fn lookup(
     stream: &str,
 ) -> Result<Arc<LiveStream>, AppError> {
     let domain = domain.unwrap_or(DEFAULT_DOMAIN);
-    let key = StreamKey::new(domain, app, stream).map_err(AppError::BadRequest)?;
+    let key =
+        StreamKey::new(domain, app, stream).map_err(|e| AppError::BadRequest(e.to_string()))?;
     hub.get(&key)
         .ok_or_else(|| AppError::Core(livesnap_core::Error::NotLive(key.to_string())))
 }

@@ -242,10 +242,7 @@ async fn delete_snapshot(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let row = find(&st, &id).await?;
-    st.auto
-        .delete_row(&row)
-        .await
-        .map_err(|e| AppError::Core(livesnap_core::Error::Internal(e)))?;
+    st.auto.delete_row(&row).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -271,7 +268,7 @@ async fn batch_delete(
         let result = match st.auto.index().get(&id).await {
             Ok(Some(row)) => match st.auto.delete_row(&row).await {
                 Ok(()) => json!({ "id": id, "deleted": true }),
-                Err(e) => json!({ "id": id, "deleted": false, "error": e }),
+                Err(e) => json!({ "id": id, "deleted": false, "error": e.to_string() }),
             },
             Ok(None) => json!({ "id": id, "deleted": false, "error": "not found" }),
             Err(e) => json!({ "id": id, "deleted": false, "error": e.to_string() }),
@@ -283,7 +280,7 @@ async fn batch_delete(
 
 async fn deliveries(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(
-        json!({ "deliveries": st.callbacks.deliveries(), "dropped": st.callbacks.dropped.load(std::sync::atomic::Ordering::Relaxed) }),
+        json!({ "deliveries": st.callbacks.deliveries(), "dropped": st.callbacks.counters.dropped.load(std::sync::atomic::Ordering::Relaxed), "counters": st.callbacks.counters }),
     )
 }
 

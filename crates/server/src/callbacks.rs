@@ -2,6 +2,12 @@
 //! template's `callback_url` and/or the global one, signed, retried with exponential backoff,
 //! and kept in a delivery log. Nothing here runs on the ingest or snapshot path: events are
 //! queued without waiting, and a full queue drops (and counts) rather than blocks.
+//!
+//! At least once, across restarts: each delivery is written to the index's callback queue
+//! before its first try and removed once it is delivered or out of tries. At shutdown the
+//! deliveries still waiting are written there too, and the next start sends them, with the
+//! same delivery id (`X-Livesnap-Delivery`) and body (whose `id` names the event), so a
+//! receiver that saw one before the restart can tell it is the same.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use livesnap_core::auto::EventSink;
 use livesnap_core::hub::LiveStream;
-use livesnap_store::index::SnapshotRow;
+use livesnap_core::lifecycle::Lifecycle;
+use livesnap_store::index::{new_id, Index, QueuedDelivery, SnapshotRow};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Events waiting to be sent; past this, new ones are dropped and counted.
 pub const QUEUE: usize = 10_000;
@@ -26,6 +33,8 @@ pub const LOG_ENTRIES: usize = 1000;
 pub const CONCURRENCY: usize = 16;
 /// Time allowed for one POST.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two tries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Settings of the callbacks.
 #[derive(Debug, Clone)]
@@ -45,8 +54,8 @@ pub struct CallbackConfig {
 /// One delivery as the log shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
-    /// Delivery id.
-    pub id: u64,
+    /// Delivery id, also sent as `X-Livesnap-Delivery`; the same across restarts.
+    pub id: String,
     /// Event type.
     pub event: String,
     /// Target URL.
@@ -66,9 +75,24 @@ pub struct Delivery {
 }
 
 struct Job {
-    id: u64,
-    url: String,
-    body: Arc<String>,
+    delivery: QueuedDelivery,
+    /// Already in the index's callback queue (loaded from it at start).
+    persisted: bool,
+}
+
+/// Deliveries by outcome, for the API and metrics.
+#[derive(Debug, Default, Serialize)]
+pub struct DeliveryCounters {
+    /// Delivered (a 2xx answer).
+    pub delivered: AtomicU64,
+    /// Tries that failed and were retried.
+    pub retried: AtomicU64,
+    /// Gave up after the last try.
+    pub failed: AtomicU64,
+    /// Dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Left in the index's queue at shutdown, for the next start.
+    pub left_for_next_start: AtomicU64,
 }
 
 /// The webhook sender.
@@ -76,9 +100,9 @@ pub struct Callbacks {
     config: CallbackConfig,
     tx: mpsc::Sender<Job>,
     log: Mutex<VecDeque<Delivery>>,
-    next_id: AtomicU64,
-    /// Events dropped because the queue was full.
-    pub dropped: AtomicU64,
+    index: Arc<Index>,
+    /// Deliveries by outcome.
+    pub counters: DeliveryCounters,
 }
 
 /// Computes the signature header value: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
@@ -96,19 +120,67 @@ pub fn sign(secret: &str, unix: u64, body: &str) -> String {
     format!("t={unix},v1={hex}")
 }
 
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Callbacks {
-    /// Starts the sender.
-    pub fn start(config: CallbackConfig) -> Arc<Callbacks> {
+    /// Starts the sender on `life`, first queueing the deliveries an earlier run left in the
+    /// index. When `life`'s token is cancelled, the deliveries still waiting (and those being
+    /// tried) stay in the index for the next start.
+    pub async fn start(
+        config: CallbackConfig,
+        index: Arc<Index>,
+        life: &Lifecycle,
+    ) -> Result<Arc<Callbacks>, livesnap_store::Error> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let left = index.queued_deliveries(QUEUE as u32).await?;
         let cb = Arc::new(Callbacks {
             config,
             tx,
             log: Mutex::new(VecDeque::new()),
-            next_id: AtomicU64::new(1),
-            dropped: AtomicU64::new(0),
+            index,
+            counters: DeliveryCounters::default(),
         });
-        tokio::spawn(cb.clone().run(rx));
-        cb
+        if !left.is_empty() {
+            info!(
+                deliveries = left.len(),
+                "callbacks: sending the deliveries left by the last run"
+            );
+        }
+        for delivery in left {
+            let body = serde_json::from_str(&delivery.body).unwrap_or(Value::Null);
+            cb.log_queued(&delivery, body);
+            let job = Job {
+                delivery,
+                persisted: true,
+            };
+            // The channel holds QUEUE jobs and at most QUEUE were loaded.
+            let _ = cb.tx.try_send(job);
+        }
+        life.spawn(cb.clone().run(rx, life.clone()));
+        Ok(cb)
+    }
+
+    fn log_queued(&self, d: &QueuedDelivery, body: Value) {
+        let created = UNIX_EPOCH + Duration::from_millis(u64::try_from(d.created_ms).unwrap_or(0));
+        let delivery = Delivery {
+            id: d.id.clone(),
+            event: d.event.clone(),
+            url: d.url.clone(),
+            state: "pending",
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            created_at: humantime::format_rfc3339_millis(created).to_string(),
+            body,
+        };
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= LOG_ENTRIES {
+            log.pop_front();
+        }
+        log.push_back(delivery);
     }
 
     /// The delivery log, newest first.
@@ -122,7 +194,7 @@ impl Callbacks {
             .collect()
     }
 
-    fn update(&self, id: u64, f: impl FnOnce(&mut Delivery)) {
+    fn update(&self, id: &str, f: impl FnOnce(&mut Delivery)) {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = log.iter_mut().rev().find(|d| d.id == id) {
             f(d);
@@ -142,42 +214,32 @@ impl Callbacks {
         }
         let now = SystemTime::now();
         let body = json!({
+            "id": new_id(unix_ms(now)),
             "event": event,
             "time": humantime::format_rfc3339_millis(now).to_string(),
             "data": data,
         });
-        let text = Arc::new(body.to_string());
+        let text = body.to_string();
         for url in urls {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let delivery = Delivery {
-                id,
+            let delivery = QueuedDelivery {
+                id: new_id(unix_ms(now)),
                 event: event.to_string(),
                 url: url.to_string(),
-                state: "pending",
-                attempts: 0,
-                last_status: None,
-                last_error: None,
-                created_at: humantime::format_rfc3339_millis(now).to_string(),
-                body: body.clone(),
+                body: text.clone(),
+                created_ms: unix_ms(now),
             };
-            {
-                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-                if log.len() >= LOG_ENTRIES {
-                    log.pop_front();
-                }
-                log.push_back(delivery);
-            }
+            self.log_queued(&delivery, body.clone());
+            let id = delivery.id.clone();
             if self
                 .tx
                 .try_send(Job {
-                    id,
-                    url: url.to_string(),
-                    body: text.clone(),
+                    delivery,
+                    persisted: false,
                 })
                 .is_err()
             {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.update(id, |d| {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.update(&id, |d| {
                     d.state = "failed";
                     d.last_error = Some("callback queue full".into());
                 });
@@ -186,7 +248,20 @@ impl Callbacks {
         }
     }
 
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
+    /// Writes a delivery to the index's queue unless it is there already.
+    async fn persist(&self, job: &mut Job) {
+        if job.persisted {
+            return;
+        }
+        match self.index.queue_delivery(&job.delivery).await {
+            Ok(()) => job.persisted = true,
+            Err(e) => {
+                warn!(id = %job.delivery.id, error = %e, "callback not recorded in the index; a restart before it is delivered loses it")
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>, life: Lifecycle) {
         let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
             Ok(c) => c,
             Err(e) => {
@@ -195,20 +270,68 @@ impl Callbacks {
             }
         };
         let permits = Arc::new(Semaphore::new(CONCURRENCY));
-        while let Some(job) = rx.recv().await {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+        let token = life.token.clone();
+        loop {
+            let mut job = tokio::select! {
+                biased;
+                _ = token.cancelled() => break,
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            self.persist(&mut job).await;
+            let permit = tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    self.left(&job);
+                    break;
+                }
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let me = self.clone();
             let client = client.clone();
-            tokio::spawn(async move {
-                me.deliver(&client, job).await;
+            let token = token.clone();
+            life.spawn(async move {
+                tokio::select! {
+                    // A try cut off here stays queued in the index: sent again next start.
+                    _ = token.cancelled() => me.left(&job),
+                    _ = me.deliver(&client, &job) => {}
+                }
                 drop(permit);
             });
         }
+        // Shutdown: what is still waiting goes to the index for the next start.
+        rx.close();
+        while let Ok(mut job) = rx.try_recv() {
+            self.persist(&mut job).await;
+            self.left(&job);
+        }
+        let left = self.counters.left_for_next_start.load(Ordering::Relaxed);
+        if left > 0 {
+            info!(
+                deliveries = left,
+                "callbacks: left in the index's queue; the next start delivers them"
+            );
+        }
     }
 
-    async fn deliver(&self, client: &reqwest::Client, job: Job) {
+    fn left(&self, job: &Job) {
+        if job.persisted {
+            self.counters
+                .left_for_next_start
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(id = %job.delivery.id, url = %job.delivery.url, "callback lost at shutdown: it could not be recorded in the index");
+        }
+    }
+
+    async fn deliver(&self, client: &reqwest::Client, job: &Job) {
+        let job = &job.delivery;
         let mut backoff = self.config.first_backoff;
         for attempt in 1..=self.config.max_attempts.max(1) {
             let unix = SystemTime::now()
@@ -222,7 +345,8 @@ impl Callbacks {
                     "user-agent",
                     concat!("livesnap/", env!("CARGO_PKG_VERSION")),
                 )
-                .body(job.body.to_string());
+                .header("x-livesnap-delivery", &job.id)
+                .body(job.body.clone());
             if let Some(secret) = &self.config.secret {
                 req = req.header("x-livesnap-signature", sign(secret, unix, &job.body));
             }
@@ -235,7 +359,7 @@ impl Callbacks {
                 Err(e) => (None, Some(e.to_string())),
             };
             let ok = error.is_none();
-            self.update(job.id, |d| {
+            self.update(&job.id, |d| {
                 d.attempts = attempt;
                 d.last_status = status;
                 d.last_error = error.clone();
@@ -245,15 +369,26 @@ impl Callbacks {
             });
             if ok {
                 debug!(url = %job.url, attempt, "callback delivered");
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.done(&job.id).await;
                 return;
             }
             warn!(url = %job.url, attempt, error = ?error, "callback failed");
             if attempt < self.config.max_attempts {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(300));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        self.update(job.id, |d| d.state = "failed");
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.update(&job.id, |d| d.state = "failed");
+        self.done(&job.id).await;
+    }
+
+    async fn done(&self, id: &str) {
+        if let Err(e) = self.index.delivery_done(id).await {
+            warn!(id, error = %e, "callback done but still queued in the index; the next start sends it again");
+        }
     }
 }
 

@@ -52,6 +52,14 @@ pub struct Settings {
     pub rtmp_merge_read_ms: u64,
     /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
     pub log: String,
+    /// Log lines as `text` or `json` (one object per line).
+    pub log_format: String,
+    /// Seconds a shutdown may take: pictures in flight are finished and callbacks queued in
+    /// the index before the server gives up on them and exits.
+    pub shutdown_timeout_s: u64,
+    /// Seconds an HTTP request may take before it is answered 408 (a picture request is
+    /// bounded by `snapshot_taking_interval_ms` before that).
+    pub request_timeout_s: u64,
     /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
     pub storage: HashMap<String, LocationConfig>,
     /// Domain -> SourceID for path patterns (`[source_ids]`); a domain not listed is its own.
@@ -107,6 +115,9 @@ impl Default for Settings {
             rtmp_idle_timeout_s: 30,
             rtmp_merge_read_ms: ingest::rtmp::server::DEFAULT_MERGE_READ.as_millis() as u64,
             log: "info".to_string(),
+            log_format: "text".to_string(),
+            shutdown_timeout_s: DEFAULT_SHUTDOWN_TIMEOUT_S,
+            request_timeout_s: DEFAULT_REQUEST_TIMEOUT_S,
             storage: HashMap::new(),
             source_ids: HashMap::new(),
             index: None,
@@ -135,6 +146,14 @@ impl Default for Settings {
 pub const DEFAULT_IO_THREADS: usize = 0;
 /// Most async runtime threads accepted.
 pub const MAX_IO_THREADS: usize = 256;
+
+/// Seconds a shutdown may take by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 10;
+/// Longest shutdown_timeout_s accepted.
+pub const MAX_SHUTDOWN_TIMEOUT_S: u64 = 3600;
+/// Seconds an HTTP request may take by default: well above the longest picture wait
+/// (`snapshot_taking_interval_ms`, at most [`MAX_INTERVAL_MS`]).
+pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 60;
 
 /// The storage location of WCS automatic snapshots (rooted at `snapshot_auto_dir`).
 pub const WCS_AUTO_STORAGE: &str = "wcs-auto";
@@ -202,6 +221,15 @@ pub struct ServeArgs {
     /// Log filter [default: info].
     #[arg(long, env = "LIVESNAP_LOG")]
     pub log: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "LIVESNAP_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds a graceful shutdown may take [default: 10].
+    #[arg(long, env = "LIVESNAP_SHUTDOWN_TIMEOUT_S")]
+    pub shutdown_timeout_s: Option<u64>,
+    /// Seconds an HTTP request may take [default: 60].
+    #[arg(long, env = "LIVESNAP_REQUEST_TIMEOUT_S")]
+    pub request_timeout_s: Option<u64>,
     /// Index URL: sqlite://PATH or postgres://... [default: sqlite://<data_dir>/index.db].
     #[arg(long, env = "LIVESNAP_INDEX")]
     pub index: Option<String>,
@@ -297,7 +325,10 @@ impl ServeArgs {
             snapshot_auto_naming,
             snapshot_auto_rate,
             snapshot_auto_retention,
-            log
+            log,
+            log_format,
+            shutdown_timeout_s,
+            request_timeout_s
         );
         macro_rules! over_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; } )* };
@@ -356,6 +387,23 @@ impl Settings {
         if self.io_threads > MAX_IO_THREADS {
             return Err(format!("io_threads must be at most {MAX_IO_THREADS}"));
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log_format must be text or json, got {:?}",
+                self.log_format
+            ));
+        }
+        if self.shutdown_timeout_s == 0 || self.shutdown_timeout_s > MAX_SHUTDOWN_TIMEOUT_S {
+            return Err(format!(
+                "shutdown_timeout_s must be 1..={MAX_SHUTDOWN_TIMEOUT_S}"
+            ));
+        }
+        if self.request_timeout_s.saturating_mul(1000) <= self.snapshot_taking_interval_ms {
+            return Err(format!(
+                "request_timeout_s must be longer than snapshot_taking_interval_ms ({} ms)",
+                self.snapshot_taking_interval_ms
+            ));
+        }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
         }
@@ -383,6 +431,11 @@ impl Settings {
     /// Async runtime threads, resolving 0 to the core count.
     pub fn io_threads(&self) -> usize {
         or_cores(self.io_threads)
+    }
+
+    /// How long a graceful shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
     }
 
     /// The on-demand timeout.

@@ -30,7 +30,6 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         use livesnap_core::auto::ConfigError;
         use livesnap_core::Error as C;
-        use livesnap_store::Error as S;
         match self {
             AppError::Core(C::NotLive(_)) | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Core(C::Ambiguous { .. }) => StatusCode::CONFLICT,
@@ -38,21 +37,28 @@ impl AppError {
             // No picture in time: the service is up but cannot answer now.
             AppError::Core(C::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Core(C::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Core(C::Store(e)) | AppError::Store(e) => store_status(e),
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,
                 ConfigError::NotFound(_) => StatusCode::NOT_FOUND,
                 ConfigError::Conflict(_) => StatusCode::CONFLICT,
                 ConfigError::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            AppError::Store(e) => match e {
-                S::NotFound { .. } => StatusCode::NOT_FOUND,
-                S::InvalidFilter(_)
-                | S::InvalidCursor(_)
-                | S::OutOfRange { .. }
-                | S::InvalidKey { .. } => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
         }
+    }
+}
+
+/// The status of a storage or index failure: what is missing is a 404, what may work again
+/// later (storage or database unreachable) a 503 with `Retry-After`.
+fn store_status(e: &livesnap_store::Error) -> StatusCode {
+    use livesnap_store::Error as S;
+    match e {
+        S::NotFound { .. } | S::RowNotFound(_) => StatusCode::NOT_FOUND,
+        S::InvalidFilter(_) | S::InvalidCursor(_) | S::OutOfRange { .. } | S::InvalidKey { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

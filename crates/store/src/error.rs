@@ -43,6 +43,9 @@ pub enum Error {
         /// Object key.
         key: String,
     },
+    /// No row in the index has this id.
+    #[error("snapshot {0} not found")]
+    RowNotFound(String),
     /// The store answered with an error or could not be reached.
     #[error("storage location {location:?}: {op} {key:?} failed: {source}")]
     Storage {

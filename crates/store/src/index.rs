@@ -295,7 +295,7 @@ fn to_i64(field: &'static str, value: u64) -> Result<i64> {
 /// Ids are `{unix_ms:013}{counter:06}`: they sort by capture time (then by creation order
 /// within a millisecond) and stay unique across nodes thanks to a random start for the counter
 /// plus a retry on the rare collision.
-fn new_id(time_ms: i64) -> String {
+pub fn new_id(time_ms: i64) -> String {
     static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     // A per-process start for the counter, so two nodes are unlikely to walk in step.
@@ -664,6 +664,62 @@ impl Index {
                    WHERE job = $1 AND mode = 'sequence' ORDER BY domain, app, stream";
         let rows: Vec<(String, String, String)> = with_db!(&self.db, pool => sqlx::query_as::<_, (String, String, String)>(sql).bind(job).fetch_all(pool).await)?;
         Ok(rows)
+    }
+}
+
+/// A webhook delivery waiting in the index ([`Index::queue_delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedDelivery {
+    /// Delivery id (from [`new_id`]), stable across restarts.
+    pub id: String,
+    /// Event type.
+    pub event: String,
+    /// Target URL.
+    pub url: String,
+    /// The JSON body, exactly as it is sent.
+    pub body: String,
+    /// When it was queued (Unix ms).
+    pub created_ms: i64,
+}
+
+impl Index {
+    /// Records a delivery as queued; recording the same id again changes nothing.
+    pub async fn queue_delivery(&self, d: &QueuedDelivery) -> Result<()> {
+        let sql = "INSERT INTO callback_queue (id, event, url, body, created_ms) \
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+        with_db!(&self.db, pool => sqlx::query(sql)
+            .bind(&d.id).bind(&d.event).bind(&d.url).bind(&d.body).bind(d.created_ms)
+            .execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Removes a delivery from the queue (delivered, or out of tries).
+    pub async fn delivery_done(&self, id: &str) -> Result<()> {
+        with_db!(&self.db, pool => sqlx::query("DELETE FROM callback_queue WHERE id = $1")
+            .bind(id).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The oldest `limit` queued deliveries, in the order they were queued.
+    pub async fn queued_deliveries(&self, limit: u32) -> Result<Vec<QueuedDelivery>> {
+        let sql = "SELECT id, event, url, body, created_ms FROM callback_queue \
+                   ORDER BY created_ms, id LIMIT $1";
+        let rows: Vec<QueuedDelivery> = with_db!(&self.db, pool =>
+            sqlx::query_as::<_, QueuedDelivery>(sql).bind(i64::from(limit)).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// How many deliveries are queued.
+    pub async fn queued_delivery_count(&self) -> Result<u64> {
+        let n: i64 = with_db!(&self.db, pool =>
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM callback_queue").fetch_one(pool).await)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Answers when the database does (for readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        with_db!(&self.db, pool => sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await)?;
+        Ok(())
     }
 }
 

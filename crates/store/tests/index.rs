@@ -63,7 +63,39 @@ on_both!(
     bad_filters_and_cursors_are_refused,
     streams_with_sequence_rows_lists_each_stream_once,
     migrations_are_idempotent,
+    callback_queue_survives_reopen_in_order,
 );
+
+async fn callback_queue_survives_reopen_in_order(db: Db) {
+    use livesnap_store::index::{new_id, QueuedDelivery};
+    let index = db.open().await;
+    let d = |n: i64| QueuedDelivery {
+        id: new_id(1_700_000_000_000 + n),
+        event: "snapshot.stored".into(),
+        url: format!("http://127.0.0.1:9/hook{n}"),
+        body: format!(r#"{{"n":{n}}}"#),
+        created_ms: 1_700_000_000_000 + n,
+    };
+    let (a, b, c) = (d(3), d(1), d(2));
+    for x in [&a, &b, &c] {
+        index.queue_delivery(x).await.unwrap();
+    }
+    // The same id again (a delivery re-queued after a restart) is not a second delivery.
+    index.queue_delivery(&a).await.unwrap();
+    assert_eq!(index.queued_delivery_count().await.unwrap(), 3);
+    index.delivery_done(&c.id).await.unwrap();
+    index.delivery_done("no-such-id").await.unwrap();
+    index.close().await;
+
+    let index = db.open().await;
+    assert_eq!(
+        index.queued_deliveries(10).await.unwrap(),
+        vec![b.clone(), a.clone()],
+        "oldest first, bodies byte for byte"
+    );
+    assert_eq!(index.queued_deliveries(1).await.unwrap(), vec![b]);
+    index.ping().await.unwrap();
+}
 
 fn snap(domain: &str, app: &str, stream: &str, job: &str, time_ms: i64, mode: Mode) -> NewSnapshot {
     NewSnapshot {

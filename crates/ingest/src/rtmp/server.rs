@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::session::{Event, Session};
@@ -122,12 +124,24 @@ fn write_nonblocking(socket: &std::net::TcpStream, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
-/// Accepts connections until the listener fails; each runs in its own task.
-pub async fn serve(listener: TcpListener, sink: Arc<dyn StreamSink>, config: RtmpConfig) {
+/// Accepts connections until `shutdown` is cancelled; each runs in its own task on `tasks`.
+/// On shutdown the listener closes at once and every connection ends: its stream leaves the
+/// hub (unpublished, as if the publisher had left) and its socket is shut down.
+pub async fn serve(
+    listener: TcpListener,
+    sink: Arc<dyn StreamSink>,
+    config: RtmpConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     loop {
-        let (socket, addr) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning.
@@ -143,15 +157,23 @@ pub async fn serve(listener: TcpListener, sink: Arc<dyn StreamSink>, config: Rtm
         };
         let sink = sink.clone();
         let config = config.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
-            match Connection::new(addr, sink, config).run(socket).await {
-                Ok(()) => debug!(%addr, "rtmp connection closed"),
-                Err(e) => warn!(%addr, error = %e, "rtmp connection dropped"),
+            // Dropping the connection at an await point ends its stream (the writer's drop
+            // unpublishes it) and closes the socket.
+            let run = Connection::new(addr, sink, config).run(socket);
+            tokio::select! {
+                _ = shutdown.cancelled() => debug!(%addr, "rtmp connection closed: shutting down"),
+                result = run => match result {
+                    Ok(()) => debug!(%addr, "rtmp connection closed"),
+                    Err(e) => warn!(%addr, error = %e, "rtmp connection dropped"),
+                },
             }
         });
     }
+    debug!("rtmp listener closed");
 }
 
 /// Makes RTMP millisecond timestamps (32 bits, wrapping) monotonic 64-bit ones.
@@ -317,7 +339,7 @@ impl Connection {
                         Err(why) => {
                             warn!(addr = %self.addr, %app, %name, %why, "rtmp publish refused");
                             self.session
-                                .reject_publish("NetStream.Publish.BadName", &why)?;
+                                .reject_publish("NetStream.Publish.BadName", &why.to_string())?;
                             return Ok(true);
                         }
                     };

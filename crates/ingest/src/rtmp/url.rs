@@ -51,7 +51,7 @@ pub fn resolve(
     name: &str,
     tc_url: Option<&str>,
     domains: &[String],
-) -> Result<StreamKey, String> {
+) -> media::Result<StreamKey> {
     let (app, app_query) = split_query(app);
     let (stream, name_query) = split_query(name);
     let tc_query = tc_url.map(|u| split_query(u).1).unwrap_or("");
@@ -77,7 +77,7 @@ mod tests {
     fn key(app: &str, name: &str, tc: Option<&str>) -> String {
         resolve(app, name, tc, &["cams.example.com".to_string()])
             .map(|k| k.to_string())
-            .unwrap_or_else(|e| e)
+            .unwrap_or_else(|e| e.to_string())
     }
 
     #[test]

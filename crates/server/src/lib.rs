@@ -1,0 +1,16 @@
+//! livesnap as a library: [`server::start`] runs the whole server from its
+//! [`config::Settings`] and returns a [`server::RunningServer`] with its addresses and a
+//! graceful `shutdown()`; [`api::app`] is the HTTP API as a router that tests call in-process.
+//! The `livesnap` binary only parses its command line and runs this.
+
+pub mod api;
+pub mod auto_api;
+pub mod callbacks;
+pub mod config;
+pub mod error;
+pub mod grab;
+pub mod logs;
+pub mod malloc;
+pub mod server;
+
+pub use server::{start, RunningServer, ShutdownReport, StartError};

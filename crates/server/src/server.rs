@@ -1,0 +1,411 @@
+//! The whole server, started from its settings and stopped as one: [`start`] opens the index,
+//! the storage locations and the spool, starts the front ends (RTMP), automatic snapshots,
+//! callbacks and the HTTP API, and hands back a [`RunningServer`] with the bound addresses.
+//!
+//! Shutdown runs in two phases, each on its own [`Lifecycle`]:
+//! 1. the front: the listeners stop accepting, publishers are ended (their streams leave the
+//!    hub, which tells the callbacks), HTTP requests in flight are answered, and the pictures
+//!    in the making are stored or spooled; the spool and the retention sweeper stop;
+//! 2. the back: callbacks still waiting are written to the index's queue for the next start.
+//!
+//! Then the index is closed. The whole takes at most `shutdown_timeout_s`; what is abandoned
+//! at the deadline is named in the log.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::rtmp::server::RtmpConfig;
+use livesnap_core::auto::{AutoConfig, Automation};
+use livesnap_core::hub::{Hub, HubConfig, HubSink};
+use livesnap_core::lifecycle::Lifecycle;
+use livesnap_core::snapshot::{SnapshotConfig, Snapshotter};
+use livesnap_core::template::{Retention, TemplateSpec};
+use livesnap_store::index::Index;
+use livesnap_store::location::Location;
+use livesnap_store::spool::Spool;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::callbacks::{CallbackConfig, Callbacks};
+use crate::config::{self, Settings};
+
+/// Why the server could not start. Each names the setting or resource to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data folder could not be created.
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen for {what} on {addr} (setting {setting}): {source}")]
+    Listen {
+        /// HTTP or RTMP.
+        what: &'static str,
+        /// The setting that names the address.
+        setting: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index could not be opened (the URL's password is never shown).
+    #[error("index (setting index): {0}")]
+    Index(#[source] livesnap_store::Error),
+    /// A storage location is unusable.
+    #[error("storage location {name:?}: {source}")]
+    Storage {
+        /// The location's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: livesnap_store::Error,
+    },
+    /// The spool folder is unusable.
+    #[error("spool (setting spool_dir): {0}")]
+    Spool(#[source] livesnap_store::Error),
+    /// A setting's value cannot work.
+    #[error("setting {setting}: {reason}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Saved templates and bindings could not be loaded.
+    #[error("automatic snapshots: {0}")]
+    Automation(#[from] livesnap_core::auto::ConfigError),
+}
+
+/// A started server. Dropping it does not stop it: call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// The HTTP API's address (the port is the real one when the setting asked for 0).
+    pub http: SocketAddr,
+    /// The RTMP listener's address.
+    pub rtmp: SocketAddr,
+    state: AppState,
+    front: Lifecycle,
+    back: Lifecycle,
+    index: Arc<Index>,
+    shutdown_timeout: Duration,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every task ended before the deadline.
+    pub clean: bool,
+    /// Tasks still running at the deadline (their work is lost, or in the spool).
+    pub abandoned_tasks: usize,
+    /// Callback deliveries left in the index's queue for the next start.
+    pub callbacks_left: u64,
+}
+
+/// Starts the server: binds its listeners, opens what it keeps, starts every task.
+pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    if media::decode::default_decoder_name() == "openh264" {
+        warn!(
+            "this build decodes with openh264 and encodes JPEG from RGB: a picture costs about twice \
+             what it does with libavcodec and libjpeg-turbo. scripts/run builds the fast server \
+             (cargo build --release --features full, with libavcodec-dev, clang, cmake and nasm)"
+        );
+    }
+    let front = Lifecycle::new();
+    let back = Lifecycle::new();
+
+    let hub = Hub::new(HubConfig {
+        max_streams: settings.max_publishers,
+        max_gop_bytes: settings.max_gop_bytes,
+    });
+    let snapshots = Snapshotter::new(SnapshotConfig {
+        workers: settings.workers(),
+        interval: settings.interval(),
+        attempts: settings.snapshot_taking_attempts,
+        cache_entries: settings.cache_entries,
+        cache_bytes: settings.cache_bytes,
+    });
+    let listen = |what, setting, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                what,
+                setting,
+                addr,
+                source,
+            })
+    };
+    let http = listen("HTTP", "http", settings.http).await?;
+    let rtmp = listen("RTMP", "rtmp", settings.rtmp).await?;
+    let local = |l: &TcpListener, what, setting, addr| {
+        l.local_addr().map_err(|source| StartError::Listen {
+            what,
+            setting,
+            addr,
+            source,
+        })
+    };
+    let http_addr = local(&http, "HTTP", "http", settings.http)?;
+    let rtmp_addr = local(&rtmp, "RTMP", "rtmp", settings.rtmp)?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+
+    let index = open_index(&settings).await?;
+    let callbacks = Callbacks::start(
+        CallbackConfig {
+            global_url: settings.callback_url.clone(),
+            secret: settings.callback_secret.clone(),
+            max_attempts: settings.callback_max_attempts.max(1),
+            first_backoff: Duration::from_millis(settings.callback_backoff_ms),
+            public_url: public_url.clone(),
+        },
+        index.clone(),
+        &back,
+    )
+    .await
+    .map_err(StartError::Index)?;
+    let auto = start_automation(
+        &settings,
+        hub.clone(),
+        snapshots.clone(),
+        index.clone(),
+        callbacks.clone(),
+        &front,
+    )?;
+
+    let rtmp_config = RtmpConfig {
+        domains: settings.domains.clone(),
+        max_connections: settings.max_connections,
+        idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
+        max_access_unit_bytes: settings.max_access_unit_bytes,
+        merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
+        ..RtmpConfig::default()
+    };
+    front.spawn(ingest::rtmp::server::serve(
+        rtmp,
+        Arc::new(HubSink(hub.clone())),
+        rtmp_config,
+        front.token.clone(),
+        front.tracker.clone(),
+    ));
+
+    let state = AppState {
+        hub,
+        snapshots,
+        max_request_bytes: settings.max_request_bytes,
+        request_timeout: Duration::from_secs(settings.request_timeout_s),
+        auto,
+        callbacks,
+        public_url,
+    };
+    let app = api::app(state.clone());
+    let stop = front.token.clone();
+    front.spawn(async move {
+        let serve = axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            warn!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
+    Ok(RunningServer {
+        http: http_addr,
+        rtmp: rtmp_addr,
+        state,
+        front,
+        back,
+        index,
+        shutdown_timeout: settings.shutdown_timeout(),
+    })
+}
+
+impl RunningServer {
+    /// What the API's handlers see: the hub, the snapshot service, automation, callbacks.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Waits for SIGTERM or SIGINT (or for the server's own end), then shuts down.
+    pub async fn run_until_signal(self) -> ShutdownReport {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = self.front.token.cancelled() => {}
+        }
+        self.shutdown().await
+    }
+
+    /// Shuts down gracefully within `shutdown_timeout_s` (see the module's doc).
+    pub async fn shutdown(self) -> ShutdownReport {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // The back phase (writing the callback queue to the index) is quick; it gets a fifth.
+        let front_deadline = deadline - self.shutdown_timeout / 5;
+        info!(timeout_s = self.shutdown_timeout.as_secs(), "shutting down");
+        let mut abandoned = 0;
+        for (phase, life, until) in [
+            (
+                "front ends, pictures in flight",
+                &self.front,
+                front_deadline,
+            ),
+            ("callbacks", &self.back, deadline),
+        ] {
+            life.token.cancel();
+            life.tracker.close();
+            if tokio::time::timeout_at(until, life.tracker.wait())
+                .await
+                .is_err()
+            {
+                let left = life.tracker.len();
+                abandoned += left;
+                warn!(
+                    phase,
+                    tasks = left,
+                    "shutdown: tasks still running at the deadline were abandoned (pictures not yet written are lost or in the spool; callbacks not yet delivered stay in the index's queue)"
+                );
+            }
+        }
+        let callbacks_left = self
+            .state
+            .callbacks
+            .counters
+            .left_for_next_start
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.index.close().await;
+        info!(callbacks_left, "livesnap stopped");
+        ShutdownReport {
+            clean: abandoned == 0,
+            abandoned_tasks: abandoned,
+            callbacks_left,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn open_index(settings: &Settings) -> Result<Arc<Index>, StartError> {
+    let url = settings
+        .index
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", settings.data_dir.join("index.db").display()));
+    let index = Index::open(&url).await.map_err(StartError::Index)?;
+    info!(index = index.backend(), "index open");
+    Ok(Arc::new(index))
+}
+
+/// Opens the storage locations and the spool, and starts automatic snapshots on `life`.
+fn start_automation(
+    settings: &Settings,
+    hub: Arc<Hub>,
+    snapshots: Arc<Snapshotter>,
+    index: Arc<Index>,
+    callbacks: Arc<Callbacks>,
+    life: &Lifecycle,
+) -> Result<Arc<Automation>, StartError> {
+    let data = &settings.data_dir;
+    let storage = |name: &str, source| StartError::Storage {
+        name: name.to_string(),
+        source,
+    };
+    let mut locations: HashMap<String, Arc<Location>> = HashMap::new();
+    let local =
+        Location::local("local", &data.join("snapshots")).map_err(|e| storage("local", e))?;
+    locations.insert("local".into(), Arc::new(local));
+    for (name, cfg) in &settings.storage {
+        let location = Location::new(name, cfg).map_err(|e| storage(name, e))?;
+        info!(storage = %name, at = %location.describe(), "storage location");
+        locations.insert(name.clone(), Arc::new(location));
+    }
+    let fallback = if settings.snapshot_auto_enabled {
+        let dir = settings
+            .snapshot_auto_dir
+            .clone()
+            .unwrap_or_else(|| data.join("snapshot-auto"));
+        let location = Location::local(config::WCS_AUTO_STORAGE, &dir)
+            .map_err(|e| storage(config::WCS_AUTO_STORAGE, e))?;
+        locations.insert(config::WCS_AUTO_STORAGE.into(), Arc::new(location));
+        let folder = if settings.snapshot_auto_naming == "mediaSessionId" {
+            "{MediaSessionId}"
+        } else {
+            "{StreamName}"
+        };
+        let spec = TemplateSpec {
+            name: config::WCS_AUTO_STORAGE.into(),
+            interval_s: None,
+            every_n_frames: Some(settings.snapshot_auto_rate),
+            format: "png".into(),
+            quality: media::picture::DEFAULT_JPEG_QUALITY,
+            width: None,
+            height: None,
+            storage: config::WCS_AUTO_STORAGE.into(),
+            modes: vec!["sequence".into()],
+            overwrite_path: livesnap_core::path::DEFAULT_OVERWRITE_PATH.into(),
+            sequence_path: format!("{folder}/{{Sequence}}.png"),
+            retention: Retention {
+                keep_last: (settings.snapshot_auto_retention > 0)
+                    .then_some(settings.snapshot_auto_retention),
+                max_age_s: None,
+            },
+            callback_url: None,
+        };
+        let template = spec.check().map_err(|e| StartError::Setting {
+            setting: "snapshot_auto_enabled",
+            reason: e.to_string(),
+        })?;
+        info!(dir = %dir.display(), rate = settings.snapshot_auto_rate, "WCS automatic snapshots on");
+        Some(Arc::new(template))
+    } else {
+        None
+    };
+    let spool_dir = settings
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| data.join("spool"));
+    let spool = Spool::open(&spool_dir, settings.spool_max_bytes).map_err(StartError::Spool)?;
+    Ok(Automation::start(
+        hub,
+        snapshots,
+        index,
+        spool,
+        locations,
+        callbacks,
+        AutoConfig {
+            save_path: Some(data.join("automation.json")),
+            source_ids: settings.source_ids.clone(),
+            fallback,
+            sweep_every: Duration::from_secs(settings.retention_sweep_s),
+        },
+        life,
+    )?)
+}
