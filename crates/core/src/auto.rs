@@ -82,6 +82,19 @@ pub struct AutoCounters {
     pub failed: AtomicU64,
     /// Pictures deleted by retention.
     pub retention_deleted: AtomicU64,
+    /// Pictures made for templates (each counted once, whatever its modes).
+    pub pictures_template: AtomicU64,
+    /// Pictures made for WCS automatic snapshots.
+    pub pictures_wcs_auto: AtomicU64,
+}
+
+/// Writes to one storage location.
+#[derive(Debug, Default, Serialize)]
+pub struct LocationCounters {
+    /// Pictures written (directly; the spool counts its own).
+    pub writes: AtomicU64,
+    /// Writes that failed (the picture went to the spool).
+    pub failures: AtomicU64,
 }
 
 /// How many recent pictures [`LagStats`] keeps.
@@ -170,6 +183,7 @@ pub struct Automation {
     index: Arc<Index>,
     spool: Arc<Spool>,
     locations: HashMap<String, Arc<Location>>,
+    location_counters: HashMap<String, LocationCounters>,
     events: Arc<dyn EventSink>,
     templates: RwLock<HashMap<String, Arc<Template>>>,
     bindings: RwLock<Vec<BindingSpec>>,
@@ -222,6 +236,10 @@ impl Automation {
             snapshots,
             index,
             spool: spool.clone(),
+            location_counters: locations
+                .keys()
+                .map(|k| (k.clone(), LocationCounters::default()))
+                .collect(),
             locations,
             events,
             templates: RwLock::new(templates),
@@ -547,6 +565,17 @@ impl Automation {
             )
             .await;
         }
+        let wcs = self
+            .config
+            .fallback
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &t));
+        let by_trigger = if wcs {
+            &self.counters.pictures_wcs_auto
+        } else {
+            &self.counters.pictures_template
+        };
+        by_trigger.fetch_add(1, Ordering::Relaxed);
         // Once per picture (a template with both modes writes it twice), on the schedule's clock.
         let lag = shot
             .stream
@@ -576,10 +605,12 @@ impl Automation {
         let result = if self.spool.has_pending(&row.storage) {
             Err("older pictures for this location are still spooled".to_string())
         } else {
-            location
-                .put(&row.key, data.clone())
-                .await
-                .map_err(|e| e.to_string())
+            let put = location.put(&row.key, data.clone()).await;
+            if let Some(c) = self.location_counters.get(&row.storage) {
+                let counter = if put.is_ok() { &c.writes } else { &c.failures };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            put.map_err(|e| e.to_string())
         };
         match result {
             Ok(()) => self.indexed(row, callback_url, keep_last).await,
@@ -737,6 +768,16 @@ impl Automation {
     /// The storage location named `name`.
     pub fn location(&self, name: &str) -> Option<&Arc<Location>> {
         self.locations.get(name)
+    }
+
+    /// Every storage location, by name.
+    pub fn locations(&self) -> &HashMap<String, Arc<Location>> {
+        &self.locations
+    }
+
+    /// Writes per storage location.
+    pub fn location_counters(&self) -> &HashMap<String, LocationCounters> {
+        &self.location_counters
     }
 
     /// The index.

@@ -307,6 +307,19 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     observer: OnceLock<Arc<dyn HubObserver>>,
     shots: OnceLock<tokio::sync::mpsc::Sender<Shot>>,
+    /// Frames and bytes of the streams that have ended, per protocol (for totals since start).
+    ended: Mutex<HashMap<&'static str, IngestTotals>>,
+}
+
+/// What one front end (protocol) has taken in since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestTotals {
+    /// Streams live now.
+    pub live: u64,
+    /// Video frames received.
+    pub frames: u64,
+    /// Video bytes received.
+    pub bytes: u64,
 }
 
 /// Told when streams come and go (automatic snapshots, callbacks).
@@ -347,6 +360,7 @@ impl Hub {
             clock,
             observer: OnceLock::new(),
             shots: OnceLock::new(),
+            ended: Mutex::new(HashMap::new()),
         })
     }
 
@@ -373,6 +387,22 @@ impl Hub {
     pub fn list(&self) -> Vec<Arc<LiveStream>> {
         let mut v: Vec<_> = self.read().values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Per protocol: streams live now, and frames and bytes received since start (ended
+    /// streams included), sorted by protocol.
+    pub fn ingest_totals(&self) -> Vec<(&'static str, IngestTotals)> {
+        let mut totals = self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for s in self.read().values() {
+            let stats = s.stats();
+            let t = totals.entry(s.publisher.protocol).or_default();
+            t.live += 1;
+            t.frames += stats.frames;
+            t.bytes += stats.bytes;
+        }
+        let mut v: Vec<_> = totals.into_iter().collect();
+        v.sort_by_key(|(p, _)| *p);
         v
     }
 
@@ -455,6 +485,13 @@ impl Hub {
             streams.remove(&stream.key);
         }
         drop(streams);
+        let stats = stream.stats();
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            let t = ended.entry(stream.publisher.protocol).or_default();
+            t.frames += stats.frames;
+            t.bytes += stats.bytes;
+        }
         if let Some(o) = self.observer.get() {
             o.unpublished(stream);
         }

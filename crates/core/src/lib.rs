@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod path;
 pub mod schedule;
 pub mod snapshot;
+pub mod stats;
 pub mod template;
 
 pub use error::{Error, Result};

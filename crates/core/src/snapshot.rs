@@ -204,6 +204,16 @@ pub type DecoderFactory = Arc<dyn Fn() -> media::Result<Box<dyn Decoder>> + Send
 pub struct SnapshotCounters {
     /// Requests answered from the cache.
     pub cache_hits: AtomicU64,
+    /// Requests that had to make their picture.
+    pub cache_misses: AtomicU64,
+    /// On-demand pictures answered (made or from the cache).
+    pub on_demand: AtomicU64,
+    /// Time to decode a picture (its frames up to the target).
+    #[serde(skip)]
+    pub decode_time: crate::stats::TimeHistogram,
+    /// Time to scale and encode a decoded picture.
+    #[serde(skip)]
+    pub encode_time: crate::stats::TimeHistogram,
     /// Pictures made (decode + encode).
     pub pictures_made: AtomicU64,
     /// Decodes that failed.
@@ -293,7 +303,10 @@ impl Snapshotter {
                 tried_seq = Some(view.frames[0].seq);
                 attempts += 1;
                 match self.picture(stream, view, request).await {
-                    Ok(s) => return Ok(s),
+                    Ok(s) => {
+                        self.counters.on_demand.fetch_add(1, Ordering::Relaxed);
+                        return Ok(s);
+                    }
                     Err(Error::BadRequest(e)) => return Err(Error::BadRequest(e)),
                     Err(e) => {
                         self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +367,7 @@ impl Snapshotter {
         let made = cell
             .get_or_try_init(|| async {
                 waited = false;
+                self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
                 let _permit = self
                     .permits
                     .acquire()
@@ -361,44 +375,60 @@ impl Snapshotter {
                     .map_err(|_| Error::Internal("snapshot service closed".into()))?;
                 let mut worker = self.checkout()?;
                 let options = request.options;
-                let (worker, result) = tokio::task::spawn_blocking(move || {
-                    let params = &view.params;
-                    let frames: Vec<media::Frame> = match request.precision {
-                        Precision::Keyframe => vec![view.frames[0].frame.clone()],
-                        Precision::Latest => view.frames.iter().map(|f| f.frame.clone()).collect(),
-                    };
-                    let Worker {
-                        decoder,
-                        picture: scratch,
-                        ..
-                    } = &mut worker;
-                    // Encoded where the decoder left it: with libavcodec, its own frame.
-                    let mut made = None;
-                    let result = decoder
-                        .decode_then(
-                            &params.config,
-                            &frames,
-                            (params.sps.width, params.sps.height),
-                            scratch,
-                            &mut |mut planes| {
-                                let size = options.output_size(planes.width, planes.height)?;
-                                let bytes = picture::encode_planes(
-                                    &mut planes,
-                                    params.sps.colour,
-                                    &options,
-                                )?;
-                                made = Some((bytes, size));
-                                Ok(())
-                            },
-                        )
-                        .and_then(|()| {
-                            made.ok_or_else(|| media::Error::Encode("nothing was encoded".into()))
-                        });
-                    (worker, result)
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
+                let (worker, result, encode_took, total_took) =
+                    tokio::task::spawn_blocking(move || {
+                        // Durations for /metrics only: no decision depends on them.
+                        let started = std::time::Instant::now();
+                        let mut encode_took = Duration::ZERO;
+                        let params = &view.params;
+                        let frames: Vec<media::Frame> = match request.precision {
+                            Precision::Keyframe => vec![view.frames[0].frame.clone()],
+                            Precision::Latest => {
+                                view.frames.iter().map(|f| f.frame.clone()).collect()
+                            }
+                        };
+                        let Worker {
+                            decoder,
+                            picture: scratch,
+                            ..
+                        } = &mut worker;
+                        // Encoded where the decoder left it: with libavcodec, its own frame.
+                        let mut made = None;
+                        let result = decoder
+                            .decode_then(
+                                &params.config,
+                                &frames,
+                                (params.sps.width, params.sps.height),
+                                scratch,
+                                &mut |mut planes| {
+                                    let encode_started = std::time::Instant::now();
+                                    let size = options.output_size(planes.width, planes.height)?;
+                                    let bytes = picture::encode_planes(
+                                        &mut planes,
+                                        params.sps.colour,
+                                        &options,
+                                    )?;
+                                    made = Some((bytes, size));
+                                    encode_took = encode_started.elapsed();
+                                    Ok(())
+                                },
+                            )
+                            .and_then(|()| {
+                                made.ok_or_else(|| {
+                                    media::Error::Encode("nothing was encoded".into())
+                                })
+                            });
+                        (worker, result, encode_took, started.elapsed())
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
                 self.checkin(worker);
+                if result.is_ok() {
+                    self.counters
+                        .decode_time
+                        .observe(total_took.saturating_sub(encode_took));
+                    self.counters.encode_time.observe(encode_took);
+                }
                 let (bytes, (width, height)) = result.map_err(|e| match e {
                     media::Error::BadOutputSize { .. } => Error::BadRequest(e.to_string()),
                     e => Error::Internal(e.to_string()),

@@ -37,13 +37,48 @@ pub struct AppState {
     pub callbacks: Arc<crate::callbacks::Callbacks>,
     /// Base URL of this server for links.
     pub public_url: String,
+    /// The Prometheus registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// The whole API as a router, so tests can call it without a socket.
+/// Longest a readiness check waits for the index or one storage location.
+pub const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The object `/readyz` writes (then deletes) in each storage location to prove it writable.
+pub const READY_PROBE_KEY: &str = "livesnap-readyz.probe";
+/// The header that carries a request's id (set here when the client sent none).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The whole API as a router, so tests can call it without a socket. Every request gets an id
+/// (`x-request-id`, the client's if it sent one), answered back and put in the span of every
+/// log line of that request, and a time limit (`request_timeout_s`, then 408).
 pub fn app(state: AppState) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let limit = state.max_request_bytes;
+    let timeout = state.request_timeout;
+    let id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let layers = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(id.clone(), MakeRequestUuid))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                },
+            ),
+        )
+        .layer(PropagateRequestIdLayer::new(id))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/streams", get(list_streams))
         .route("/v1/pictures", get(picture_stats))
         .route("/v1/streams/{app}/{stream}", get(get_stream))
@@ -53,7 +88,97 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::auto_api::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(layers)
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(st): State<AppState>) -> Result<Response, AppError> {
+    let text = st
+        .metrics
+        .render()
+        .map_err(|e| AppError::Core(livesnap_core::Error::Internal(format!("metrics: {e}"))))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /readyz`: 200 when the index answers and every storage location takes a write (a small
+/// probe object, deleted again); else 503 naming each failing part.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let mut checks = tokio::task::JoinSet::new();
+    let index = st.auto.index().clone();
+    checks.spawn(async move {
+        let r = tokio::time::timeout(READY_CHECK_TIMEOUT, index.ping()).await;
+        ("index".to_string(), None, flatten(r))
+    });
+    for (name, location) in st.auto.locations() {
+        let (name, location) = (name.clone(), location.clone());
+        checks.spawn(async move {
+            let probe = async {
+                location
+                    .put(
+                        READY_PROBE_KEY,
+                        Bytes::from_static(b"livesnap readiness probe\n"),
+                    )
+                    .await?;
+                location.delete(READY_PROBE_KEY).await
+            };
+            let r = tokio::time::timeout(READY_CHECK_TIMEOUT, probe).await;
+            ("storage".to_string(), Some(name), flatten(r))
+        });
+    }
+    let mut failing = Vec::new();
+    let mut storage = Vec::new();
+    while let Some(done) = checks.join_next().await {
+        let (part, name, result) = match done {
+            Ok(x) => x,
+            Err(e) => ("check".to_string(), None, Err(e.to_string())),
+        };
+        if let Some(n) = &name {
+            storage.push(n.clone());
+        }
+        if let Err(error) = result {
+            failing.push(json!({ "part": part, "name": name, "error": error }));
+        }
+    }
+    storage.sort();
+    failing.sort_by_key(|f| f["name"].as_str().map(str::to_string));
+    if failing.is_empty() {
+        Json(json!({ "status": "ready", "index": st.auto.index().backend(), "storage": storage }))
+            .into_response()
+    } else {
+        tracing::warn!(failing = %serde_json::Value::from(failing.clone()), "not ready");
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "failing": failing })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("5"),
+        );
+        r
+    }
+}
+
+/// A timed-out or failed check as its message.
+fn flatten(
+    r: Result<Result<(), livesnap_store::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), String> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            READY_CHECK_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 async fn list_streams(State(st): State<AppState>) -> Json<serde_json::Value> {

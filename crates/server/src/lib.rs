@@ -11,6 +11,7 @@ pub mod error;
 pub mod grab;
 pub mod logs;
 pub mod malloc;
+pub mod metrics;
 pub mod server;
 
 pub use server::{start, RunningServer, ShutdownReport, StartError};

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::callbacks::{CallbackConfig, Callbacks};
 use crate::config::{self, Settings};
+use crate::metrics::{Metrics, Sources};
 
 /// Why the server could not start. Each names the setting or resource to fix.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +188,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         &front,
     )?;
 
+    let rtmp_stats = Arc::new(ingest::rtmp::server::ConnectionStats::default());
     let rtmp_config = RtmpConfig {
+        stats: rtmp_stats.clone(),
         domains: settings.domains.clone(),
         max_connections: settings.max_connections,
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
@@ -203,7 +206,15 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         front.tracker.clone(),
     ));
 
+    let metrics = Arc::new(Metrics::new(Sources {
+        hub: hub.clone(),
+        snapshots: snapshots.clone(),
+        auto: auto.clone(),
+        callbacks: callbacks.clone(),
+        rtmp: rtmp_stats,
+    }));
     let state = AppState {
+        metrics,
         hub,
         snapshots,
         max_request_bytes: settings.max_request_bytes,

@@ -38,6 +38,30 @@ pub struct RtmpConfig {
     /// several frames of every publisher (SRS's `mr` pauses publishers likewise). Costs up to
     /// this much latency; zero reads as soon as bytes arrive.
     pub merge_read: Duration,
+    /// Connection counts, for metrics.
+    pub stats: Arc<ConnectionStats>,
+}
+
+/// Connections of a listener.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Open now.
+    pub open: std::sync::atomic::AtomicU64,
+    /// Accepted since start.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Refused at the connection limit.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// Decrements `open` when a connection's task ends, however it ends.
+struct OpenConnection(Arc<ConnectionStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for RtmpConfig {
@@ -49,6 +73,7 @@ impl Default for RtmpConfig {
             idle_timeout: Duration::from_secs(30),
             max_access_unit_bytes: 8 * 1024 * 1024,
             merge_read: DEFAULT_MERGE_READ,
+            stats: Arc::default(),
         }
     }
 }
@@ -151,6 +176,10 @@ pub async fn serve(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            config
+                .stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(%addr, limit = config.max_connections, "rtmp connection refused: connection limit reached");
             drop(socket);
             continue;
@@ -158,8 +187,18 @@ pub async fn serve(
         let sink = sink.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        config
+            .stats
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        config
+            .stats
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let open = OpenConnection(config.stats.clone());
         tasks.spawn(async move {
             let _permit = permit;
+            let _open = open;
             let _ = socket.set_nodelay(true);
             // Dropping the connection at an await point ends its stream (the writer's drop
             // unpublishes it) and closes the socket.

@@ -1,0 +1,611 @@
+//! The HTTP API in-process: the server is started through the library (`livesnap::start`, on
+//! ports 0 and a temporary data folder), a recorded clip (testdata/720p.h264) is published into
+//! its hub directly, and the router (`api::app`) is called with `tower::ServiceExt::oneshot`: no
+//! ffmpeg, no child process, no sleeping. Each route family is checked with its error statuses.
+
+#[path = "common/auto.rs"]
+mod auto;
+#[allow(dead_code)]
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use http_body_util::BodyExt;
+use livesnap::api::{self, AppState};
+use livesnap::config::Settings;
+use livesnap::RunningServer;
+use livesnap_core::hub::HubWriter;
+use livesnap_store::index::{Mode, NewSnapshot};
+use media::stream::{PublisherInfo, StreamKey, StreamWriter};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/720p.h264");
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        http: "127.0.0.1:0".parse().unwrap(),
+        rtmp: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> Answer {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Calls and checks the status, naming the call on failure.
+async fn expect(app: &Router, method: &str, uri: &str, body: Option<&str>, want: u16) -> Answer {
+    let a = call(app, method, uri, body).await;
+    assert_eq!(
+        a.status.as_u16(),
+        want,
+        "{method} {uri}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    a
+}
+
+/// Publishes the clip into the hub as `live/{name}` (it stays live while the writer lives).
+fn publish(state: &AppState, app: &str, name: &str) -> HubWriter {
+    let key = StreamKey::new("_default", app, name).unwrap();
+    let info = PublisherInfo {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        protocol: "rtmp",
+    };
+    let mut w = state.hub.start(key, info).ok().unwrap();
+    let data = std::fs::read(CLIP).unwrap();
+    let (config, frames) = media::avc::annexb_to_frames(&data).unwrap();
+    w.config(config.into());
+    for f in frames {
+        w.frame(f);
+    }
+    w
+}
+
+fn png_size(b: &[u8]) -> (u32, u32) {
+    assert!(b.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+async fn started(dir: &std::path::Path) -> (RunningServer, Router) {
+    let server = livesnap::start(settings(dir)).await.unwrap();
+    let app = api::app(server.state().clone());
+    (server, app)
+}
+
+#[test]
+fn streams_wcs_and_direct_images_with_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let v = expect(&app, "GET", "/v1/streams", None, 200).await.json();
+        assert_eq!(v["streams"], json!([]));
+        let _cam = publish(server.state(), "live", "cam");
+
+        let v = expect(&app, "GET", "/v1/streams", None, 200).await.json();
+        assert_eq!(v["streams"].as_array().unwrap().len(), 1, "{v}");
+        let s = expect(&app, "GET", "/v1/streams/live/cam", None, 200)
+            .await
+            .json();
+        assert_eq!(
+            (s["width"].clone(), s["height"].clone()),
+            (json!(1280), json!(720)),
+            "{s}"
+        );
+        assert_eq!(s["codec"], "h264", "{s}");
+        expect(&app, "GET", "/v1/streams/live/nope", None, 404).await;
+        expect(
+            &app,
+            "GET",
+            "/v1/streams/live/cam?domain=other.example",
+            None,
+            404,
+        )
+        .await;
+        let bad = expect(&app, "GET", "/v1/streams/live/%2E%2E", None, 400)
+            .await
+            .json();
+        assert!(
+            bad["error"].as_str().unwrap().contains("stream name"),
+            "{bad}"
+        );
+
+        // WCS: a base64 PNG of the whole frame; the same frame again comes from the cache.
+        let body = r#"{"streamName":"cam"}"#;
+        let v = expect(&app, "POST", "/rest-api/stream/snapshot", Some(body), 200)
+            .await
+            .json();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(png_size(&png), (1280, 720));
+        let direct = expect(&app, "GET", "/v1/streams/live/cam/snapshot.png", None, 200).await;
+        assert_eq!(direct.header("content-type"), "image/png");
+        assert_eq!(
+            direct.header("x-livesnap-cache"),
+            "hit",
+            "the same keyframe again"
+        );
+        assert!(
+            direct.body == png,
+            "WCS and direct PNG of one keyframe differ"
+        );
+        assert_eq!(direct.header("x-livesnap-keyframe"), "true");
+        assert!(!direct.header("x-request-id").is_empty(), "no request id");
+
+        let jpg = expect(
+            &app,
+            "GET",
+            "/v1/streams/live/cam/snapshot.jpg?width=320",
+            None,
+            200,
+        )
+        .await;
+        assert_eq!(jpg.header("content-type"), "image/jpeg");
+        assert_eq!(jpg.header("x-livesnap-size"), "320x180");
+        assert!(jpg.body.starts_with(&[0xff, 0xd8]), "not a JPEG");
+        for q in [
+            "quality=0",
+            "quality=x",
+            "precision=exact",
+            "width=-1",
+            "width=100000",
+        ] {
+            let uri = format!("/v1/streams/live/cam/snapshot.jpg?{q}");
+            let a = expect(&app, "GET", &uri, None, 400).await.json();
+            assert_eq!(a["status"], 400, "{uri}: {a}");
+        }
+        expect(&app, "GET", "/v1/streams/live/nope/snapshot.jpg", None, 404).await;
+
+        for (body, want) in [
+            (r#"{"streamName":"nope"}"#, 404),
+            ("not json", 400),
+            (r#"{"stream":"cam"}"#, 400),
+            (r#"{"streamName":"cam","format":"gif"}"#, 400),
+            (r#"{"streamName":"cam","quality":0}"#, 400),
+        ] {
+            expect(&app, "POST", "/rest-api/stream/snapshot", Some(body), want).await;
+        }
+        // A bare name live in two apps is ambiguous; app/stream picks one.
+        let _other = publish(server.state(), "other", "cam");
+        let v = expect(&app, "POST", "/rest-api/stream/snapshot", Some(body), 409)
+            .await
+            .json();
+        assert_eq!(
+            v["candidates"],
+            json!(["_default/live/cam", "_default/other/cam"]),
+            "{v}"
+        );
+        let body = r#"{"streamName":"other/cam","format":"jpg","width":64}"#;
+        expect(&app, "POST", "/rest-api/stream/snapshot", Some(body), 200).await;
+
+        expect(&app, "GET", "/no/such/route", None, 404).await;
+        let report = server.shutdown().await;
+        assert!(report.clean, "{report:?}");
+    });
+}
+
+#[test]
+fn templates_and_bindings_with_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let t = r#"{"name":"t1","interval_s":5,"format":"jpg"}"#;
+        let made = expect(&app, "POST", "/v1/templates", Some(t), 201)
+            .await
+            .json();
+        assert_eq!(made["name"], "t1");
+        expect(&app, "POST", "/v1/templates", Some(t), 409).await;
+        let v = expect(&app, "GET", "/v1/templates", None, 200).await.json();
+        assert_eq!(v["templates"].as_array().unwrap().len(), 1, "{v}");
+        expect(&app, "GET", "/v1/templates/t1", None, 200).await;
+        expect(&app, "GET", "/v1/templates/t2", None, 404).await;
+        let put = r#"{"interval_s":10,"format":"png"}"#;
+        let v = expect(&app, "PUT", "/v1/templates/t1", Some(put), 200)
+            .await
+            .json();
+        assert_eq!(v["interval_s"], 10, "{v}");
+        expect(
+            &app,
+            "PUT",
+            "/v1/templates/t1",
+            Some(r#"{"name":"t2"}"#),
+            400,
+        )
+        .await;
+        expect(&app, "PUT", "/v1/templates/t9", Some(put), 404).await;
+        let bad = r#"{"name":"t3","interval_s":0}"#;
+        let v = expect(&app, "POST", "/v1/templates", Some(bad), 400)
+            .await
+            .json();
+        assert_eq!(v["field"], "interval_s", "{v}");
+        let bad = r#"{"name":"t3","interval_s":5,"storage":"nowhere"}"#;
+        let v = expect(&app, "POST", "/v1/templates", Some(bad), 400)
+            .await
+            .json();
+        assert_eq!(v["field"], "storage", "{v}");
+        expect(&app, "POST", "/v1/templates", Some("[]"), 400).await;
+
+        expect(&app, "POST", "/v1/bindings", Some(r#"{"app":"live"}"#), 400).await;
+        let unknown = r#"{"app":"live","template":"zz"}"#;
+        let v = expect(&app, "POST", "/v1/bindings", Some(unknown), 400)
+            .await
+            .json();
+        assert_eq!(v["field"], "template", "{v}");
+        let b = r#"{"app":"live","template":"t1"}"#;
+        expect(&app, "POST", "/v1/bindings", Some(b), 201).await;
+        let v = expect(&app, "GET", "/v1/bindings", None, 200).await.json();
+        assert_eq!(v["bindings"][0]["app"], "live", "{v}");
+        // A template in use cannot go; its binding can, once.
+        expect(&app, "DELETE", "/v1/templates/t1", None, 409).await;
+        expect(&app, "DELETE", "/v1/bindings?app=live", None, 204).await;
+        expect(&app, "DELETE", "/v1/bindings?app=live", None, 404).await;
+        expect(&app, "DELETE", "/v1/templates/t1", None, 204).await;
+        expect(&app, "DELETE", "/v1/templates/t1", None, 404).await;
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+#[test]
+fn snapshots_list_get_delete_and_batch_delete_with_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let auto = server.state().auto.clone();
+        let local = auto.location("local").unwrap().clone();
+        let mut ids = Vec::new();
+        for i in 0..3u64 {
+            let key = format!("live/cam/{i}.jpg");
+            let data = Bytes::from(format!("picture {i}"));
+            local.put(&key, data.clone()).await.unwrap();
+            let row = auto
+                .index()
+                .insert(&NewSnapshot {
+                    domain: "_default".into(),
+                    app: "live".into(),
+                    stream: "cam".into(),
+                    job: "t1".into(),
+                    time_ms: 1_700_000_000_000 + i as i64,
+                    sequence: Some(i + 1),
+                    mode: Mode::Sequence,
+                    storage: "local".into(),
+                    key,
+                    size: data.len() as u64,
+                    width: 1,
+                    height: 1,
+                    format: "jpg".into(),
+                })
+                .await
+                .unwrap();
+            ids.push(row.id);
+        }
+        let v = expect(&app, "GET", "/v1/snapshots?app=live&stream=cam", None, 200)
+            .await
+            .json();
+        let listed: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            listed,
+            vec![&ids[2][..], &ids[1][..], &ids[0][..]],
+            "newest first: {v}"
+        );
+        let v = expect(&app, "GET", "/v1/snapshots?limit=1", None, 200)
+            .await
+            .json();
+        let next = v["next_cursor"].as_str().unwrap().to_string();
+        let v = expect(
+            &app,
+            "GET",
+            &format!("/v1/snapshots?limit=1&cursor={next}"),
+            None,
+            200,
+        )
+        .await
+        .json();
+        assert_eq!(v["items"][0]["id"], ids[1].as_str(), "{v}");
+        for q in [
+            "limit=0",
+            "limit=x",
+            "mode=both",
+            "from=yesterday",
+            "cursor=zz",
+            "nope=1",
+        ] {
+            expect(&app, "GET", &format!("/v1/snapshots?{q}"), None, 400).await;
+        }
+
+        let row = expect(&app, "GET", &format!("/v1/snapshots/{}", ids[0]), None, 200)
+            .await
+            .json();
+        assert!(row["url"].as_str().unwrap().ends_with("/image"), "{row}");
+        let img = expect(
+            &app,
+            "GET",
+            &format!("/v1/snapshots/{}/image", ids[0]),
+            None,
+            200,
+        )
+        .await;
+        assert_eq!(&img.body[..], b"picture 0");
+        assert_eq!(img.header("content-type"), "image/jpeg");
+        expect(&app, "GET", "/v1/snapshots/0000000000000000001", None, 404).await;
+        expect(
+            &app,
+            "GET",
+            "/v1/snapshots/0000000000000000001/image",
+            None,
+            404,
+        )
+        .await;
+
+        expect(
+            &app,
+            "DELETE",
+            &format!("/v1/snapshots/{}", ids[0]),
+            None,
+            204,
+        )
+        .await;
+        assert!(
+            !dir.path().join("snapshots/live/cam/0.jpg").exists(),
+            "the object stayed"
+        );
+        // A missing snapshot's DELETE is a 404, not a 500.
+        let v = expect(
+            &app,
+            "DELETE",
+            &format!("/v1/snapshots/{}", ids[0]),
+            None,
+            404,
+        )
+        .await
+        .json();
+        assert!(v["error"].as_str().unwrap().contains("not found"), "{v}");
+
+        let body = json!({ "ids": [ids[1], "0000000000000000001"] }).to_string();
+        let v = expect(&app, "POST", "/v1/snapshots/batch-delete", Some(&body), 200)
+            .await
+            .json();
+        assert_eq!(
+            v["results"][0],
+            json!({"id": ids[1], "deleted": true}),
+            "{v}"
+        );
+        assert_eq!(v["results"][1]["deleted"], false, "{v}");
+        let too_many: Vec<String> = (0..201).map(|i| format!("{i}")).collect();
+        let body = json!({ "ids": too_many }).to_string();
+        expect(&app, "POST", "/v1/snapshots/batch-delete", Some(&body), 400).await;
+        expect(
+            &app,
+            "POST",
+            "/v1/snapshots/batch-delete",
+            Some(r#"{"ids":[]}"#),
+            400,
+        )
+        .await;
+        expect(
+            &app,
+            "POST",
+            "/v1/snapshots/batch-delete",
+            Some(r#"{"id":["x"]}"#),
+            400,
+        )
+        .await;
+        let v = expect(&app, "GET", "/v1/snapshots", None, 200).await.json();
+        assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as written).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_move_with_pictures_and_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let before = expect(&app, "GET", "/metrics", None, 200).await;
+        assert!(before.header("content-type").starts_with("text/plain"));
+        let before = String::from_utf8(before.body.to_vec()).unwrap();
+        assert_eq!(
+            metric(&before, "livesnap_pictures_total{trigger=\"on_demand\"}"),
+            0.0
+        );
+        assert_eq!(
+            metric(&before, "livesnap_streams_live{protocol=\"rtmp\"}"),
+            0.0
+        );
+
+        let cam = publish(server.state(), "live", "cam");
+        expect(&app, "GET", "/v1/streams/live/cam/snapshot.jpg", None, 200).await;
+        expect(&app, "GET", "/v1/streams/live/cam/snapshot.jpg", None, 200).await;
+        let after = expect(&app, "GET", "/metrics", None, 200).await;
+        let after = String::from_utf8(after.body.to_vec()).unwrap();
+        assert_eq!(
+            metric(&after, "livesnap_pictures_total{trigger=\"on_demand\"}"),
+            2.0
+        );
+        assert_eq!(metric(&after, "livesnap_cache_misses_total"), 1.0);
+        assert_eq!(metric(&after, "livesnap_cache_hits_total"), 1.0);
+        assert_eq!(metric(&after, "livesnap_decode_seconds_count"), 1.0);
+        assert_eq!(metric(&after, "livesnap_encode_seconds_count"), 1.0);
+        assert_eq!(
+            metric(&after, "livesnap_encode_seconds_bucket{le=\"+Inf\"}"),
+            1.0
+        );
+        assert_eq!(
+            metric(&after, "livesnap_decode_seconds_bucket{le=\"+Inf\"}"),
+            1.0
+        );
+        assert_eq!(
+            metric(&after, "livesnap_decode_seconds_bucket{le=\"0.001\"}"),
+            0.0,
+            "a 720p decode under 1 ms?"
+        );
+        assert!(metric(&after, "livesnap_decode_seconds_sum") > 0.0);
+        assert_eq!(
+            metric(&after, "livesnap_streams_live{protocol=\"rtmp\"}"),
+            1.0
+        );
+        let frames = metric(&after, "livesnap_ingest_frames_total{protocol=\"rtmp\"}");
+        assert!(frames > 0.0, "{after}");
+        // Ingest totals stay counted once the stream has ended.
+        drop(cam);
+        let ended = String::from_utf8(
+            expect(&app, "GET", "/metrics", None, 200)
+                .await
+                .body
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            metric(&ended, "livesnap_streams_live{protocol=\"rtmp\"}"),
+            0.0
+        );
+        assert_eq!(
+            metric(&ended, "livesnap_ingest_frames_total{protocol=\"rtmp\"}"),
+            frames
+        );
+        assert_eq!(
+            metric(&ended, "livesnap_storage_writes_total{location=\"local\"}"),
+            0.0
+        );
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+#[test]
+fn readyz_names_the_s3_location_when_its_endpoint_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = auto::S3Server::start(&dir.path().join("s3"));
+    let mut s: Settings = toml::from_str(&s3.config_table("s3", None)).unwrap();
+    s.http = "127.0.0.1:0".parse().unwrap();
+    s.rtmp = "127.0.0.1:0".parse().unwrap();
+    s.data_dir = dir.path().join("data");
+    let rt = runtime();
+    let (server, app) = rt.block_on(async {
+        let server = livesnap::start(s).await.unwrap();
+        let app = api::app(server.state().clone());
+        (server, app)
+    });
+    let server = Arc::new(tokio::sync::Mutex::new(Some(server)));
+    rt.block_on(async {
+        let v = expect(&app, "GET", "/readyz", None, 200).await.json();
+        assert_eq!(v["storage"], json!(["local", "s3"]), "{v}");
+        assert!(
+            !s3.object_file(api::READY_PROBE_KEY).exists(),
+            "the probe object was left behind"
+        );
+    });
+    s3.stop();
+    rt.block_on(async {
+        let a = expect(&app, "GET", "/readyz", None, 503).await;
+        assert!(!a.header("retry-after").is_empty());
+        let v = a.json();
+        let failing = v["failing"].as_array().unwrap();
+        assert_eq!(failing.len(), 1, "only the S3 location fails: {v}");
+        assert_eq!(
+            (failing[0]["part"].as_str(), failing[0]["name"].as_str()),
+            (Some("storage"), Some("s3")),
+            "{v}"
+        );
+        assert!(
+            !v.to_string().contains(auto::S3_SECRET_KEY),
+            "the secret leaked: {v}"
+        );
+    });
+    s3.restart();
+    rt.block_on(async {
+        expect(&app, "GET", "/readyz", None, 200).await;
+        let server = server.lock().await.take().unwrap();
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+#[test]
+fn shutdown_ends_publishers_and_closes_the_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, _app) = started(dir.path()).await;
+        let (http, rtmp) = (server.http, server.rtmp);
+        // A publisher connected over RTMP (mid-handshake) and an idle HTTP client.
+        let mut publisher = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+        let _client = tokio::net::TcpStream::connect(http).await.unwrap();
+        let report = server.shutdown().await;
+        assert!(report.clean, "{report:?}");
+        assert_eq!(report.callbacks_left, 0);
+        // The publisher's connection was closed by the server.
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), publisher.read(&mut buf))
+            .await
+            .expect("the RTMP connection stayed open after shutdown")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the RTMP connection sent data after shutdown");
+        assert!(
+            tokio::net::TcpStream::connect(rtmp).await.is_err(),
+            "RTMP still accepts"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(http).await.is_err(),
+            "HTTP still accepts"
+        );
+    });
+}
