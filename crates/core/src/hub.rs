@@ -29,11 +29,16 @@ pub struct HubConfig {
     pub max_gop_bytes: usize,
 }
 
+/// Most live streams at once by default.
+pub const DEFAULT_MAX_STREAMS: usize = 1000;
+/// Most bytes buffered per stream's GOP by default.
+pub const DEFAULT_MAX_GOP_BYTES: usize = 32 * 1024 * 1024;
+
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            max_streams: 1000,
-            max_gop_bytes: 32 * 1024 * 1024,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_gop_bytes: DEFAULT_MAX_GOP_BYTES,
         }
     }
 }

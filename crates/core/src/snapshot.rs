@@ -56,14 +56,23 @@ pub struct SnapshotConfig {
     pub cache_bytes: usize,
 }
 
+/// How long an on-demand picture may wait by default (WCS's `snapshot_taking_interval_ms`).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(3000);
+/// How many keyframes an on-demand picture may try by default (WCS's `snapshot_taking_attempts`).
+pub const DEFAULT_ATTEMPTS: u32 = 30;
+/// Pictures kept in the cache by default.
+pub const DEFAULT_CACHE_ENTRIES: usize = 256;
+/// Bytes of pictures kept in the cache by default.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            interval: Duration::from_millis(3000),
-            attempts: 30,
-            cache_entries: 256,
-            cache_bytes: 64 * 1024 * 1024,
+            interval: DEFAULT_INTERVAL,
+            attempts: DEFAULT_ATTEMPTS,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -1,5 +1,11 @@
 //! Settings: defaults, then a TOML file (`--config`), then `LIVESNAP_<KEY>` environment
 //! variables, then flags; each later source overrides the earlier ones.
+//!
+//! Each setting is declared once, in the [`settings!`] call below, with its type, its default
+//! (the named constant the code uses), the default as the docs show it, and its doc. The TOML
+//! key, the `LIVESNAP_*` variable and the `--flag` are derived from that one declaration, and a
+//! test holds the README's settings table to it. Checks that span settings are in
+//! [`Settings::validate`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,134 +16,205 @@ use clap::Args;
 use livesnap_store::location::LocationConfig;
 use serde::Deserialize;
 
-/// Every setting of `livesnap serve`, as the TOML file spells them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// HTTP API address (the WCS REST port).
-    pub http: SocketAddr,
-    /// RTMP ingest address.
-    pub rtmp: SocketAddr,
-    /// Where livesnap keeps its data.
-    pub data_dir: PathBuf,
-    /// Host names that are domains when they appear in an RTMP tcUrl.
-    pub domains: Vec<String>,
-    /// How long an on-demand snapshot may wait for a picture (WCS setting).
-    pub snapshot_taking_interval_ms: u64,
-    /// How many keyframes an on-demand snapshot may try (WCS setting).
-    pub snapshot_taking_attempts: u32,
-    /// Decodes at once (and decoders kept); 0 means one per CPU core.
-    pub workers: usize,
-    /// Threads of the async runtime (ingest, HTTP, storage, callbacks); decoding runs on the
-    /// `workers` threads besides. 0 means one per CPU core.
-    pub io_threads: usize,
-    /// Pictures kept in the snapshot cache.
-    pub cache_entries: usize,
-    /// Bytes of pictures kept in the snapshot cache.
-    pub cache_bytes: usize,
-    /// Most live streams at once.
-    pub max_publishers: usize,
-    /// Most RTMP connections at once.
-    pub max_connections: usize,
-    /// Most bytes buffered per stream for its current GOP.
-    pub max_gop_bytes: usize,
-    /// Largest video access unit accepted.
-    pub max_access_unit_bytes: usize,
-    /// Largest HTTP request body.
-    pub max_request_bytes: usize,
-    /// Seconds a connected publisher may send nothing before it is dropped.
-    pub rtmp_idle_timeout_s: u64,
-    /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
-    /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
-    pub rtmp_merge_read_ms: u64,
-    /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
-    pub log: String,
-    /// Log lines as `text` or `json` (one object per line).
-    pub log_format: String,
-    /// Seconds a shutdown may take: pictures in flight are finished and callbacks queued in
-    /// the index before the server gives up on them and exits.
-    pub shutdown_timeout_s: u64,
-    /// Seconds an HTTP request may take before it is answered 408 (a picture request is
-    /// bounded by `snapshot_taking_interval_ms` before that).
-    pub request_timeout_s: u64,
-    /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
-    pub storage: HashMap<String, LocationConfig>,
-    /// Domain -> SourceID for path patterns (`[source_ids]`); a domain not listed is its own.
-    pub source_ids: HashMap<String, String>,
-    /// The index: `sqlite://PATH` or `postgres://...` [default: sqlite under the data dir].
-    pub index: Option<String>,
-    /// Where pictures wait while storage is down [default: <data_dir>/spool].
-    pub spool_dir: Option<PathBuf>,
-    /// Most bytes the spool holds before it drops pictures.
-    pub spool_max_bytes: u64,
-    /// Seconds between retention sweeps.
-    pub retention_sweep_s: u64,
-    /// Receives every event, besides templates' own callback URLs.
-    pub callback_url: Option<String>,
-    /// HMAC-SHA256 key for the X-Livesnap-Signature header of callbacks.
-    pub callback_secret: Option<String>,
-    /// Tries per callback delivery.
-    pub callback_max_attempts: u32,
-    /// Milliseconds before the first callback retry (doubled each time).
-    pub callback_backoff_ms: u64,
-    /// Base URL of this server as others reach it, for links in callbacks [default: http://<http>].
-    pub public_url: Option<String>,
-    /// WCS: automatic snapshots of every stream no binding matches.
-    pub snapshot_auto_enabled: bool,
-    /// WCS: where automatic snapshots go [default: <data_dir>/snapshot-auto].
-    pub snapshot_auto_dir: Option<PathBuf>,
-    /// WCS: folder per stream named by `streamName` or `mediaSessionId`.
-    pub snapshot_auto_naming: String,
-    /// WCS: a picture every this many frames.
-    pub snapshot_auto_rate: u32,
-    /// WCS: keep the last this many pictures per stream (0 keeps all).
-    pub snapshot_auto_retention: u64,
+/// One setting as the docs show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingDoc {
+    /// The TOML key (the flag is `--` and the key with dashes).
+    pub key: &'static str,
+    /// The environment variable (`None`: TOML only).
+    pub env: Option<&'static str>,
+    /// The default as the docs show it.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            http: ([0, 0, 0, 0], 8081).into(),
-            rtmp: ([0, 0, 0, 0], 1935).into(),
-            data_dir: PathBuf::from("./data"),
-            domains: Vec::new(),
-            snapshot_taking_interval_ms: 3000,
-            snapshot_taking_attempts: 30,
-            workers: 0,
-            io_threads: DEFAULT_IO_THREADS,
-            cache_entries: 256,
-            cache_bytes: 64 * 1024 * 1024,
-            max_publishers: 1000,
-            max_connections: 2000,
-            max_gop_bytes: 32 * 1024 * 1024,
-            max_access_unit_bytes: 8 * 1024 * 1024,
-            max_request_bytes: 64 * 1024,
-            rtmp_idle_timeout_s: 30,
-            rtmp_merge_read_ms: ingest::rtmp::server::DEFAULT_MERGE_READ.as_millis() as u64,
-            log: "info".to_string(),
-            log_format: "text".to_string(),
-            shutdown_timeout_s: DEFAULT_SHUTDOWN_TIMEOUT_S,
-            request_timeout_s: DEFAULT_REQUEST_TIMEOUT_S,
-            storage: HashMap::new(),
-            source_ids: HashMap::new(),
-            index: None,
-            spool_dir: None,
-            spool_max_bytes: livesnap_store::spool::DEFAULT_MAX_BYTES,
-            retention_sweep_s: 10,
-            callback_url: None,
-            callback_secret: None,
-            callback_max_attempts: 6,
-            callback_backoff_ms: 1000,
-            public_url: None,
-            snapshot_auto_enabled: false,
-            snapshot_auto_dir: None,
-            snapshot_auto_naming: "streamName".to_string(),
-            snapshot_auto_rate: 30,
-            snapshot_auto_retention: 0,
+/// A flag's help: its doc without the space a doc comment starts with.
+fn help_text(doc: &'static str) -> &'static str {
+    doc.trim_start()
+}
+
+/// Declares the settings. Four kinds: `value` (a plain setting), `optional` (none by default),
+/// `list` (comma-separated in the environment and flags), `table` (TOML only).
+macro_rules! settings {
+    (
+        value { $( $(#[doc = $vdoc:literal])* $vname:ident ($venv:literal): $vty:ty = $vdefault:expr, $vshown:literal; )* }
+        optional { $( $(#[doc = $odoc:literal])* $oname:ident ($oenv:literal): $oty:ty, $oshown:literal; )* }
+        list { $( $(#[doc = $ldoc:literal])* $lname:ident ($lenv:literal): $lty:ty = $ldefault:expr, $lshown:literal; )* }
+        table { $( $(#[doc = $tdoc:literal])* $tname:ident: $tty:ty, $tshown:literal; )* }
+    ) => {
+        /// Every setting of `livesnap serve`, as the TOML file spells them.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[doc = $vdoc])* pub $vname: $vty, )*
+            $( $(#[doc = $odoc])* pub $oname: Option<$oty>, )*
+            $( $(#[doc = $ldoc])* pub $lname: $lty, )*
+            $( $(#[doc = $tdoc])* pub $tname: $tty, )*
         }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings {
+                    $( $vname: $vdefault, )*
+                    $( $oname: None, )*
+                    $( $lname: $ldefault, )*
+                    $( $tname: Default::default(), )*
+                }
+            }
+        }
+
+        /// The flags of `livesnap serve`; each also reads its `LIVESNAP_<NAME>` variable.
+        #[derive(Debug, Args, Default)]
+        pub struct ServeArgs {
+            /// TOML file with any of the settings below (snake_case keys).
+            #[arg(long, env = "LIVESNAP_CONFIG")]
+            pub config: Option<PathBuf>,
+            $( $(#[doc = $vdoc])*
+               #[arg(long, env = $venv, help = help_text(concat!($($vdoc,)* " [default: ", $vshown, "]")))] pub $vname: Option<$vty>, )*
+            $( $(#[doc = $odoc])*
+               #[arg(long, env = $oenv, help = help_text(concat!($($odoc,)* " [default: ", $oshown, "]")))] pub $oname: Option<$oty>, )*
+            $( $(#[doc = $ldoc])*
+               #[arg(long, env = $lenv, value_delimiter = ',', help = help_text(concat!($($ldoc,)* " [default: ", $lshown, "]")))] pub $lname: Option<$lty>, )*
+        }
+
+        /// Every setting, in declaration order, as the docs show it.
+        pub const SETTINGS: &[SettingDoc] = &[
+            $( SettingDoc { key: stringify!($vname), env: Some($venv), default: $vshown, doc: concat!($($vdoc),*) }, )*
+            $( SettingDoc { key: stringify!($oname), env: Some($oenv), default: $oshown, doc: concat!($($odoc),*) }, )*
+            $( SettingDoc { key: stringify!($lname), env: Some($lenv), default: $lshown, doc: concat!($($ldoc),*) }, )*
+            $( SettingDoc { key: stringify!($tname), env: None, default: $tshown, doc: concat!($($tdoc),*) }, )*
+        ];
+
+        impl ServeArgs {
+            /// Puts every flag or variable given over `s`.
+            fn apply(self, s: &mut Settings) {
+                $( if let Some(v) = self.$vname { s.$vname = v; } )*
+                $( if self.$oname.is_some() { s.$oname = self.$oname; } )*
+                $( if let Some(v) = self.$lname { s.$lname = v; } )*
+            }
+        }
+    };
+}
+
+settings! {
+    value {
+        /// HTTP API address (the WCS REST port).
+        http ("LIVESNAP_HTTP"): SocketAddr = DEFAULT_HTTP, "0.0.0.0:8081";
+        /// RTMP ingest address.
+        rtmp ("LIVESNAP_RTMP"): SocketAddr = DEFAULT_RTMP, "0.0.0.0:1935";
+        /// Where livesnap keeps its data.
+        data_dir ("LIVESNAP_DATA_DIR"): PathBuf = PathBuf::from(DEFAULT_DATA_DIR), "./data";
+        /// How long an on-demand snapshot may wait for a picture, in ms (WCS setting).
+        snapshot_taking_interval_ms ("LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS"): u64 =
+            snapshot::DEFAULT_INTERVAL.as_millis() as u64, "3000";
+        /// How many keyframes an on-demand snapshot may try (WCS setting).
+        snapshot_taking_attempts ("LIVESNAP_SNAPSHOT_TAKING_ATTEMPTS"): u32 =
+            snapshot::DEFAULT_ATTEMPTS, "30";
+        /// Decodes at once (and decoders kept); 0 means one per CPU core.
+        workers ("LIVESNAP_WORKERS"): usize = 0, "0";
+        /// Threads of the async runtime (ingest, HTTP, storage, callbacks); decoding runs on the
+        /// `workers` threads besides. 0 means one per CPU core.
+        io_threads ("LIVESNAP_IO_THREADS"): usize = DEFAULT_IO_THREADS, "0";
+        /// Pictures kept in the snapshot cache.
+        cache_entries ("LIVESNAP_CACHE_ENTRIES"): usize = snapshot::DEFAULT_CACHE_ENTRIES, "256";
+        /// Bytes of pictures kept in the snapshot cache.
+        cache_bytes ("LIVESNAP_CACHE_BYTES"): usize = snapshot::DEFAULT_CACHE_BYTES, "67108864";
+        /// Most live streams at once.
+        max_publishers ("LIVESNAP_MAX_PUBLISHERS"): usize = hub::DEFAULT_MAX_STREAMS, "1000";
+        /// Most RTMP connections at once.
+        max_connections ("LIVESNAP_MAX_CONNECTIONS"): usize = rtmp::DEFAULT_MAX_CONNECTIONS, "2000";
+        /// Most bytes buffered per stream for its current GOP.
+        max_gop_bytes ("LIVESNAP_MAX_GOP_BYTES"): usize = hub::DEFAULT_MAX_GOP_BYTES, "33554432";
+        /// Largest video access unit accepted, in bytes.
+        max_access_unit_bytes ("LIVESNAP_MAX_ACCESS_UNIT_BYTES"): usize =
+            rtmp::DEFAULT_MAX_ACCESS_UNIT_BYTES, "8388608";
+        /// Largest HTTP request body, in bytes.
+        max_request_bytes ("LIVESNAP_MAX_REQUEST_BYTES"): usize = DEFAULT_MAX_REQUEST_BYTES, "65536";
+        /// Seconds a connected publisher may send nothing before it is dropped.
+        rtmp_idle_timeout_s ("LIVESNAP_RTMP_IDLE_TIMEOUT_S"): u64 =
+            rtmp::DEFAULT_IDLE_TIMEOUT.as_secs(), "30";
+        /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
+        /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
+        rtmp_merge_read_ms ("LIVESNAP_RTMP_MERGE_READ_MS"): u64 =
+            rtmp::DEFAULT_MERGE_READ.as_millis() as u64, "0";
+        /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
+        log ("LIVESNAP_LOG"): String = "info".to_string(), "info";
+        /// Log lines as `text` or `json` (one object per line).
+        log_format ("LIVESNAP_LOG_FORMAT"): String = "text".to_string(), "text";
+        /// Seconds a shutdown may take: pictures in flight are finished and callbacks queued in
+        /// the index before the server gives up on them and exits.
+        shutdown_timeout_s ("LIVESNAP_SHUTDOWN_TIMEOUT_S"): u64 = DEFAULT_SHUTDOWN_TIMEOUT_S, "10";
+        /// Seconds an HTTP request may take before it is answered 408.
+        request_timeout_s ("LIVESNAP_REQUEST_TIMEOUT_S"): u64 = DEFAULT_REQUEST_TIMEOUT_S, "60";
+        /// Most bytes the spool holds before it drops pictures.
+        spool_max_bytes ("LIVESNAP_SPOOL_MAX_BYTES"): u64 =
+            livesnap_store::spool::DEFAULT_MAX_BYTES, "268435456";
+        /// Seconds between retention sweeps.
+        retention_sweep_s ("LIVESNAP_RETENTION_SWEEP_S"): u64 = DEFAULT_RETENTION_SWEEP_S, "10";
+        /// Tries per callback delivery.
+        callback_max_attempts ("LIVESNAP_CALLBACK_MAX_ATTEMPTS"): u32 =
+            DEFAULT_CALLBACK_MAX_ATTEMPTS, "6";
+        /// Milliseconds before the first callback retry (doubled each time).
+        callback_backoff_ms ("LIVESNAP_CALLBACK_BACKOFF_MS"): u64 = DEFAULT_CALLBACK_BACKOFF_MS, "1000";
+        /// WCS: automatic snapshots of every stream no binding matches.
+        snapshot_auto_enabled ("LIVESNAP_SNAPSHOT_AUTO_ENABLED"): bool = false, "false";
+        /// WCS: folder per stream named by `streamName` or `mediaSessionId`.
+        snapshot_auto_naming ("LIVESNAP_SNAPSHOT_AUTO_NAMING"): String =
+            "streamName".to_string(), "streamName";
+        /// WCS: a picture every this many frames.
+        snapshot_auto_rate ("LIVESNAP_SNAPSHOT_AUTO_RATE"): u32 = DEFAULT_WCS_AUTO_RATE, "30";
+        /// WCS: keep the last this many pictures per stream (0 keeps all).
+        snapshot_auto_retention ("LIVESNAP_SNAPSHOT_AUTO_RETENTION"): u64 = 0, "0";
+    }
+    optional {
+        /// The index: `sqlite://PATH` or `postgres://...`.
+        index ("LIVESNAP_INDEX"): String, "sqlite://<data_dir>/index.db";
+        /// Where pictures wait while storage is down.
+        spool_dir ("LIVESNAP_SPOOL_DIR"): PathBuf, "<data_dir>/spool";
+        /// Receives every event, besides templates' own callback URLs.
+        callback_url ("LIVESNAP_CALLBACK_URL"): String, "none";
+        /// HMAC-SHA256 key for the X-Livesnap-Signature header of callbacks.
+        callback_secret ("LIVESNAP_CALLBACK_SECRET"): String, "none";
+        /// Base URL of this server as others reach it, for links in callbacks.
+        public_url ("LIVESNAP_PUBLIC_URL"): String, "http://<http>";
+        /// WCS: where automatic snapshots go.
+        snapshot_auto_dir ("LIVESNAP_SNAPSHOT_AUTO_DIR"): PathBuf, "<data_dir>/snapshot-auto";
+    }
+    list {
+        /// Host names that are domains when they appear in an RTMP tcUrl (comma-separated in
+        /// the environment and flags).
+        domains ("LIVESNAP_DOMAINS"): Vec<String> = Vec::new(), "[]";
+    }
+    table {
+        /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
+        storage: HashMap<String, LocationConfig>, "local";
+        /// Domain -> SourceID for path patterns (`[source_ids]`); a domain not listed is its own.
+        source_ids: HashMap<String, String>, "none";
     }
 }
 
+use ingest::rtmp::server as rtmp;
+use livesnap_core::{hub, snapshot};
+
+/// The HTTP API's address by default.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8081);
+/// The RTMP listener's address by default.
+pub const DEFAULT_RTMP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 1935);
+/// The data folder by default.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Largest HTTP request body by default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Seconds between retention sweeps by default.
+pub const DEFAULT_RETENTION_SWEEP_S: u64 = 10;
+/// Tries per callback delivery by default.
+pub const DEFAULT_CALLBACK_MAX_ATTEMPTS: u32 = 6;
+/// First callback retry delay by default.
+pub const DEFAULT_CALLBACK_BACKOFF_MS: u64 = 1000;
+/// WCS automatic snapshots: a picture every this many frames by default.
+pub const DEFAULT_WCS_AUTO_RATE: u32 = 30;
 /// The default number of async runtime threads: 0, one per core. One thread reads hundreds of
 /// publishers (ingest only, 720p: a few hundredths of a percent of a core per stream), and with
 /// 24 publishers it made 2.5x fewer context switches than two, but the server's CPU was the same
@@ -161,119 +238,6 @@ pub const WCS_AUTO_STORAGE: &str = "wcs-auto";
 /// Largest snapshot_taking_interval_ms accepted (ten minutes).
 pub const MAX_INTERVAL_MS: u64 = 600_000;
 
-/// The flags of `livesnap serve`; each also reads `LIVESNAP_<NAME>` from the environment.
-#[derive(Debug, Args, Default)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case keys).
-    #[arg(long, env = "LIVESNAP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// HTTP API address [default: 0.0.0.0:8081].
-    #[arg(long, env = "LIVESNAP_HTTP")]
-    pub http: Option<SocketAddr>,
-    /// RTMP ingest address [default: 0.0.0.0:1935].
-    #[arg(long, env = "LIVESNAP_RTMP")]
-    pub rtmp: Option<SocketAddr>,
-    /// Data directory [default: ./data].
-    #[arg(long, env = "LIVESNAP_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Domains recognised from the RTMP tcUrl host (comma-separated).
-    #[arg(long, env = "LIVESNAP_DOMAINS", value_delimiter = ',')]
-    pub domains: Option<Vec<String>>,
-    /// On-demand snapshot timeout in ms [default: 3000].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS")]
-    pub snapshot_taking_interval_ms: Option<u64>,
-    /// Keyframes an on-demand snapshot may try [default: 30].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_TAKING_ATTEMPTS")]
-    pub snapshot_taking_attempts: Option<u32>,
-    /// Decode workers; 0 = one per core [default: 0].
-    #[arg(long, env = "LIVESNAP_WORKERS")]
-    pub workers: Option<usize>,
-    /// Async runtime threads (ingest, HTTP, storage); 0 = one per core [default: 0].
-    #[arg(long, env = "LIVESNAP_IO_THREADS")]
-    pub io_threads: Option<usize>,
-    /// Snapshot cache entries [default: 256].
-    #[arg(long, env = "LIVESNAP_CACHE_ENTRIES")]
-    pub cache_entries: Option<usize>,
-    /// Bytes of pictures in the snapshot cache [default: 67108864].
-    #[arg(long, env = "LIVESNAP_CACHE_BYTES")]
-    pub cache_bytes: Option<usize>,
-    /// Most live streams [default: 1000].
-    #[arg(long, env = "LIVESNAP_MAX_PUBLISHERS")]
-    pub max_publishers: Option<usize>,
-    /// Most RTMP connections [default: 2000].
-    #[arg(long, env = "LIVESNAP_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Most bytes buffered per stream GOP [default: 33554432].
-    #[arg(long, env = "LIVESNAP_MAX_GOP_BYTES")]
-    pub max_gop_bytes: Option<usize>,
-    /// Largest video access unit in bytes [default: 8388608].
-    #[arg(long, env = "LIVESNAP_MAX_ACCESS_UNIT_BYTES")]
-    pub max_access_unit_bytes: Option<usize>,
-    /// Largest HTTP request body in bytes [default: 65536].
-    #[arg(long, env = "LIVESNAP_MAX_REQUEST_BYTES")]
-    pub max_request_bytes: Option<usize>,
-    /// Seconds before a silent publisher is dropped [default: 30].
-    #[arg(long, env = "LIVESNAP_RTMP_IDLE_TIMEOUT_S")]
-    pub rtmp_idle_timeout_s: Option<u64>,
-    /// Merged read for RTMP publishers in ms, 0 = off [default: 0].
-    #[arg(long, env = "LIVESNAP_RTMP_MERGE_READ_MS")]
-    pub rtmp_merge_read_ms: Option<u64>,
-    /// Log filter [default: info].
-    #[arg(long, env = "LIVESNAP_LOG")]
-    pub log: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "LIVESNAP_LOG_FORMAT")]
-    pub log_format: Option<String>,
-    /// Seconds a graceful shutdown may take [default: 10].
-    #[arg(long, env = "LIVESNAP_SHUTDOWN_TIMEOUT_S")]
-    pub shutdown_timeout_s: Option<u64>,
-    /// Seconds an HTTP request may take [default: 60].
-    #[arg(long, env = "LIVESNAP_REQUEST_TIMEOUT_S")]
-    pub request_timeout_s: Option<u64>,
-    /// Index URL: sqlite://PATH or postgres://... [default: sqlite://<data_dir>/index.db].
-    #[arg(long, env = "LIVESNAP_INDEX")]
-    pub index: Option<String>,
-    /// Spool directory [default: <data_dir>/spool].
-    #[arg(long, env = "LIVESNAP_SPOOL_DIR")]
-    pub spool_dir: Option<PathBuf>,
-    /// Spool size limit in bytes [default: 268435456].
-    #[arg(long, env = "LIVESNAP_SPOOL_MAX_BYTES")]
-    pub spool_max_bytes: Option<u64>,
-    /// Seconds between retention sweeps [default: 10].
-    #[arg(long, env = "LIVESNAP_RETENTION_SWEEP_S")]
-    pub retention_sweep_s: Option<u64>,
-    /// Global callback URL.
-    #[arg(long, env = "LIVESNAP_CALLBACK_URL")]
-    pub callback_url: Option<String>,
-    /// Callback signing secret.
-    #[arg(long, env = "LIVESNAP_CALLBACK_SECRET")]
-    pub callback_secret: Option<String>,
-    /// Tries per callback [default: 6].
-    #[arg(long, env = "LIVESNAP_CALLBACK_MAX_ATTEMPTS")]
-    pub callback_max_attempts: Option<u32>,
-    /// First callback retry delay in ms [default: 1000].
-    #[arg(long, env = "LIVESNAP_CALLBACK_BACKOFF_MS")]
-    pub callback_backoff_ms: Option<u64>,
-    /// Public base URL for links in callbacks [default: http://<http address>].
-    #[arg(long, env = "LIVESNAP_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// WCS automatic snapshots on/off [default: false].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_ENABLED")]
-    pub snapshot_auto_enabled: Option<bool>,
-    /// WCS automatic snapshot folder [default: <data_dir>/snapshot-auto].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_DIR")]
-    pub snapshot_auto_dir: Option<PathBuf>,
-    /// WCS automatic snapshot folder naming: streamName or mediaSessionId [default: streamName].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_NAMING")]
-    pub snapshot_auto_naming: Option<String>,
-    /// WCS automatic snapshot every N frames [default: 30].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_RATE")]
-    pub snapshot_auto_rate: Option<u32>,
-    /// WCS automatic snapshots kept per stream, 0 = all [default: 0].
-    #[arg(long, env = "LIVESNAP_SNAPSHOT_AUTO_RETENTION")]
-    pub snapshot_auto_retention: Option<u64>,
-}
-
 impl ServeArgs {
     /// The flags when `livesnap` runs with no command: only the environment applies.
     pub fn parse_from_env() -> ServeArgs {
@@ -296,51 +260,7 @@ impl ServeArgs {
             }
             None => Settings::default(),
         };
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
-        }
-        over!(
-            http,
-            rtmp,
-            data_dir,
-            domains,
-            snapshot_taking_interval_ms,
-            snapshot_taking_attempts,
-            workers,
-            io_threads,
-            cache_entries,
-            cache_bytes,
-            max_publishers,
-            max_connections,
-            max_gop_bytes,
-            max_access_unit_bytes,
-            max_request_bytes,
-            rtmp_idle_timeout_s,
-            rtmp_merge_read_ms,
-            spool_max_bytes,
-            retention_sweep_s,
-            callback_max_attempts,
-            callback_backoff_ms,
-            snapshot_auto_enabled,
-            snapshot_auto_naming,
-            snapshot_auto_rate,
-            snapshot_auto_retention,
-            log,
-            log_format,
-            shutdown_timeout_s,
-            request_timeout_s
-        );
-        macro_rules! over_opt {
-            ($($f:ident),*) => { $( if self.$f.is_some() { s.$f = self.$f; } )* };
-        }
-        over_opt!(
-            index,
-            spool_dir,
-            callback_url,
-            callback_secret,
-            public_url,
-            snapshot_auto_dir
-        );
+        self.apply(&mut s);
         s.validate()?;
         Ok(s)
     }
@@ -456,6 +376,97 @@ fn or_cores(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_setting_is_one_key_one_variable_one_flag() {
+        let mut keys = std::collections::HashSet::new();
+        for s in SETTINGS {
+            assert!(keys.insert(s.key), "{} declared twice", s.key);
+            if let Some(env) = s.env {
+                assert_eq!(
+                    env,
+                    format!("LIVESNAP_{}", s.key.to_uppercase()),
+                    "{}",
+                    s.key
+                );
+            }
+            assert!(!s.doc.trim().is_empty(), "{} has no doc", s.key);
+        }
+        // Every flag clap knows is a declared setting (or --config).
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        for arg in Only::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "help" {
+                continue;
+            }
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.key == id)
+                .unwrap_or_else(|| panic!("flag {id} is not declared"));
+            assert_eq!(arg.get_long(), Some(&*id.replace('_', "-")));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), s.env);
+        }
+    }
+
+    #[test]
+    fn the_defaults_the_docs_show_are_the_defaults() {
+        let default = format!("{:?}", Settings::default());
+        // `<data_dir>/...`, `none`: an optional setting, unset by default.
+        let unset = |s: &&SettingDoc| s.default.contains('<') || s.default == "none";
+        for s in SETTINGS.iter().filter(|s| s.env.is_some() && !unset(s)) {
+            // The shown default as a TOML value (a number, a bool, a list, or else a string).
+            let parsed = [s.default.to_string(), format!("{:?}", s.default)]
+                .iter()
+                .find_map(|v| toml::from_str::<Settings>(&format!("{} = {v}", s.key)).ok());
+            let p = parsed.unwrap_or_else(|| panic!("{}: {:?} is not a value", s.key, s.default));
+            assert_eq!(
+                format!("{p:?}"),
+                default,
+                "{}: the docs say {}",
+                s.key,
+                s.default
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_settings_table_is_the_declaration() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("\n## Settings")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a Settings section");
+        let mut rows = std::collections::BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let key = cells[0].trim_start_matches("| ").trim_matches('`');
+            assert!(
+                rows.insert(key, cells[1]).is_none(),
+                "README lists {key} twice"
+            );
+        }
+        for s in SETTINGS {
+            let cell = rows
+                .remove(s.key)
+                .unwrap_or_else(|| panic!("README's settings table has no row for {}", s.key));
+            assert!(
+                cell.starts_with(&format!("`{}`", s.default)),
+                "README shows the default of {} as {cell:?}, the code says {:?}",
+                s.key,
+                s.default
+            );
+        }
+        assert!(
+            rows.is_empty(),
+            "README lists settings that do not exist: {rows:?}"
+        );
+    }
 
     #[test]
     fn file_then_flags() {

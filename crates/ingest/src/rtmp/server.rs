@@ -64,14 +64,23 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Most RTMP connections at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2000;
+/// Time allowed for the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publisher that sends nothing this long is dropped, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest video access unit accepted by default.
+pub const DEFAULT_MAX_ACCESS_UNIT_BYTES: usize = 8 * 1024 * 1024;
+
 impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
             domains: Vec::new(),
-            max_connections: 2000,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            max_access_unit_bytes: 8 * 1024 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_access_unit_bytes: DEFAULT_MAX_ACCESS_UNIT_BYTES,
             merge_read: DEFAULT_MERGE_READ,
             stats: Arc::default(),
         }
