@@ -260,7 +260,9 @@ impl Automation {
             let a = a.clone();
             tracker.spawn(async move { a.spooled_stored(entry).await });
         };
-        life.spawn_until_cancelled(async move { spool.run(resolver, on_stored).await });
+        let clock = hub.clock().clone();
+        let sleep = move |d| clock.sleep(d);
+        life.spawn_until_cancelled(async move { spool.run(resolver, on_stored, sleep).await });
         life.spawn_until_cancelled(auto.clone().sweep());
         Ok(auto)
     }
@@ -734,11 +736,20 @@ impl Automation {
         }
     }
 
+    /// Retention by age (and keep-last for rows the per-picture check missed), every
+    /// `sweep_every` on the hub's clock.
     async fn sweep(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.sweep_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clock = self.hub.clock().clone();
+        let mut next = clock.now();
         loop {
-            tick.tick().await;
+            clock.sleep_until(next).await;
+            // A sweep that overran its period starts the next one a period after it ends.
+            let planned = next + self.config.sweep_every;
+            next = if clock.now() > planned {
+                clock.now() + self.config.sweep_every
+            } else {
+                planned
+            };
             let mut templates: Vec<Arc<Template>> =
                 self.read_templates().values().cloned().collect();
             templates.extend(self.config.fallback.clone());
@@ -747,9 +758,7 @@ impl Automation {
                 if r.keep_last.is_none() && r.max_age_s.is_none() {
                     continue;
                 }
-                let cutoff = r
-                    .max_age_s
-                    .map(|s| livesnap_store::time::now_ms() - (s as i64) * 1000);
+                let cutoff = r.max_age_s.map(|s| clock.unix_ms() - (s as i64) * 1000);
                 let streams = match self.index.streams_with_sequence_rows(&t.spec.name).await {
                     Ok(s) => s,
                     Err(e) => {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use media::sps::SpsInfo;
 use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink, StreamWriter};
@@ -128,7 +128,8 @@ struct StreamState {
     keyframes: u64,
     last_keyframe_dts: Option<i64>,
     keyframe_interval_ms: Option<i64>,
-    last_keyframe_at: Option<Instant>,
+    /// When the last keyframe arrived, on the stream's clock.
+    last_keyframe_at: Option<Duration>,
     rates: RateWindow,
     schedule: Option<Schedule>,
     shots_dropped: u64,
@@ -163,7 +164,7 @@ pub struct LiveStream {
 }
 
 /// The stream as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StreamStats {
     pub domain: String,
     pub app: String,
@@ -281,7 +282,9 @@ impl LiveStream {
             fps: (s.rates.fps * 100.0).round() / 100.0,
             bitrate_kbps: (s.rates.bitrate / 10.0).round() / 100.0,
             keyframe_interval_ms: s.keyframe_interval_ms,
-            last_keyframe_age_ms: s.last_keyframe_at.map(|i| i.elapsed().as_millis() as u64),
+            last_keyframe_age_ms: s
+                .last_keyframe_at
+                .map(|at| self.clock.now().saturating_sub(at).as_millis() as u64),
             gop_frames: s.gop.len(),
             gop_bytes: s.gop_bytes,
             frames: s.frames_total,
@@ -465,7 +468,7 @@ impl Hub {
             key: key.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             publisher,
-            started: SystemTime::now(),
+            started: self.clock.wall(),
             snapshots: AtomicU64::new(0),
             state: Mutex::new(StreamState::default()),
             keyframe_tx,
@@ -575,7 +578,7 @@ impl StreamWriter for HubWriter {
                 s.keyframe_interval_ms = Some(frame.dts_ms - prev);
             }
             s.last_keyframe_dts = Some(frame.dts_ms);
-            s.last_keyframe_at = Some(Instant::now());
+            s.last_keyframe_at = Some(self.stream.clock.now());
             s.gop.clear();
             s.gop_bytes = 0;
             s.gop_overflowed = false;
@@ -597,7 +600,7 @@ impl StreamWriter for HubWriter {
             s.gop.push(StoredFrame {
                 frame,
                 seq,
-                arrived: SystemTime::now(),
+                arrived: self.stream.clock.wall(),
             });
         }
         // Automatic pictures: a comparison or a counter per frame; frames are copied (reference

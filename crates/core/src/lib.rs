@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod auto;
+pub mod clock;
 pub mod error;
 pub mod hub;
 pub mod lifecycle;

@@ -5,62 +5,11 @@
 //! the hub already holds a lock for, and costs a comparison or a counter.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use crate::template::{Template, Trigger};
 
-/// Where time comes from. Tests use [`ManualClock`].
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Monotonic time since some fixed start.
-    fn now(&self) -> Duration;
-    /// Wall-clock time.
-    fn wall(&self) -> SystemTime;
-}
-
-/// The real clocks.
-#[derive(Debug)]
-pub struct SystemClock {
-    start: Instant,
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock {
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        self.start.elapsed()
-    }
-    fn wall(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// A clock moved by hand.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    now: std::sync::Mutex<Duration>,
-}
-
-impl ManualClock {
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn wall(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + self.now()
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// What a frame means for the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use bytes::Bytes;
 use media::decode::{Decoder, Picture};
 use media::picture::{self, EncodeOptions};
 use tokio::sync::{OnceCell, Semaphore};
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::clock::{Clock, SystemClock};
 use crate::hub::{GopView, LiveStream};
 use crate::{Error, Result};
 
@@ -247,7 +247,7 @@ struct Worker {
     decoder: Box<dyn Decoder>,
     picture: Picture,
     /// When it was last checked in.
-    idle_since: Instant,
+    idle_since: Duration,
 }
 
 /// Turns live streams into pictures.
@@ -257,6 +257,7 @@ pub struct Snapshotter {
     decoders: Mutex<Vec<Worker>>,
     factory: DecoderFactory,
     cache: Mutex<Cache>,
+    clock: Arc<dyn Clock>,
     /// Counters.
     pub counters: SnapshotCounters,
 }
@@ -270,6 +271,19 @@ impl Snapshotter {
 
     /// A service with another decoder backend.
     pub fn with_factory(config: SnapshotConfig, factory: DecoderFactory) -> Arc<Snapshotter> {
+        Self::build(config, factory, Arc::new(SystemClock::default()))
+    }
+
+    /// A service whose timeouts and idle decoders run on `clock`.
+    pub fn with_clock(config: SnapshotConfig, clock: Arc<dyn Clock>) -> Arc<Snapshotter> {
+        Self::build(config, Arc::new(media::decode::default_decoder), clock)
+    }
+
+    fn build(
+        config: SnapshotConfig,
+        factory: DecoderFactory,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Snapshotter> {
         let workers = config.workers.max(1);
         Arc::new(Snapshotter {
             permits: Semaphore::new(workers),
@@ -277,6 +291,7 @@ impl Snapshotter {
             cache: Mutex::new(Cache::new(config.cache_entries, config.cache_bytes)),
             factory,
             config,
+            clock,
             counters: SnapshotCounters::default(),
         })
     }
@@ -298,7 +313,7 @@ impl Snapshotter {
             .options
             .check()
             .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let deadline = Instant::now() + self.config.interval;
+        let deadline = self.clock.now() + self.config.interval;
         let mut keyframes = stream.keyframes();
         let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
@@ -328,10 +343,12 @@ impl Snapshotter {
                 }
             }
             // Wait for a (newer) keyframe until the deadline.
-            match tokio::time::timeout_at(deadline, keyframes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(Error::NotLive(stream.key.to_string())),
-                Err(_) => break,
+            tokio::select! {
+                changed = keyframes.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return Err(Error::NotLive(stream.key.to_string())),
+                },
+                () = self.clock.sleep_until(deadline) => break,
             }
         }
         let why = last_error.or_else(|| stream.problem()).unwrap_or_else(|| {
@@ -478,7 +495,7 @@ impl Snapshotter {
         let (worker, released) = {
             let mut pool = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
             let worker = pool.pop();
-            (worker, self.release_idle(&mut pool, Instant::now()))
+            (worker, self.release_idle(&mut pool, self.clock.now()))
         };
         drop(released);
         if let Some(worker) = worker {
@@ -491,12 +508,12 @@ impl Snapshotter {
         Ok(Worker {
             decoder,
             picture: Picture::empty(),
-            idle_since: Instant::now(),
+            idle_since: self.clock.now(),
         })
     }
 
     fn checkin(&self, mut worker: Worker) {
-        let now = Instant::now();
+        let now = self.clock.now();
         worker.idle_since = now;
         let released = {
             let mut pool = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
@@ -509,10 +526,10 @@ impl Snapshotter {
 
     /// Takes out of `pool` the decoders idle for longer than [`DECODER_IDLE_LIMIT`], except the
     /// one checked in last. The pool is a stack, so they are at its bottom.
-    fn release_idle(&self, pool: &mut Vec<Worker>, now: Instant) -> Vec<Worker> {
+    fn release_idle(&self, pool: &mut Vec<Worker>, now: Duration) -> Vec<Worker> {
         let keep_from = pool[..pool.len().saturating_sub(1)]
             .iter()
-            .position(|w| now.saturating_duration_since(w.idle_since) <= DECODER_IDLE_LIMIT)
+            .position(|w| now.saturating_sub(w.idle_since) <= DECODER_IDLE_LIMIT)
             .unwrap_or(pool.len().saturating_sub(1));
         let released: Vec<Worker> = pool.drain(..keep_from).collect();
         if !released.is_empty() {
@@ -559,10 +576,15 @@ mod tests {
     /// busy pool keeps them all.
     #[test]
     fn decoders_idle_past_the_limit_are_released_but_the_last_one_used() {
-        let snap = Snapshotter::new(SnapshotConfig {
-            workers: 3,
-            ..SnapshotConfig::default()
-        });
+        let clock = Arc::new(crate::clock::ManualClock::default());
+        clock.advance(Duration::from_secs(7200));
+        let snap = Snapshotter::with_clock(
+            SnapshotConfig {
+                workers: 3,
+                ..SnapshotConfig::default()
+            },
+            clock.clone(),
+        );
         let workers: Vec<Worker> = (0..3).map(|_| snap.checkout().unwrap()).collect();
         for w in workers {
             snap.checkin(w);
@@ -576,7 +598,7 @@ mod tests {
         assert_eq!(snap.counters.decoders_released.load(Ordering::Relaxed), 0);
 
         // The bottom one has been idle past the limit, the middle one just under it.
-        let ago = |d: Duration| Instant::now().checked_sub(d).expect("uptime");
+        let ago = |d: Duration| clock.now() - d;
         {
             let mut pool = snap.decoders.lock().unwrap();
             pool[0].idle_since = ago(DECODER_IDLE_LIMIT + Duration::from_secs(1));

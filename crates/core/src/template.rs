@@ -15,7 +15,7 @@ pub const MAX_EVERY_N_FRAMES: u32 = 1_000_000;
 pub const MAX_TEMPLATE_NAME: usize = 64;
 
 /// A template as the API reads and writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     /// Unique name.
@@ -78,7 +78,7 @@ fn default_sequence_path() -> String {
 }
 
 /// Retention of sequence pictures, per stream and template.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Keep at most this many.
@@ -261,7 +261,7 @@ impl TemplateSpec {
 }
 
 /// Matches an app or stream name, or any (`*`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingSpec {
     /// Domain (default `_default`).

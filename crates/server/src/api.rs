@@ -1,24 +1,28 @@
 //! The HTTP API. It reads the hub and asks the snapshot service; it holds no logic of its own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine;
-use livesnap_core::hub::{Hub, LiveStream};
-use livesnap_core::snapshot::{Precision, Snapshot, SnapshotRequest, Snapshotter};
+use livesnap_core::hub::{Hub, LiveStream, StreamStats};
+use livesnap_core::snapshot::{
+    Precision, Snapshot, SnapshotCounters, SnapshotRequest, Snapshotter,
+};
 use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY};
 use media::stream::{StreamKey, DEFAULT_DOMAIN};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
+use crate::openapi::{ErrorBody, TAG_OPERATIONS, TAG_STREAMS, TAG_WCS};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -50,7 +54,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The whole API as a router, so tests can call it without a socket. Every request gets an id
 /// (`x-request-id`, the client's if it sent one), answered back and put in the span of every
-/// log line of that request, and a time limit (`request_timeout_s`, then 408).
+/// log line of that request, and a time limit (`request_timeout_s`, then 408). Each route is
+/// registered with its OpenAPI operation (`routes!`), and the document they make up is served
+/// at `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let limit = state.max_request_bytes;
@@ -75,24 +81,52 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/streams", get(list_streams))
-        .route("/v1/pictures", get(picture_stats))
-        .route("/v1/streams/{app}/{stream}", get(get_stream))
-        .route("/v1/streams/{app}/{stream}/snapshot.jpg", get(snapshot_jpg))
-        .route("/v1/streams/{app}/{stream}/snapshot.png", get(snapshot_png))
-        .route("/rest-api/stream/snapshot", post(wcs_snapshot))
-        .merge(crate::auto_api::routes())
+    let (router, mut doc) =
+        OpenApiRouter::with_openapi(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+            .routes(routes!(healthz))
+            .routes(routes!(readyz))
+            .routes(routes!(metrics))
+            .routes(routes!(list_streams))
+            .routes(routes!(picture_stats))
+            .routes(routes!(get_stream))
+            .routes(routes!(snapshot_jpg))
+            .routes(routes!(snapshot_png))
+            .routes(routes!(wcs_snapshot))
+            .merge(crate::auto_api::routes())
+            .routes(routes!(crate::openapi::openapi_json))
+            .split_for_parts();
+    crate::openapi::add_common_responses(&mut doc);
+    router
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(layers)
         .with_state(state)
 }
 
+/// `GET /healthz`: the server is listening.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = TAG_OPERATIONS,
+    responses((status = 200, description = "The server is listening", body = String,
+        content_type = "text/plain", example = "ok"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = TAG_OPERATIONS,
+    responses(
+        (status = 200, description = "Prometheus text exposition, names prefixed `livesnap_`",
+            body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 500, description = "The metrics could not be rendered", body = ErrorBody),
+    )
+)]
 async fn metrics(State(st): State<AppState>) -> Result<Response, AppError> {
     let text = st
         .metrics
@@ -108,8 +142,53 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, AppError> {
         .into_response())
 }
 
+/// `GET /readyz` when every part is ready.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// The index's backend: `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
+    index: &'static str,
+    /// The storage locations checked, by name.
+    storage: Vec<String>,
+}
+
+/// `GET /readyz` when a part is not ready.
+#[derive(Serialize, ToSchema)]
+struct NotReady {
+    /// `not ready`.
+    #[schema(example = "not ready")]
+    status: &'static str,
+    /// Each part that failed its check.
+    failing: Vec<FailingCheck>,
+}
+
+/// A part that failed its readiness check.
+#[derive(Clone, Serialize, ToSchema)]
+struct FailingCheck {
+    /// `index`, `storage`, or `check` (a check that could not run).
+    part: String,
+    /// The storage location's name (`null` for the index).
+    name: Option<String>,
+    /// What failed.
+    error: String,
+}
+
 /// `GET /readyz`: 200 when the index answers and every storage location takes a write (a small
 /// probe object, deleted again); else 503 naming each failing part.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = TAG_OPERATIONS,
+    responses(
+        (status = 200, description = "The index answers and every storage location takes a write",
+            body = Ready),
+        (status = 503, description = "A part failed its check (each waits at most 2 s)",
+            body = NotReady, headers(("retry-after" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn readyz(State(st): State<AppState>) -> Response {
     let mut checks = tokio::task::JoinSet::new();
     let index = st.auto.index().clone();
@@ -144,19 +223,27 @@ async fn readyz(State(st): State<AppState>) -> Response {
             storage.push(n.clone());
         }
         if let Err(error) = result {
-            failing.push(json!({ "part": part, "name": name, "error": error }));
+            failing.push(FailingCheck { part, name, error });
         }
     }
     storage.sort();
-    failing.sort_by_key(|f| f["name"].as_str().map(str::to_string));
+    failing.sort_by(|a, b| a.name.cmp(&b.name));
     if failing.is_empty() {
-        Json(json!({ "status": "ready", "index": st.auto.index().backend(), "storage": storage }))
-            .into_response()
+        Json(Ready {
+            status: "ready",
+            index: st.auto.index().backend(),
+            storage,
+        })
+        .into_response()
     } else {
-        tracing::warn!(failing = %serde_json::Value::from(failing.clone()), "not ready");
+        let logged = serde_json::to_string(&failing).unwrap_or_default();
+        tracing::warn!(failing = %logged, "not ready");
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "failing": failing })),
+            Json(NotReady {
+                status: "not ready",
+                failing,
+            }),
         )
             .into_response();
         r.headers_mut().insert(
@@ -181,23 +268,60 @@ fn flatten(
     }
 }
 
-async fn list_streams(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let streams: Vec<_> = st.hub.list().iter().map(|s| s.stats()).collect();
-    Json(json!({ "streams": streams }))
+/// `GET /v1/streams`.
+#[derive(Serialize, ToSchema)]
+struct StreamList {
+    /// Every live stream.
+    streams: Vec<StreamStats>,
+}
+
+/// `GET /v1/streams`: every live stream.
+#[utoipa::path(
+    get,
+    path = "/v1/streams",
+    tag = TAG_STREAMS,
+    responses((status = 200, description = "Every live stream", body = StreamList))
+)]
+async fn list_streams(State(st): State<AppState>) -> Json<StreamList> {
+    let streams = st.hub.list().iter().map(|s| s.stats()).collect();
+    Json(StreamList { streams })
+}
+
+/// `GET /v1/pictures`.
+#[derive(Serialize, ToSchema)]
+struct PictureStats<'a> {
+    /// What the picture service has done since start.
+    #[schema(value_type = crate::openapi::external::SnapshotCountersSchema)]
+    counters: &'a SnapshotCounters,
+    /// The H.264 decoder: `openh264` or `libavcodec`.
+    decoder: &'static str,
+    /// The JPEG encoder.
+    jpeg_encoder: &'static str,
 }
 
 /// What the picture service has done since start, and with which backends: an ingested stream
 /// nobody asks a picture of shows up nowhere here (nothing is decoded for it).
-async fn picture_stats(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "counters": st.snapshots.counters,
-        "decoder": media::decode::default_decoder_name(),
-        "jpeg_encoder": media::picture::jpeg_encoder_name(),
-    }))
+#[utoipa::path(
+    get,
+    path = "/v1/pictures",
+    tag = TAG_STREAMS,
+    responses((status = 200, description = "The picture service's counters and backends",
+        body = PictureStats))
+)]
+async fn picture_stats(State(st): State<AppState>) -> Response {
+    Json(PictureStats {
+        counters: &st.snapshots.counters,
+        decoder: media::decode::default_decoder_name(),
+        jpeg_encoder: media::picture::jpeg_encoder_name(),
+    })
+    .into_response()
 }
 
-#[derive(Deserialize)]
+/// The domain of a stream, when it is not `_default`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DomainQuery {
+    /// The stream's domain (virtual host); `_default` when not given.
     domain: Option<String>,
 }
 
@@ -214,31 +338,68 @@ fn lookup(
         .ok_or_else(|| AppError::Core(livesnap_core::Error::NotLive(key.to_string())))
 }
 
+/// `GET /v1/streams/{app}/{stream}`: one live stream.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{app}/{stream}",
+    tag = TAG_STREAMS,
+    params(
+        ("app" = String, Path, description = "Application name"),
+        ("stream" = String, Path, description = "Stream name"),
+        DomainQuery,
+    ),
+    responses(
+        (status = 200, description = "The stream", body = StreamStats),
+        (status = 400, description = "An invalid domain, app or stream name", body = ErrorBody),
+        (status = 404, description = "The stream is not live", body = ErrorBody),
+    )
+)]
 async fn get_stream(
     State(st): State<AppState>,
     Path((app, stream)): Path<(String, String)>,
     Query(q): Query<DomainQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<StreamStats>, AppError> {
     let s = lookup(&st.hub, q.domain.as_deref(), &app, &stream)?;
-    Ok(Json(serde_json::to_value(s.stats()).unwrap_or_default()))
+    Ok(Json(s.stats()))
+}
+
+/// The query of a direct image. Each value is taken as text and read by [`image_request`], so
+/// that a bad one gets a JSON 400 naming the parameter.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ImageQuery {
+    /// Output width; given alone, the height keeps the aspect ratio.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 8192)]
+    width: Option<String>,
+    /// Output height; given alone, the width keeps the aspect ratio.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 8192)]
+    height: Option<String>,
+    /// JPEG quality (default 85).
+    #[param(value_type = Option<u8>, minimum = 1, maximum = 100)]
+    quality: Option<String>,
+    /// `keyframe` (default): the newest keyframe, one decode. `latest`: decode on from the
+    /// keyframe and picture the newest frame in presentation order.
+    #[param(pattern = "^(keyframe|latest)$")]
+    precision: Option<String>,
+    /// The stream's domain (virtual host); `_default` when not given.
+    domain: Option<String>,
 }
 
 /// Reads `width`, `height`, `quality`, `precision`, `domain` from the query by hand, so that a
 /// bad value gets a JSON 400 naming the parameter.
 fn image_request(
     format: ImageFormat,
-    q: &HashMap<String, String>,
+    q: ImageQuery,
 ) -> Result<(SnapshotRequest, Option<String>), AppError> {
-    let num = |name: &str| -> Result<Option<u32>, AppError> {
-        q.get(name)
-            .map(|v| {
-                v.parse::<u32>().map_err(|_| {
-                    AppError::BadRequest(format!("{name} must be a positive integer, got {v:?}"))
-                })
+    let num = |name: &str, v: Option<String>| -> Result<Option<u32>, AppError> {
+        v.map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                AppError::BadRequest(format!("{name} must be a positive integer, got {v:?}"))
             })
-            .transpose()
+        })
+        .transpose()
     };
-    let quality = match num("quality")? {
+    let quality = match num("quality", q.quality)? {
         Some(q @ 1..=100) => q as u8,
         Some(q) => {
             return Err(AppError::BadRequest(format!(
@@ -247,38 +408,93 @@ fn image_request(
         }
         None => DEFAULT_JPEG_QUALITY,
     };
-    let precision = match q.get("precision") {
+    let precision = match q.precision {
         None => Precision::Keyframe,
-        Some(p) => Precision::parse(p).ok_or_else(|| {
+        Some(p) => Precision::parse(&p).ok_or_else(|| {
             AppError::BadRequest(format!("precision must be keyframe or latest, got {p:?}"))
         })?,
     };
     let options = EncodeOptions {
         format,
-        width: num("width")?,
-        height: num("height")?,
+        width: num("width", q.width)?,
+        height: num("height", q.height)?,
         quality,
     };
-    Ok((
-        SnapshotRequest { options, precision },
-        q.get("domain").cloned(),
-    ))
+    Ok((SnapshotRequest { options, precision }, q.domain))
 }
 
+/// `GET /v1/streams/{app}/{stream}/snapshot.jpg`: a JPEG of the stream now.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{app}/{stream}/snapshot.jpg",
+    tag = TAG_STREAMS,
+    params(
+        ("app" = String, Path, description = "Application name"),
+        ("stream" = String, Path, description = "Stream name"),
+        ImageQuery,
+    ),
+    responses(
+        (status = 200, description = "The picture; the headers say which frame it is",
+            content(("image/jpeg")),
+            headers(
+                ("x-livesnap-frame-time" = String, description = "RFC 3339 wall-clock time the pictured frame arrived"),
+                ("x-livesnap-frame-age-ms" = u64, description = "How old that frame is now"),
+                ("x-livesnap-frame-pts-ms" = i64, description = "The frame's presentation timestamp on the stream's clock"),
+                ("x-livesnap-keyframe" = bool, description = "Whether the frame is a keyframe"),
+                ("x-livesnap-cache" = String, description = "`hit` (already made) or `miss`"),
+                ("x-livesnap-size" = String, description = "`WIDTHxHEIGHT`"),
+                ("last-modified" = String, description = "The arrival time again, as an HTTP date"),
+            )),
+        (status = 400, description = "A bad parameter or name", body = ErrorBody),
+        (status = 404, description = "The stream is not live", body = ErrorBody),
+        (status = 503, description = "No picture could be made within `snapshot_taking_interval_ms`",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The picture service failed", body = ErrorBody),
+    )
+)]
 async fn snapshot_jpg(
     st: State<AppState>,
     path: Path<(String, String)>,
-    q: Query<HashMap<String, String>>,
+    q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
     direct_image(st, path, q, ImageFormat::Jpeg)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
 
+/// `GET /v1/streams/{app}/{stream}/snapshot.png`: a PNG of the stream now.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{app}/{stream}/snapshot.png",
+    tag = TAG_STREAMS,
+    params(
+        ("app" = String, Path, description = "Application name"),
+        ("stream" = String, Path, description = "Stream name"),
+        ImageQuery,
+    ),
+    responses(
+        (status = 200, description = "The picture; the headers say which frame it is",
+            content(("image/png")),
+            headers(
+                ("x-livesnap-frame-time" = String, description = "RFC 3339 wall-clock time the pictured frame arrived"),
+                ("x-livesnap-frame-age-ms" = u64, description = "How old that frame is now"),
+                ("x-livesnap-frame-pts-ms" = i64, description = "The frame's presentation timestamp on the stream's clock"),
+                ("x-livesnap-keyframe" = bool, description = "Whether the frame is a keyframe"),
+                ("x-livesnap-cache" = String, description = "`hit` (already made) or `miss`"),
+                ("x-livesnap-size" = String, description = "`WIDTHxHEIGHT`"),
+                ("last-modified" = String, description = "The arrival time again, as an HTTP date"),
+            )),
+        (status = 400, description = "A bad parameter or name", body = ErrorBody),
+        (status = 404, description = "The stream is not live", body = ErrorBody),
+        (status = 503, description = "No picture could be made within `snapshot_taking_interval_ms`",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The picture service failed", body = ErrorBody),
+    )
+)]
 async fn snapshot_png(
     st: State<AppState>,
     path: Path<(String, String)>,
-    q: Query<HashMap<String, String>>,
+    q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
     direct_image(st, path, q, ImageFormat::Png)
         .await
@@ -288,18 +504,19 @@ async fn snapshot_png(
 async fn direct_image(
     State(st): State<AppState>,
     Path((app, stream)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<Query<ImageQuery>, QueryRejection>,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
-    let (request, domain) = image_request(format, &q)?;
+    let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let (request, domain) = image_request(format, q)?;
     let s = lookup(&st.hub, domain.as_deref(), &app, &stream)?;
     let snap = st.snapshots.take(&s, request).await?;
-    Ok(image_response(format, &snap))
+    Ok(image_response(format, &snap, st.hub.clock().wall()))
 }
 
-fn image_response(format: ImageFormat, snap: &Snapshot) -> Response {
+fn image_response(format: ImageFormat, snap: &Snapshot, now: SystemTime) -> Response {
     let mut headers = HeaderMap::new();
-    let age_ms = SystemTime::now()
+    let age_ms = now
         .duration_since(snap.frame_arrived)
         .unwrap_or_default()
         .as_millis();
@@ -327,36 +544,102 @@ fn image_response(format: ImageFormat, snap: &Snapshot) -> Response {
 }
 
 /// The body of the Flashphoner WCS `/rest-api/stream/snapshot` call.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WcsRequest {
+    /// `cam1` (when only one live stream has that name), `live/cam1` or `domain/live/cam1`.
     stream_name: String,
+    /// `png` (default) or `jpg`.
+    #[schema(example = "png")]
     format: Option<String>,
+    /// Output width; given alone, the height keeps the aspect ratio.
+    #[schema(minimum = 1, maximum = 8192)]
     width: Option<u32>,
+    /// Output height; given alone, the width keeps the aspect ratio.
+    #[schema(minimum = 1, maximum = 8192)]
     height: Option<u32>,
+    /// JPEG quality (default 85).
+    #[schema(minimum = 1, maximum = 100)]
     quality: Option<u8>,
+}
+
+/// The answer of the WCS snapshot call.
+#[derive(Serialize, ToSchema)]
+struct WcsSnapshot {
+    /// The picture, base64.
+    #[schema(content_encoding = "base64")]
+    data: String,
+}
+
+/// WCS's own 500 body for a snapshot that could not be made in time.
+#[derive(Serialize, ToSchema)]
+struct WcsTimeout {
+    /// `com.flashphoner.rest.server.exception.InternalErrorException`.
+    exception: &'static str,
+    /// The exception, status, message, time and path in one line.
+    reason: String,
+    /// `/rest-api/stream/snapshot`.
+    path: &'static str,
+    /// `Internal Server Error`.
+    error: &'static str,
+    /// `Snapshot response timeout`.
+    #[schema(example = "Snapshot response timeout")]
+    message: &'static str,
+    /// Unix milliseconds.
+    timestamp: u64,
+    /// 500.
+    status: u16,
+}
+
+// Only a schema: each body is answered from its own type (`WcsTimeout`, `AppError`).
+/// The two 500 bodies of the WCS call.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum WcsServerError {
+    /// No picture in time.
+    Timeout(WcsTimeout),
+    /// The picture service failed.
+    Failed(ErrorBody),
 }
 
 const WCS_PATH: &str = "/rest-api/stream/snapshot";
 
 /// WCS's own error body for a snapshot that could not be made in time.
-fn wcs_timeout() -> Response {
-    let ts = SystemTime::now()
+fn wcs_timeout(now: SystemTime) -> Response {
+    let ts = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let body = json!({
-        "exception": "com.flashphoner.rest.server.exception.InternalErrorException",
-        "reason": format!("com.flashphoner.rest.server.exception.InternalErrorException, Internal Server Error, Snapshot response timeout, ts: {ts}, path: {WCS_PATH}"),
-        "path": WCS_PATH,
-        "error": "Internal Server Error",
-        "message": "Snapshot response timeout",
-        "timestamp": ts,
-        "status": 500,
-    });
+    let body = WcsTimeout {
+        exception: "com.flashphoner.rest.server.exception.InternalErrorException",
+        reason: format!("com.flashphoner.rest.server.exception.InternalErrorException, Internal Server Error, Snapshot response timeout, ts: {ts}, path: {WCS_PATH}"),
+        path: WCS_PATH,
+        error: "Internal Server Error",
+        message: "Snapshot response timeout",
+        timestamp: ts,
+        status: 500,
+    };
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
+/// `POST /rest-api/stream/snapshot`: Flashphoner WCS's snapshot call, answered the way WCS does.
+#[utoipa::path(
+    post,
+    path = "/rest-api/stream/snapshot",
+    tag = TAG_WCS,
+    request_body = WcsRequest,
+    responses(
+        (status = 200, description = "The picture", body = WcsSnapshot),
+        (status = 400, description = "Bad JSON, an unknown format or an absurd size", body = ErrorBody),
+        (status = 404, description = "No such stream is live", body = ErrorBody),
+        (status = 409, description = "A bare stream name that more than one live stream has; \
+            `candidates` lists them", body = ErrorBody),
+        (status = 500, description = "No picture could be made in time (no keyframe yet, an \
+            audio-only stream, a broken bitstream): WCS's own body; or the picture service \
+            failed: the error body", body = WcsServerError),
+    )
+)]
 async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
     let req: WcsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -394,13 +677,13 @@ async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
         Err(e) => return AppError::Core(e).into_response(),
     };
     match st.snapshots.take(&stream, request).await {
-        Ok(snap) => {
-            Json(json!({ "data": base64::engine::general_purpose::STANDARD.encode(&snap.image) }))
-                .into_response()
-        }
+        Ok(snap) => Json(WcsSnapshot {
+            data: base64::engine::general_purpose::STANDARD.encode(&snap.image),
+        })
+        .into_response(),
         Err(livesnap_core::Error::Timeout(why)) => {
             tracing::warn!(stream = %stream.key, %why, "WCS snapshot timed out");
-            wcs_timeout()
+            wcs_timeout(st.hub.clock().wall())
         }
         Err(e) => AppError::Core(e).into_response(),
     }

@@ -4,43 +4,41 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use livesnap_core::auto::{AutoCounters, LagSummary};
 use livesnap_core::template::{BindingSpec, TemplateSpec};
-use livesnap_store::index::{ListFilter, Mode};
+use livesnap_store::index::{ListFilter, Mode, SnapshotRow};
+use livesnap_store::SpoolStats;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::AppState;
+use crate::callbacks::{Delivery, DeliveryCounters};
 use crate::error::AppError;
+use crate::openapi::external::{
+    AutoCountersSchema, DeliveryCountersSchema, DeliverySchema, LagSummarySchema, SpoolStatsSchema,
+};
+use crate::openapi::{ErrorBody, TAG_AUTOMATION, TAG_SNAPSHOTS};
 
 /// Most ids in one batch delete (as ApsaraVideo allows).
 pub const MAX_BATCH_DELETE: usize = 200;
 
-/// The routes, to merge into the main router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/templates", get(list_templates).post(create_template))
-        .route(
-            "/v1/templates/{name}",
-            get(get_template).put(put_template).delete(delete_template),
-        )
-        .route(
-            "/v1/bindings",
-            get(list_bindings)
-                .post(create_binding)
-                .delete(delete_binding),
-        )
-        .route("/v1/snapshots", get(list_snapshots))
-        .route("/v1/snapshots/batch-delete", post(batch_delete))
-        .route(
-            "/v1/snapshots/{id}",
-            get(get_snapshot).delete(delete_snapshot),
-        )
-        .route("/v1/snapshots/{id}/image", get(snapshot_image))
-        .route("/v1/callbacks/deliveries", get(deliveries))
-        .route("/v1/automation", get(automation_status))
+/// The routes with their OpenAPI operations, to merge into the main router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(get_template, put_template, delete_template))
+        .routes(routes!(list_bindings, create_binding, delete_binding))
+        .routes(routes!(list_snapshots))
+        .routes(routes!(batch_delete))
+        .routes(routes!(get_snapshot, delete_snapshot))
+        .routes(routes!(snapshot_image))
+        .routes(routes!(deliveries))
+        .routes(routes!(automation_status))
 }
 
 /// Parses a JSON body, turning serde's message into a 400.
@@ -49,16 +47,58 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AppError> {
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn list_templates(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "templates": st.auto.templates() }))
+/// `GET /v1/templates`.
+#[derive(Serialize, ToSchema)]
+struct TemplateList {
+    /// Every template, by name.
+    templates: Vec<TemplateSpec>,
 }
 
+/// `GET /v1/templates`: every template.
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    tag = TAG_AUTOMATION,
+    responses((status = 200, description = "Every template", body = TemplateList))
+)]
+async fn list_templates(State(st): State<AppState>) -> Json<TemplateList> {
+    Json(TemplateList {
+        templates: st.auto.templates(),
+    })
+}
+
+/// `POST /v1/templates`: a new template.
+#[utoipa::path(
+    post,
+    path = "/v1/templates",
+    tag = TAG_AUTOMATION,
+    request_body = TemplateSpec,
+    responses(
+        (status = 201, description = "Created; the template with its defaults filled in",
+            body = TemplateSpec),
+        (status = 400, description = "Bad JSON, or a refused field (named in `field`)",
+            body = ErrorBody),
+        (status = 409, description = "A template of that name exists", body = ErrorBody),
+        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+    )
+)]
 async fn create_template(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
     let spec: TemplateSpec = body(&b)?;
     let saved = st.auto.put_template(spec, true).await?;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
 
+/// `GET /v1/templates/{name}`: one template.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{name}",
+    tag = TAG_AUTOMATION,
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 200, description = "The template", body = TemplateSpec),
+        (status = 404, description = "No such template", body = ErrorBody),
+    )
+)]
 async fn get_template(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -69,6 +109,23 @@ async fn get_template(
         .ok_or_else(|| AppError::NotFound(format!("template {name} not found")))
 }
 
+/// `PUT /v1/templates/{name}`: replaces a template whole (missing fields take their defaults).
+#[utoipa::path(
+    put,
+    path = "/v1/templates/{name}",
+    tag = TAG_AUTOMATION,
+    params(("name" = String, Path, description = "Template name")),
+    request_body(content = TemplateSpec,
+        description = "The whole template; `name` may be left out (the path names it)"),
+    responses(
+        (status = 200, description = "Replaced; live streams using it switch at once",
+            body = TemplateSpec),
+        (status = 400, description = "Bad JSON, a body naming another template, or a refused \
+            field (named in `field`)", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+    )
+)]
 async fn put_template(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -89,6 +146,19 @@ async fn put_template(
     Ok(Json(st.auto.put_template(spec, false).await?))
 }
 
+/// `DELETE /v1/templates/{name}`: deletes a template no binding uses.
+#[utoipa::path(
+    delete,
+    path = "/v1/templates/{name}",
+    tag = TAG_AUTOMATION,
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "A binding uses the template", body = ErrorBody),
+        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+    )
+)]
 async fn delete_template(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -97,25 +167,61 @@ async fn delete_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_bindings(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "bindings": st.auto.bindings() }))
+/// `GET /v1/bindings`.
+#[derive(Serialize, ToSchema)]
+struct BindingList {
+    /// Every binding.
+    bindings: Vec<BindingSpec>,
+}
+
+/// `GET /v1/bindings`: every binding.
+#[utoipa::path(
+    get,
+    path = "/v1/bindings",
+    tag = TAG_AUTOMATION,
+    responses((status = 200, description = "Every binding", body = BindingList))
+)]
+async fn list_bindings(State(st): State<AppState>) -> Json<BindingList> {
+    Json(BindingList {
+        bindings: st.auto.bindings(),
+    })
 }
 
 /// A binding with the `apply_to_live` option of the request.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BindingRequest {
+    /// Domain (default `_default`).
     #[serde(default = "livesnap_core::template::default_domain")]
     domain: String,
+    /// App name, or `*` (the default) for the whole domain.
     #[serde(default = "livesnap_core::template::star")]
     app: String,
+    /// Stream name, or `*` (the default) for the whole app.
     #[serde(default = "livesnap_core::template::star")]
     stream: String,
+    /// Template name: needed to create a binding; a delete ignores it.
+    #[param(ignore)]
     template: Option<String>,
+    /// Apply the change to live streams at once (else at their next publish).
     #[serde(default)]
     apply_to_live: bool,
 }
 
+/// `POST /v1/bindings`: adds or replaces the binding for (domain, app, stream).
+#[utoipa::path(
+    post,
+    path = "/v1/bindings",
+    tag = TAG_AUTOMATION,
+    request_body = BindingRequest,
+    responses(
+        (status = 201, description = "Created or replaced", body = BindingSpec),
+        (status = 400, description = "Bad JSON, no template, or a refused field (named in \
+            `field`)", body = ErrorBody),
+        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+    )
+)]
 async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
     let r: BindingRequest = body(&b)?;
     let template = r
@@ -132,6 +238,20 @@ async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response
 }
 
 /// `DELETE /v1/bindings` takes the binding's domain/app/stream in the query or a JSON body.
+#[utoipa::path(
+    delete,
+    path = "/v1/bindings",
+    tag = TAG_AUTOMATION,
+    params(BindingRequest),
+    request_body(content = Option<BindingRequest>,
+        description = "The binding to delete, instead of the query"),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A bad query or body", body = ErrorBody),
+        (status = 404, description = "No such binding", body = ErrorBody),
+        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+    )
+)]
 async fn delete_binding(
     State(st): State<AppState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
@@ -154,17 +274,32 @@ async fn delete_binding(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// Filters and paging of `GET /v1/snapshots`; every filter narrows the list.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SnapshotQuery {
+    /// Domain (virtual host).
     domain: Option<String>,
+    /// App name.
     app: Option<String>,
+    /// Stream name.
     stream: Option<String>,
+    /// Template name (job).
     job: Option<String>,
+    /// `overwrite` or `sequence`.
+    #[param(value_type = Option<Mode>)]
     mode: Option<String>,
+    /// Taken at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// Taken at or before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Rows per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -177,10 +312,34 @@ fn time_param(name: &str, v: Option<String>) -> Result<Option<i64>, AppError> {
     .transpose()
 }
 
+/// One page of `GET /v1/snapshots`, newest first.
+#[derive(Serialize, ToSchema)]
+struct SnapshotPage {
+    /// The stored snapshots.
+    items: Vec<SnapshotRow>,
+    /// Gives the next page as `cursor`; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/snapshots`: stored snapshots, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots",
+    tag = TAG_SNAPSHOTS,
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = SnapshotPage),
+        (status = 400, description = "An unknown or bad parameter, or a bad cursor",
+            body = ErrorBody),
+        (status = 503, description = "The index cannot be reached", body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The index failed", body = ErrorBody),
+    )
+)]
 async fn list_snapshots(
     State(st): State<AppState>,
     q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<SnapshotPage>, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let mode = match q.mode.as_deref() {
         None => None,
@@ -203,11 +362,11 @@ async fn list_snapshots(
         limit: q.limit,
         cursor: q.cursor,
     };
-    let (items, next) = st.auto.index().list(&filter).await?;
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    let (items, next_cursor) = st.auto.index().list(&filter).await?;
+    Ok(Json(SnapshotPage { items, next_cursor }))
 }
 
-async fn find(st: &AppState, id: &str) -> Result<livesnap_store::index::SnapshotRow, AppError> {
+async fn find(st: &AppState, id: &str) -> Result<SnapshotRow, AppError> {
     st.auto
         .index()
         .get(id)
@@ -215,14 +374,57 @@ async fn find(st: &AppState, id: &str) -> Result<livesnap_store::index::Snapshot
         .ok_or_else(|| AppError::NotFound(format!("snapshot {id} not found")))
 }
 
+/// One stored snapshot with a link to its picture.
+#[derive(Serialize, ToSchema)]
+struct StoredSnapshot {
+    /// The index row.
+    #[serde(flatten)]
+    row: SnapshotRow,
+    /// Where to fetch the picture: `{public_url}/v1/snapshots/{id}/image`.
+    url: String,
+}
+
+/// `GET /v1/snapshots/{id}`: one stored snapshot.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots/{id}",
+    tag = TAG_SNAPSHOTS,
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses(
+        (status = 200, description = "The snapshot, with a `url` to its picture",
+            body = StoredSnapshot),
+        (status = 404, description = "No such snapshot", body = ErrorBody),
+        (status = 503, description = "The index cannot be reached", body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The index failed", body = ErrorBody),
+    )
+)]
 async fn get_snapshot(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<StoredSnapshot>, AppError> {
     let row = find(&st, &id).await?;
-    Ok(Json(crate::callbacks::snapshot_json(&row, &st.public_url)))
+    let url = crate::callbacks::snapshot_url(&st.public_url, &row.id);
+    Ok(Json(StoredSnapshot { row, url }))
 }
 
+/// `GET /v1/snapshots/{id}/image`: the stored picture's bytes.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots/{id}/image",
+    tag = TAG_SNAPSHOTS,
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses(
+        (status = 200, description = "The picture as stored, typed by the snapshot's format",
+            content(("image/jpeg"), ("image/png"))),
+        (status = 404, description = "No such snapshot, storage location or object",
+            body = ErrorBody),
+        (status = 503, description = "The index or the storage cannot be reached",
+            body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The index or the storage failed", body = ErrorBody),
+    )
+)]
 async fn snapshot_image(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -237,6 +439,21 @@ async fn snapshot_image(
     Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 
+/// `DELETE /v1/snapshots/{id}`: removes the object, then the row.
+#[utoipa::path(
+    delete,
+    path = "/v1/snapshots/{id}",
+    tag = TAG_SNAPSHOTS,
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such snapshot", body = ErrorBody),
+        (status = 503, description = "The index or the storage cannot be reached",
+            body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 500, description = "The index or the storage failed", body = ErrorBody),
+    )
+)]
 async fn delete_snapshot(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -246,16 +463,50 @@ async fn delete_snapshot(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/snapshots/batch-delete`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchDelete {
+    /// The snapshots to delete, 1 to 200.
+    #[schema(min_items = 1, max_items = 200)]
     ids: Vec<String>,
 }
 
+/// The answer of a batch delete: one result per id, in order.
+#[derive(Serialize, ToSchema)]
+struct BatchDeleteResults {
+    /// One per id asked for.
+    results: Vec<DeleteResult>,
+}
+
+/// What became of one id of a batch delete.
+#[derive(Serialize, ToSchema)]
+struct DeleteResult {
+    /// The id asked for.
+    id: String,
+    /// Whether the object and its row are gone.
+    deleted: bool,
+    /// Why not (`not found`, or the failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+}
+
+/// `POST /v1/snapshots/batch-delete`: deletes up to 200 snapshots, each on its own.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots/batch-delete",
+    tag = TAG_SNAPSHOTS,
+    request_body = BatchDelete,
+    responses(
+        (status = 200, description = "One result per id", body = BatchDeleteResults),
+        (status = 400, description = "Bad JSON, or not 1..=200 ids", body = ErrorBody),
+    )
+)]
 async fn batch_delete(
     State(st): State<AppState>,
     b: Bytes,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<BatchDeleteResults>, AppError> {
     let req: BatchDelete = body(&b)?;
     if req.ids.is_empty() || req.ids.len() > MAX_BATCH_DELETE {
         return Err(AppError::BadRequest(format!(
@@ -265,30 +516,80 @@ async fn batch_delete(
     }
     let mut results = Vec::with_capacity(req.ids.len());
     for id in req.ids {
-        let result = match st.auto.index().get(&id).await {
-            Ok(Some(row)) => match st.auto.delete_row(&row).await {
-                Ok(()) => json!({ "id": id, "deleted": true }),
-                Err(e) => json!({ "id": id, "deleted": false, "error": e.to_string() }),
-            },
-            Ok(None) => json!({ "id": id, "deleted": false, "error": "not found" }),
-            Err(e) => json!({ "id": id, "deleted": false, "error": e.to_string() }),
+        let error = match st.auto.index().get(&id).await {
+            Ok(Some(row)) => st.auto.delete_row(&row).await.err().map(|e| e.to_string()),
+            Ok(None) => Some("not found".to_string()),
+            Err(e) => Some(e.to_string()),
         };
-        results.push(result);
+        results.push(DeleteResult {
+            id,
+            deleted: error.is_none(),
+            error,
+        });
     }
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(BatchDeleteResults { results }))
 }
 
-async fn deliveries(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(
-        json!({ "deliveries": st.callbacks.deliveries(), "dropped": st.callbacks.counters.dropped.load(std::sync::atomic::Ordering::Relaxed), "counters": st.callbacks.counters }),
-    )
+/// `GET /v1/callbacks/deliveries`.
+#[derive(Serialize, ToSchema)]
+struct Deliveries<'a> {
+    /// The last deliveries, newest first.
+    #[schema(value_type = Vec<DeliverySchema>)]
+    deliveries: Vec<Delivery>,
+    /// Deliveries dropped because the queue was full.
+    dropped: u64,
+    /// Deliveries by outcome.
+    #[schema(value_type = DeliveryCountersSchema)]
+    counters: &'a DeliveryCounters,
 }
 
-async fn automation_status(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "counters": st.auto.counters,
-        "lag_ms": st.auto.lag.summary(),
-        "spool": st.auto.spool().stats(),
-        "index": st.auto.index().backend(),
-    }))
+/// `GET /v1/callbacks/deliveries`: the last 1000 callback deliveries and their state.
+#[utoipa::path(
+    get,
+    path = "/v1/callbacks/deliveries",
+    tag = TAG_SNAPSHOTS,
+    responses((status = 200, description = "The last deliveries, newest first",
+        body = Deliveries))
+)]
+async fn deliveries(State(st): State<AppState>) -> Response {
+    let counters = &st.callbacks.counters;
+    Json(Deliveries {
+        deliveries: st.callbacks.deliveries(),
+        dropped: counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        counters,
+    })
+    .into_response()
+}
+
+/// `GET /v1/automation`.
+#[derive(Serialize, ToSchema)]
+struct AutomationStatus<'a> {
+    /// Pictures stored, spooled, failed, deleted by retention.
+    #[schema(value_type = AutoCountersSchema)]
+    counters: &'a AutoCounters,
+    /// How long after its due time each recent picture was written.
+    #[schema(value_type = LagSummarySchema)]
+    lag_ms: LagSummary,
+    /// The spool of pictures waiting for their storage.
+    #[schema(value_type = SpoolStatsSchema)]
+    spool: SpoolStats,
+    /// The index's backend: `sqlite` or `postgres`.
+    index: &'static str,
+}
+
+/// `GET /v1/automation`: the counters of automatic snapshots, their lag and the spool.
+#[utoipa::path(
+    get,
+    path = "/v1/automation",
+    tag = TAG_AUTOMATION,
+    responses((status = 200, description = "Counters, lag and spool", body = AutomationStatus))
+)]
+async fn automation_status(State(st): State<AppState>) -> Response {
+    Json(AutomationStatus {
+        counters: &st.auto.counters,
+        lag_ms: st.auto.lag.summary(),
+        spool: st.auto.spool().stats(),
+        index: st.auto.index().backend(),
+    })
+    .into_response()
 }

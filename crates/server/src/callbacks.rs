@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use livesnap_core::auto::EventSink;
+use livesnap_core::clock::Clock;
 use livesnap_core::hub::LiveStream;
 use livesnap_core::lifecycle::Lifecycle;
 use livesnap_store::index::{new_id, Index, QueuedDelivery, SnapshotRow};
@@ -37,7 +38,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Settings of the callbacks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallbackConfig {
     /// Receives every event, besides templates' own URLs.
     pub global_url: Option<String>,
@@ -49,6 +50,8 @@ pub struct CallbackConfig {
     pub first_backoff: Duration,
     /// Base URL put in `snapshot.stored` events for fetching the picture.
     pub public_url: String,
+    /// Event times, signatures and backoff run on this clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// One delivery as the log shows it.
@@ -212,7 +215,7 @@ impl Callbacks {
         if urls.is_empty() {
             return;
         }
-        let now = SystemTime::now();
+        let now = self.config.clock.wall();
         let body = json!({
             "id": new_id(unix_ms(now)),
             "event": event,
@@ -334,10 +337,7 @@ impl Callbacks {
         let job = &job.delivery;
         let mut backoff = self.config.first_backoff;
         for attempt in 1..=self.config.max_attempts.max(1) {
-            let unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
+            let unix = u64::try_from(self.config.clock.unix_ms() / 1000).unwrap_or(0);
             let mut req = client
                 .post(&job.url)
                 .header("content-type", "application/json")
@@ -376,7 +376,7 @@ impl Callbacks {
             warn!(url = %job.url, attempt, error = ?error, "callback failed");
             if attempt < self.config.max_attempts {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
+                self.config.clock.sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -395,12 +395,16 @@ impl Callbacks {
 /// The JSON of a snapshot row in an event, with a URL to fetch the picture.
 pub fn snapshot_json(row: &SnapshotRow, public_url: &str) -> Value {
     let mut v = serde_json::to_value(row).unwrap_or_default();
-    v["url"] = json!(format!(
-        "{}/v1/snapshots/{}/image",
-        public_url.trim_end_matches('/'),
-        row.id
-    ));
+    v["url"] = json!(snapshot_url(public_url, &row.id));
     v
+}
+
+/// Where a stored picture is fetched: `{public_url}/v1/snapshots/{id}/image`.
+pub fn snapshot_url(public_url: &str, id: &str) -> String {
+    format!(
+        "{}/v1/snapshots/{id}/image",
+        public_url.trim_end_matches('/')
+    )
 }
 
 fn stream_json(stream: &LiveStream) -> Value {

@@ -12,6 +12,7 @@ pub mod grab;
 pub mod logs;
 pub mod malloc;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 
-pub use server::{start, RunningServer, ShutdownReport, StartError};
+pub use server::{start, start_with_clock, RunningServer, ShutdownReport, StartError};

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ingest::rtmp::server::RtmpConfig;
 use livesnap_core::auto::{AutoConfig, Automation};
+use livesnap_core::clock::{Clock, SystemClock};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
 use livesnap_core::lifecycle::Lifecycle;
 use livesnap_core::snapshot::{SnapshotConfig, Snapshotter};
@@ -113,6 +114,15 @@ pub struct ShutdownReport {
 
 /// Starts the server: binds its listeners, opens what it keeps, starts every task.
 pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
+    start_with_clock(settings, Arc::new(SystemClock::default())).await
+}
+
+/// [`start`] on another clock: every time the server reads (frame arrival, picture timeouts,
+/// schedules, lag, retention, spool and callback backoff, event times) comes from `clock`.
+pub async fn start_with_clock(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -127,17 +137,23 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let front = Lifecycle::new();
     let back = Lifecycle::new();
 
-    let hub = Hub::new(HubConfig {
-        max_streams: settings.max_publishers,
-        max_gop_bytes: settings.max_gop_bytes,
-    });
-    let snapshots = Snapshotter::new(SnapshotConfig {
-        workers: settings.workers(),
-        interval: settings.interval(),
-        attempts: settings.snapshot_taking_attempts,
-        cache_entries: settings.cache_entries,
-        cache_bytes: settings.cache_bytes,
-    });
+    let hub = Hub::with_clock(
+        HubConfig {
+            max_streams: settings.max_publishers,
+            max_gop_bytes: settings.max_gop_bytes,
+        },
+        clock.clone(),
+    );
+    let snapshots = Snapshotter::with_clock(
+        SnapshotConfig {
+            workers: settings.workers(),
+            interval: settings.interval(),
+            attempts: settings.snapshot_taking_attempts,
+            cache_entries: settings.cache_entries,
+            cache_bytes: settings.cache_bytes,
+        },
+        clock.clone(),
+    );
     let listen = |what, setting, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -173,6 +189,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             max_attempts: settings.callback_max_attempts.max(1),
             first_backoff: Duration::from_millis(settings.callback_backoff_ms),
             public_url: public_url.clone(),
+            clock: clock.clone(),
         },
         index.clone(),
         &back,

@@ -609,3 +609,177 @@ fn shutdown_ends_publishers_and_closes_the_listeners() {
         );
     });
 }
+
+/// Every route of the API, as (method, path) in the OpenAPI document's spelling. A route added
+/// to the router must be added here and documented, or `openapi_documents_every_route` fails.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/v1/streams"),
+    ("GET", "/v1/pictures"),
+    ("GET", "/v1/streams/{app}/{stream}"),
+    ("GET", "/v1/streams/{app}/{stream}/snapshot.jpg"),
+    ("GET", "/v1/streams/{app}/{stream}/snapshot.png"),
+    ("POST", "/rest-api/stream/snapshot"),
+    ("GET", "/v1/templates"),
+    ("POST", "/v1/templates"),
+    ("GET", "/v1/templates/{name}"),
+    ("PUT", "/v1/templates/{name}"),
+    ("DELETE", "/v1/templates/{name}"),
+    ("GET", "/v1/bindings"),
+    ("POST", "/v1/bindings"),
+    ("DELETE", "/v1/bindings"),
+    ("GET", "/v1/snapshots"),
+    ("POST", "/v1/snapshots/batch-delete"),
+    ("GET", "/v1/snapshots/{id}"),
+    ("DELETE", "/v1/snapshots/{id}"),
+    ("GET", "/v1/snapshots/{id}/image"),
+    ("GET", "/v1/callbacks/deliveries"),
+    ("GET", "/v1/automation"),
+];
+
+/// True when the answer is the router's fallback: no route has this path.
+fn is_fallback(a: &Answer) -> bool {
+    a.status == StatusCode::NOT_FOUND
+        && serde_json::from_slice::<Value>(&a.body).is_ok_and(|v| v["error"] == "no such endpoint")
+}
+
+/// A schema from `components.schemas`.
+fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let s = &doc["components"]["schemas"][name];
+    assert!(s.is_object(), "no schema {name}");
+    s
+}
+
+#[test]
+fn openapi_documents_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let answer = expect(&app, "GET", "/openapi.json", None, 200).await;
+        assert!(answer
+            .header("content-type")
+            .starts_with("application/json"));
+        let doc = answer.json();
+        let version = doc["openapi"].as_str().unwrap_or("");
+        assert!(version.starts_with("3.1"), "openapi {version:?}");
+
+        // The documented routes are exactly the hard-coded list.
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in [
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ] {
+                if let Some(op) = item.get(method) {
+                    documented.insert((method.to_uppercase(), path.clone()));
+                    assert!(
+                        op["responses"]["408"].is_object(),
+                        "{method} {path}: no 408"
+                    );
+                    // Each `{param}` of the path is a documented path parameter.
+                    let params: Vec<&str> = op["parameters"]
+                        .as_array()
+                        .map(|ps| {
+                            ps.iter()
+                                .filter(|p| p["in"] == "path")
+                                .filter_map(|p| p["name"].as_str())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                        let name = seg.trim_matches(|c| c == '{' || c == '}');
+                        assert!(
+                            params.contains(&name),
+                            "{method} {path}: no parameter {name}"
+                        );
+                    }
+                }
+            }
+        }
+        let listed: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert!(
+            documented == listed,
+            "undocumented: {:?}; documented but not listed: {:?}",
+            listed.difference(&documented).collect::<Vec<_>>(),
+            documented.difference(&listed).collect::<Vec<_>>()
+        );
+
+        // And the router serves each one: not the fallback, and not 405 (the path served with
+        // another method only). Path parameters get a made-up value.
+        assert!(is_fallback(
+            &call(&app, "GET", "/v1/no-such-route", None).await
+        ));
+        for (method, path) in &documented {
+            let uri = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "nope" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let a = call(&app, method, &uri, None).await;
+            assert!(
+                !is_fallback(&a) && a.status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not served: {} {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            );
+        }
+
+        // The schemas are the real ones.
+        let template = schema(&doc, "TemplateSpec");
+        assert!(
+            template["properties"]["interval_s"].is_object(),
+            "{template}"
+        );
+        let error = schema(&doc, "ErrorBody");
+        for field in ["error", "status", "field", "candidates"] {
+            assert!(
+                error["properties"][field].is_object(),
+                "ErrorBody.{field}: {error}"
+            );
+        }
+        assert_eq!(error["required"], json!(["error", "status"]), "{error}");
+        let row = schema(&doc, "SnapshotRow");
+        for field in ["id", "time", "time_ms", "mode", "key"] {
+            assert!(
+                row["properties"][field].is_object(),
+                "SnapshotRow.{field}: {row}"
+            );
+        }
+        // Errors use the one error body; pictures are typed and carry their headers.
+        let stream = &doc["paths"]["/v1/streams/{app}/{stream}"]["get"]["responses"];
+        assert_eq!(
+            stream["404"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{stream}"
+        );
+        for (path, mime) in [
+            ("/v1/streams/{app}/{stream}/snapshot.jpg", "image/jpeg"),
+            ("/v1/streams/{app}/{stream}/snapshot.png", "image/png"),
+        ] {
+            let ok = &doc["paths"][path]["get"]["responses"]["200"];
+            assert!(ok["content"][mime].is_object(), "{path}: {ok}");
+            assert!(
+                ok["headers"]["x-livesnap-frame-time"].is_object(),
+                "{path}: {ok}"
+            );
+            assert!(ok["headers"]["x-livesnap-size"].is_object(), "{path}: {ok}");
+        }
+        let image = &doc["paths"]["/v1/snapshots/{id}/image"]["get"]["responses"]["200"];
+        assert!(image["content"]["image/jpeg"].is_object(), "{image}");
+        assert!(image["content"]["image/png"].is_object(), "{image}");
+        let wcs = &doc["paths"]["/rest-api/stream/snapshot"]["post"];
+        assert_eq!(
+            wcs["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/WcsRequest",
+            "{wcs}"
+        );
+        assert!(wcs["responses"]["409"].is_object(), "{wcs}");
+        assert!(schema(&doc, "WcsTimeout")["properties"]["message"].is_object());
+        assert!(server.shutdown().await.clean);
+    });
+}

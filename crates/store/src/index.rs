@@ -38,7 +38,7 @@ const COLUMNS: &str =
     "id, domain, app, stream, job, time_ms, sequence, mode, storage, object_key, size, width, height, format";
 
 /// How a picture is kept.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One object per stream (and template), replaced by each new picture.
@@ -144,24 +144,89 @@ impl SnapshotRow {
 
 impl Serialize for SnapshotRow {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("SnapshotRow", 15)?;
-        st.serialize_field("id", &self.id)?;
-        st.serialize_field("domain", &self.domain)?;
-        st.serialize_field("app", &self.app)?;
-        st.serialize_field("stream", &self.stream)?;
-        st.serialize_field("job", &self.job)?;
-        st.serialize_field("time", &self.time())?;
-        st.serialize_field("time_ms", &self.time_ms)?;
-        st.serialize_field("sequence", &self.sequence)?;
-        st.serialize_field("mode", &self.mode)?;
-        st.serialize_field("storage", &self.storage)?;
-        st.serialize_field("key", &self.key)?;
-        st.serialize_field("size", &self.size)?;
-        st.serialize_field("width", &self.width)?;
-        st.serialize_field("height", &self.height)?;
-        st.serialize_field("format", &self.format)?;
-        st.end()
+        RowJson::from(self).serialize(s)
+    }
+}
+
+// Both `SnapshotRow`'s `Serialize` and its OpenAPI schema come from this one struct, so the
+// documented shape is the real one.
+/// A stored picture as the index keeps it, with its capture time both as RFC 3339 (`time`) and
+/// as Unix milliseconds (`time_ms`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SnapshotRow)]
+struct RowJson<'a> {
+    /// Time-ordered unique id.
+    id: &'a str,
+    /// Virtual host.
+    domain: &'a str,
+    /// Application name.
+    app: &'a str,
+    /// Stream name.
+    stream: &'a str,
+    /// Template name or job id.
+    job: &'a str,
+    /// Capture time, RFC 3339 (UTC, milliseconds).
+    time: String,
+    /// Capture time, Unix milliseconds.
+    time_ms: i64,
+    /// Sequence number (sequence mode).
+    sequence: Option<u64>,
+    /// Overwrite or sequence.
+    mode: Mode,
+    /// Storage location name.
+    storage: &'a str,
+    /// Object key inside the location.
+    key: &'a str,
+    /// Bytes.
+    size: u64,
+    /// Pixels.
+    width: u32,
+    /// Pixels.
+    height: u32,
+    /// `jpg` or `png`.
+    format: &'a str,
+}
+
+impl<'a> From<&'a SnapshotRow> for RowJson<'a> {
+    fn from(r: &'a SnapshotRow) -> Self {
+        RowJson {
+            id: &r.id,
+            domain: &r.domain,
+            app: &r.app,
+            stream: &r.stream,
+            job: &r.job,
+            time: r.time(),
+            time_ms: r.time_ms,
+            sequence: r.sequence,
+            mode: r.mode,
+            storage: &r.storage,
+            key: &r.key,
+            size: r.size,
+            width: r.width,
+            height: r.height,
+            format: &r.format,
+        }
+    }
+}
+
+impl utoipa::PartialSchema for SnapshotRow {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <RowJson<'_> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for SnapshotRow {
+    fn name() -> std::borrow::Cow<'static, str> {
+        <RowJson<'_> as utoipa::ToSchema>::name()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <RowJson<'_> as utoipa::ToSchema>::schemas(schemas)
     }
 }
 

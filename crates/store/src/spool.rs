@@ -456,11 +456,14 @@ impl Spool {
     ///
     /// Cancel it by dropping the future (e.g. aborting its task): an entry whose upload was
     /// interrupted stays on disk and is delivered again (at least once). Only one loop runs
-    /// per spool; a second call returns at once.
-    pub async fn run<R, S>(&self, resolver: R, on_stored: S)
+    /// per spool; a second call returns at once. `sleep` waits out a backoff: the server's
+    /// clock, so that tests move it by hand.
+    pub async fn run<R, S, Z, F>(&self, resolver: R, on_stored: S, sleep: Z)
     where
         R: Fn(&str) -> Option<Arc<Location>> + Send + Sync,
         S: Fn(SpoolEntry) + Send + Sync,
+        Z: Fn(Duration) -> F + Send + Sync,
+        F: std::future::Future<Output = ()> + Send,
     {
         if self.running.swap(true, Ordering::AcqRel) {
             tracing::error!(dir = %self.dir.display(), "spool: a delivery loop is already running");
@@ -536,7 +539,7 @@ impl Spool {
                         "spool: delivery failed"
                     );
                     current = Some((head.seq, entry));
-                    tokio::time::sleep(backoff).await;
+                    sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }

@@ -35,7 +35,11 @@ fn run(
     let task = tokio::spawn(async move {
         let resolver = move |name: &str| locations.iter().find(|l| l.name() == name).cloned();
         spool
-            .run(resolver, move |e| sink.lock().unwrap().push(e))
+            .run(
+                resolver,
+                move |e| sink.lock().unwrap().push(e),
+                tokio::time::sleep,
+            )
             .await
     });
     (delivered, task)
