@@ -8,6 +8,8 @@
 pub mod amf0;
 pub mod error;
 pub mod flv;
+pub mod frontend;
+pub mod name;
 pub mod rtmp;
 
 pub use error::{Error, Result};

@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ingest::rtmp::server::ConnectionStats;
+use ingest::frontend::ConnectionStats;
 use livesnap_core::auto::Automation;
-use livesnap_core::hub::Hub;
+use livesnap_core::hub::{Hub, IngestTotals};
 use livesnap_core::snapshot::Snapshotter;
 use livesnap_core::stats::HistogramSnapshot;
 use prometheus_client::collector::Collector;
@@ -36,8 +36,8 @@ pub struct Sources {
     pub auto: Arc<Automation>,
     /// Webhook deliveries.
     pub callbacks: Arc<Callbacks>,
-    /// The RTMP listener's connections.
-    pub rtmp: Arc<ConnectionStats>,
+    /// Each front end's connections, by protocol.
+    pub front_ends: Vec<(&'static str, Arc<ConnectionStats>)>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -135,34 +135,51 @@ fn as_gauge(v: u64) -> i64 {
 impl Collector for Sources {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut enc;
-        let rtmp = &self.rtmp;
+        let fe_labels: Vec<[(&str, &str); 1]> = self
+            .front_ends
+            .iter()
+            .map(|(p, _)| [("protocol", *p)])
+            .collect();
+        let per_fe = |f: fn(&ConnectionStats) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+            fe_labels
+                .iter()
+                .zip(&self.front_ends)
+                .map(|(l, (_, s))| (&l[..], f(s)))
+                .collect()
+        };
+        let open: Vec<_> = per_fe(|s| load(&s.open))
+            .into_iter()
+            .map(|(l, v)| (l, as_gauge(v)))
+            .collect();
         gauge(
             e,
             "connections",
             "Connections open now, per front end.",
-            &[(&[("protocol", "rtmp")], as_gauge(load(&rtmp.open)))],
+            &open,
         )?;
         counter(
             e,
             "connections_accepted",
             "Connections accepted since start, per front end.",
-            &[(&[("protocol", "rtmp")], load(&rtmp.accepted))],
+            &per_fe(|s| load(&s.accepted)),
         )?;
         counter(
             e,
             "connections_refused",
             "Connections refused at the connection limit, per front end.",
-            &[(&[("protocol", "rtmp")], load(&rtmp.refused))],
+            &per_fe(|s| load(&s.refused)),
         )?;
-        let totals = self.hub.ingest_totals();
-        // The RTMP series is there before the first publish, so a dashboard has a line to draw.
-        let mut protocols: Vec<(&str, livesnap_core::hub::IngestTotals)> = totals.clone();
-        if !protocols.iter().any(|(p, _)| *p == "rtmp") {
-            protocols.push(("rtmp", Default::default()));
+        // Every front end has a series before its first publish, so a dashboard has a line.
+        let mut protocols: Vec<(&str, IngestTotals)> = self.hub.ingest_totals();
+        for (p, _) in &self.front_ends {
+            if !protocols.iter().any(|(q, _)| q == p) {
+                protocols.push((p, IngestTotals::default()));
+            }
         }
+        protocols.sort_by_key(|(p, _)| *p);
         let labels: Vec<[(&str, &str); 1]> =
             protocols.iter().map(|(p, _)| [("protocol", *p)]).collect();
-        let per = |f: fn(&livesnap_core::hub::IngestTotals) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+        let per = |f: fn(&IngestTotals) -> u64| -> Vec<(&[(&str, &str)], u64)> {
             labels
                 .iter()
                 .zip(&protocols)

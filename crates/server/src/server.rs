@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::rtmp::server::RtmpConfig;
+use ingest::frontend::{ConnectionStats, FrontEnd};
+use ingest::rtmp::server::{RtmpConfig, RtmpFrontEnd};
 use livesnap_core::auto::{AutoConfig, Automation};
 use livesnap_core::clock::{Clock, SystemClock};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
@@ -94,11 +95,46 @@ pub struct RunningServer {
     pub http: SocketAddr,
     /// The RTMP listener's address.
     pub rtmp: SocketAddr,
+    /// Every front end's listener.
+    pub front_ends: Vec<FrontEndInfo>,
     state: AppState,
     front: Lifecycle,
     back: Lifecycle,
     index: Arc<Index>,
     shutdown_timeout: Duration,
+}
+
+/// A front end the server runs.
+#[derive(Debug, Clone)]
+pub struct FrontEndInfo {
+    /// `rtmp`, `rtsp`, `whip`.
+    pub protocol: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its connections.
+    pub stats: Arc<ConnectionStats>,
+}
+
+/// Binds every front end the settings ask for, each on its own listener setting. RTSP and WHIP
+/// join this list as they arrive.
+async fn bind_front_ends(settings: &Settings) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
+    let rtmp_config = RtmpConfig {
+        domains: settings.domains.clone(),
+        max_connections: settings.max_connections,
+        idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
+        max_access_unit_bytes: settings.max_access_unit_bytes,
+        merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
+        ..RtmpConfig::default()
+    };
+    let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)
+        .await
+        .map_err(|source| StartError::Listen {
+            what: "RTMP",
+            setting: "rtmp",
+            addr: settings.rtmp,
+            source,
+        })?;
+    Ok(vec![Box::new(rtmp)])
 }
 
 /// What a shutdown did.
@@ -165,17 +201,17 @@ pub async fn start_with_clock(
             })
     };
     let http = listen("HTTP", "http", settings.http).await?;
-    let rtmp = listen("RTMP", "rtmp", settings.rtmp).await?;
-    let local = |l: &TcpListener, what, setting, addr| {
-        l.local_addr().map_err(|source| StartError::Listen {
-            what,
-            setting,
-            addr,
-            source,
-        })
-    };
-    let http_addr = local(&http, "HTTP", "http", settings.http)?;
-    let rtmp_addr = local(&rtmp, "RTMP", "rtmp", settings.rtmp)?;
+    let http_addr = http.local_addr().map_err(|source| StartError::Listen {
+        what: "HTTP",
+        setting: "http",
+        addr: settings.http,
+        source,
+    })?;
+    let front_ends = bind_front_ends(&settings).await?;
+    let rtmp_addr = front_ends
+        .iter()
+        .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)
+        .map_or(settings.rtmp, |f| f.local_addr());
     let public_url = settings
         .public_url
         .clone()
@@ -205,30 +241,28 @@ pub async fn start_with_clock(
         &front,
     )?;
 
-    let rtmp_stats = Arc::new(ingest::rtmp::server::ConnectionStats::default());
-    let rtmp_config = RtmpConfig {
-        stats: rtmp_stats.clone(),
-        domains: settings.domains.clone(),
-        max_connections: settings.max_connections,
-        idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
-        max_access_unit_bytes: settings.max_access_unit_bytes,
-        merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
-        ..RtmpConfig::default()
-    };
-    front.spawn(ingest::rtmp::server::serve(
-        rtmp,
-        Arc::new(HubSink(hub.clone())),
-        rtmp_config,
-        front.token.clone(),
-        front.tracker.clone(),
-    ));
+    let listening: Vec<FrontEndInfo> = front_ends
+        .iter()
+        .map(|f| FrontEndInfo {
+            protocol: f.protocol(),
+            addr: f.local_addr(),
+            stats: f.stats(),
+        })
+        .collect();
+    let sink: Arc<dyn media::stream::StreamSink> = Arc::new(HubSink(hub.clone()));
+    for f in front_ends {
+        front.spawn(f.serve(sink.clone(), front.token.clone(), front.tracker.clone()));
+    }
 
     let metrics = Arc::new(Metrics::new(Sources {
         hub: hub.clone(),
         snapshots: snapshots.clone(),
         auto: auto.clone(),
         callbacks: callbacks.clone(),
-        rtmp: rtmp_stats,
+        front_ends: listening
+            .iter()
+            .map(|f| (f.protocol, f.stats.clone()))
+            .collect(),
     }));
     let state = AppState {
         metrics,
@@ -252,6 +286,7 @@ pub async fn start_with_clock(
     Ok(RunningServer {
         http: http_addr,
         rtmp: rtmp_addr,
+        front_ends: listening,
         state,
         front,
         back,

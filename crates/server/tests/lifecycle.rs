@@ -175,12 +175,17 @@ async fn a_restart_loses_no_queued_webhook() {
             g.delivery
         );
     }
-    let ids: HashSet<&str> = after.iter().map(|g| g.delivery.as_str()).collect();
-    assert_eq!(
-        ids.len(),
-        after.len(),
-        "a delivery was sent twice after the restart"
-    );
+    // At least once: a delivery held before the restart may also arrive late from the first
+    // run (sent before its connection was cut); any other is sent once.
+    let held: HashSet<&str> = before.iter().map(|g| g.delivery.as_str()).collect();
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for g in &after {
+        *times.entry(g.delivery.as_str()).or_default() += 1;
+    }
+    for (id, n) in times {
+        let most = if held.contains(id) { 2 } else { 1 };
+        assert!(n <= most, "delivery {id} was sent {n} times after the restart");
+    }
     let index = second.state().auto.index().clone();
     let give_up = tokio::time::Instant::now() + WAIT;
     while index.queued_delivery_count().await.unwrap() > 0 {

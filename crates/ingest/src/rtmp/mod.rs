@@ -3,4 +3,8 @@
 pub mod chunk;
 pub mod server;
 pub mod session;
-pub mod url;
+
+/// The name resolution RTMP uses, under its old path (it is shared by every front end now).
+pub mod url {
+    pub use crate::name::{is_domain_name, resolve};
+}

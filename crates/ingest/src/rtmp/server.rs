@@ -3,21 +3,22 @@
 //!
 //! A connection that sends garbage, stalls or dies is dropped alone and logged.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media::stream::{PublishRefused, PublisherInfo, StreamSink, StreamWriter};
+use media::stream::{PublishRefused, PublisherInfo, StreamSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::session::{Event, Session};
-use crate::flv::{Fed, VideoFeed};
+use crate::frontend::{ConnectionLimit, ConnectionStats, FrontEnd, Publication};
 use crate::{Error, Result};
 
 /// Settings of the RTMP server.
@@ -40,28 +41,6 @@ pub struct RtmpConfig {
     pub merge_read: Duration,
     /// Connection counts, for metrics.
     pub stats: Arc<ConnectionStats>,
-}
-
-/// Connections of a listener.
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Open now.
-    pub open: std::sync::atomic::AtomicU64,
-    /// Accepted since start.
-    pub accepted: std::sync::atomic::AtomicU64,
-    /// Refused at the connection limit.
-    pub refused: std::sync::atomic::AtomicU64,
-}
-
-/// Decrements `open` when a connection's task ends, however it ends.
-struct OpenConnection(Arc<ConnectionStats>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Most RTMP connections at once by default.
@@ -158,6 +137,50 @@ fn write_nonblocking(socket: &std::net::TcpStream, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
+/// The RTMP front end: a bound listener and its settings.
+pub struct RtmpFrontEnd {
+    listener: TcpListener,
+    config: RtmpConfig,
+}
+
+impl RtmpFrontEnd {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr, config: RtmpConfig) -> std::io::Result<RtmpFrontEnd> {
+        Ok(RtmpFrontEnd {
+            listener: TcpListener::bind(addr).await?,
+            config,
+        })
+    }
+}
+
+impl FrontEnd for RtmpFrontEnd {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    fn stats(&self) -> Arc<ConnectionStats> {
+        self.config.stats.clone()
+    }
+
+    fn serve(
+        self: Box<Self>,
+        sink: Arc<dyn StreamSink>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(serve(self.listener, sink, self.config, shutdown, tasks))
+    }
+}
+
+/// The protocol's name in metrics and logs.
+pub const PROTOCOL: &str = "rtmp";
+
 /// Accepts connections until `shutdown` is cancelled; each runs in its own task on `tasks`.
 /// On shutdown the listener closes at once and every connection ends: its stream leaves the
 /// hub (unpublished, as if the publisher had left) and its socket is shut down.
@@ -168,8 +191,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let limit = ConnectionLimit::new(config.max_connections, config.stats.clone());
     let config = Arc::new(config);
-    let permits = Arc::new(Semaphore::new(config.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -184,30 +207,15 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            config
-                .stats
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(%addr, limit = config.max_connections, "rtmp connection refused: connection limit reached");
+        let Some(admitted) = limit.admit(PROTOCOL, addr) else {
             drop(socket);
             continue;
         };
         let sink = sink.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
-        config
-            .stats
-            .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        config
-            .stats
-            .open
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let open = OpenConnection(config.stats.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            let _open = open;
+            let _admitted = admitted;
             let _ = socket.set_nodelay(true);
             // Dropping the connection at an await point ends its stream (the writer's drop
             // unpublishes it) and closes the socket.
@@ -224,40 +232,12 @@ pub async fn serve(
     debug!("rtmp listener closed");
 }
 
-/// Makes RTMP millisecond timestamps (32 bits, wrapping) monotonic 64-bit ones.
-#[derive(Default)]
-struct Unwrap {
-    base: i64,
-    last: Option<u32>,
-}
-
-impl Unwrap {
-    fn next(&mut self, ts: u32) -> i64 {
-        if let Some(last) = self.last {
-            if ts < last && last - ts > u32::MAX / 2 {
-                self.base += 1 << 32;
-            }
-        }
-        self.last = Some(ts);
-        self.base + i64::from(ts)
-    }
-}
-
-/// One live stream being received on a connection.
-struct Publishing {
-    writer: Box<dyn StreamWriter>,
-    feed: VideoFeed,
-    clock: Unwrap,
-    unsupported_reported: bool,
-    key: String,
-}
-
 struct Connection {
     addr: SocketAddr,
     sink: Arc<dyn StreamSink>,
     config: Arc<RtmpConfig>,
     session: Session,
-    publishing: Option<Publishing>,
+    publishing: Option<Publication>,
 }
 
 impl Connection {
@@ -380,35 +360,30 @@ impl Connection {
     fn on_event(&mut self, event: Event) -> Result<bool> {
         match event {
             Event::PublishRequested { app, name, tc_url } => {
-                let key =
-                    match super::url::resolve(&app, &name, tc_url.as_deref(), &self.config.domains)
-                    {
-                        Ok(k) => k,
-                        Err(why) => {
-                            warn!(addr = %self.addr, %app, %name, %why, "rtmp publish refused");
-                            self.session
-                                .reject_publish("NetStream.Publish.BadName", &why.to_string())?;
-                            return Ok(true);
-                        }
-                    };
+                let key = match crate::name::resolve(
+                    &app,
+                    &name,
+                    tc_url.as_deref(),
+                    &self.config.domains,
+                ) {
+                    Ok(k) => k,
+                    Err(why) => {
+                        warn!(addr = %self.addr, %app, %name, %why, "rtmp publish refused");
+                        self.session
+                            .reject_publish("NetStream.Publish.BadName", &why.to_string())?;
+                        return Ok(true);
+                    }
+                };
                 let info = PublisherInfo {
                     addr: self.addr,
-                    protocol: "rtmp",
+                    protocol: PROTOCOL,
                 };
-                match self.sink.publish(key.clone(), info) {
-                    Ok(writer) => {
-                        info!(addr = %self.addr, stream = %key, "rtmp publish started");
+                match Publication::start(self.sink.as_ref(), key, info) {
+                    Ok(publication) => {
                         self.session.accept_publish()?;
-                        self.publishing = Some(Publishing {
-                            writer,
-                            feed: VideoFeed::default(),
-                            clock: Unwrap::default(),
-                            unsupported_reported: false,
-                            key: key.to_string(),
-                        });
+                        self.publishing = Some(publication);
                     }
                     Err(refused) => {
-                        warn!(addr = %self.addr, stream = %key, reason = %refused, "rtmp publish refused");
                         let code = match refused {
                             PublishRefused::AlreadyLive(_) => "NetStream.Publish.BadName",
                             PublishRefused::TooManyStreams(_) => "NetStream.Publish.Rejected",
@@ -428,13 +403,12 @@ impl Connection {
                     });
                 }
                 if let Some(p) = self.publishing.as_mut() {
-                    p.on_video(timestamp, &body)?;
+                    p.flv_video(timestamp, &body);
                 }
             }
             Event::Unpublished => {
-                if let Some(p) = self.publishing.take() {
-                    info!(addr = %self.addr, stream = %p.key, "rtmp publish stopped");
-                }
+                // Dropping the publication unpublishes the stream.
+                self.publishing = None;
             }
             Event::Refused(why) => {
                 info!(addr = %self.addr, %why, "rtmp request refused");
@@ -442,36 +416,6 @@ impl Connection {
             }
         }
         Ok(false)
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if let Some(p) = self.publishing.take() {
-            info!(addr = %self.addr, stream = %p.key, "rtmp publisher disconnected");
-        }
-    }
-}
-
-impl Publishing {
-    fn on_video(&mut self, timestamp: u32, body: &bytes::Bytes) -> Result<()> {
-        let dts_ms = self.clock.next(timestamp);
-        match self.feed.feed(dts_ms, body, self.writer.as_mut()) {
-            Ok(Fed::BeforeConfig) => {
-                debug!(stream = %self.key, "frame before the sequence header dropped")
-            }
-            Ok(Fed::Unsupported(name)) => {
-                if !self.unsupported_reported {
-                    self.unsupported_reported = true;
-                    warn!(stream = %self.key, codec = %name, "video codec not supported; no pictures for this stream");
-                    self.writer.unsupported(&name);
-                }
-            }
-            Ok(_) => {}
-            // A bad tag or sequence header is dropped; the stream goes on.
-            Err(e) => warn!(stream = %self.key, error = %e, "bad video tag dropped"),
-        }
-        Ok(())
     }
 }
 

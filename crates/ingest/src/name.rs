@@ -1,8 +1,9 @@
-//! Which live stream an RTMP publish names: `{domain}/{app}/{stream}` from the connect command's
-//! app and tcUrl and the publish name.
+//! Which live stream a publish names, for every front end: `{domain}/{app}/{stream}` from the
+//! app and stream name it gives (with their queries) and the URL it connected to (RTMP's tcUrl,
+//! an RTSP or WHIP URL).
 //!
-//! The domain is a `domain=` or `vhost=` query parameter (on the publish name, the app or the
-//! tcUrl), else the tcUrl's host when that host is one of the configured domains, else
+//! The domain is a `domain=` or `vhost=` query parameter (on the stream name, the app or the
+//! URL), else the URL's host when that host is one of the configured domains, else
 //! [`DEFAULT_DOMAIN`]. An IP address or `localhost` is never a domain.
 
 use media::stream::{StreamKey, DEFAULT_DOMAIN};
@@ -45,7 +46,8 @@ pub fn is_domain_name(host: &str) -> bool {
     !host.is_empty() && host != "localhost" && host.parse::<std::net::IpAddr>().is_err()
 }
 
-/// Resolves the stream key of a publish. `domains` are the configured domain names.
+/// Resolves the stream key of a publish. `url` is the URL the publisher connected to (RTMP's
+/// tcUrl); `domains` are the configured domain names.
 pub fn resolve(
     app: &str,
     name: &str,
