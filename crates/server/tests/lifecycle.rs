@@ -184,7 +184,10 @@ async fn a_restart_loses_no_queued_webhook() {
     }
     for (id, n) in times {
         let most = if held.contains(id) { 2 } else { 1 };
-        assert!(n <= most, "delivery {id} was sent {n} times after the restart");
+        assert!(
+            n <= most,
+            "delivery {id} was sent {n} times after the restart"
+        );
     }
     let index = second.state().auto.index().clone();
     let give_up = tokio::time::Instant::now() + WAIT;

@@ -136,8 +136,8 @@ async fn local_overwrite_is_atomic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_put_get_delete_overwrite_and_hostile_keys() {
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3")).await;
-    let loc = s3.location("cloud", None);
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let loc = common::s3_location(&s3, "cloud", None);
     assert_eq!(
         loc.describe(),
         format!("s3:{}@{}", common::BUCKET, s3.endpoint())
@@ -158,8 +158,8 @@ async fn s3_put_get_delete_overwrite_and_hostile_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_prefix_is_prepended_to_every_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3")).await;
-    let loc = s3.location("cloud", Some("/tenant-a/"));
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let loc = common::s3_location(&s3, "cloud", Some("/tenant-a/"));
     assert_eq!(
         loc.describe(),
         format!("s3:{}/tenant-a@{}", common::BUCKET, s3.endpoint())
@@ -182,8 +182,8 @@ async fn s3_prefix_is_prepended_to_every_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_wrong_credentials_fail() {
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3")).await;
-    let mut cfg = s3.config(None);
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut cfg = common::s3_config(&s3, None);
     cfg.secret_access_key = Some("wrong".into());
     let loc = Location::new("cloud", &cfg).unwrap();
     let e = loc

@@ -308,8 +308,8 @@ async fn garbage_in_the_spool_folder_is_moved_aside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_mid_stream_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3")).await;
-    let location = Arc::new(s3.location("cloud", None));
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let location = Arc::new(common::s3_location(&s3, "cloud", None));
     let spool = Spool::open(tmp.path().join("spool"), 10 << 20).unwrap();
     let (delivered, task) = run(&spool, vec![location.clone()]);
 
@@ -324,7 +324,7 @@ async fn s3_outage_mid_stream_loses_nothing() {
         if i == 9 {
             // The endpoint stays down until the spool has failed to deliver at least once.
             wait_until("a delivery has failed", WAIT, || spool.stats().retries >= 1).await;
-            s3.restart().await;
+            s3.restart();
         }
         if !spool.has_pending("cloud") && location.put(&p.key, p.data.clone()).await.is_ok() {
             direct.push(p.key.clone());
