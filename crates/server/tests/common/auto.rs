@@ -13,12 +13,11 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,108 +124,48 @@ impl Livesnap {
         args: &[&str],
         config: Option<&str>,
     ) -> Livesnap {
-        require_ffmpeg();
         let n = SERVER_N.fetch_add(1, Ordering::Relaxed);
         let data = work.join("data");
         let log = work.join(format!("server{n}.log"));
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data);
-        if let Some(text) = config {
+        let config_path = config.map(|text| {
             let path = work.join(format!("config{n}.toml"));
             fs::write(&path, text).unwrap();
-            cmd.arg("--config").arg(&path);
-        }
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).expect("log file"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LIVESNAP_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
+            path
         });
-        let log_text = |log: &Path| {
-            let t = fs::read_to_string(log).unwrap_or_default();
-            let l: Vec<&str> = t.lines().collect();
-            l[l.len().saturating_sub(60)..].join("\n")
-        };
-        let line = match rx.recv_timeout(WAIT) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "livesnap serve printed no listening line within {WAIT:?}; stderr:\n{}",
-                    log_text(&log)
-                );
-            }
-        };
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!(
-                "first stdout line is not JSON ({e}): {line:?}\nstderr:\n{}",
-                log_text(&log)
-            )
-        });
-        assert_eq!(
-            v["event"], "listening",
-            "unexpected first stdout line: {line}"
-        );
-        let server = Livesnap {
+        let Launched { child, http, rtmp } = launch(&data, &log, config_path.as_deref(), env, args);
+        Livesnap {
             child,
-            http: v["http"].as_str().unwrap().to_string(),
-            rtmp: v["rtmp"].as_str().unwrap().to_string(),
+            http,
+            rtmp,
             work: work.to_path_buf(),
             data,
             log,
-        };
-        let r = server.get("/healthz");
-        assert_eq!(
-            r.status,
-            200,
-            "/healthz after the listening line: {}",
-            r.text()
-        );
-        server
+        }
     }
 
-    /// SIGTERM, then waits (SIGKILL after 20 s).
+    /// SIGTERM: a graceful shutdown, which must end with exit status 0 within
+    /// `shutdown_timeout_s` (10 s by default; 20 s allowed here).
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "livesnap exited with {status} on SIGTERM; log:\n{}",
+                    self.log_tail(40)
+                );
                 return;
             }
             thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("livesnap did not exit within 20 s of SIGTERM; killing it");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        panic!(
+            "livesnap did not exit within 20 s of SIGTERM; log:\n{}",
+            self.log_tail(40)
+        );
     }
 
     pub fn url(&self, path: &str) -> String {

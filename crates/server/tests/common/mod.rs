@@ -207,6 +207,109 @@ pub fn http_post(url: &str, body: &str) -> Result<Resp, String> {
 // ---------------------------------------------------------------------------------------------
 // the server
 
+/// A `livesnap serve` that has said it listens.
+pub struct Launched {
+    pub child: Child,
+    pub http: String,
+    pub rtmp: String,
+}
+
+/// The one launcher of the real binary: `livesnap serve` on port 0 with its data in `data`,
+/// stderr in `log`, `config` as its TOML file when given, `env` (the test's own `LIVESNAP_*`
+/// are removed first) and extra flags. Waits for its `{"event":"listening",...}` line on stdout
+/// and checks `/healthz` agrees.
+pub fn launch(
+    data: &Path,
+    log: &Path,
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Launched {
+    require_ffmpeg();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--rtmp",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data);
+    if let Some(path) = config {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).expect("log file"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LIVESNAP_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(WAIT) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "livesnap serve printed no listening line on stdout within {WAIT:?}; stderr:\n{}",
+                tail(log, 60)
+            );
+        }
+    };
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!(
+            "first stdout line of livesnap serve is not JSON ({e}): {line:?}\nstderr:\n{}",
+            tail(log, 60)
+        )
+    });
+    assert_eq!(
+        v["event"], "listening",
+        "unexpected first stdout line: {line}"
+    );
+    let addr = |k: &str| {
+        let a = v[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k} address in {line}"))
+            .to_string();
+        assert!(
+            a.starts_with("127.0.0.1:") && !a.ends_with(":0"),
+            "bad {k} address {a}"
+        );
+        a
+    };
+    let (http, rtmp) = (addr("http"), addr("rtmp"));
+    // The contract says it is ready when it prints the line; /healthz must agree.
+    let r = http_get(&format!("http://{http}/healthz"))
+        .unwrap_or_else(|e| panic!("/healthz right after the listening line: {e}"));
+    assert_eq!(
+        r.status,
+        200,
+        "/healthz right after the listening line: {}",
+        r.text()
+    );
+    Launched { child, http, rtmp }
+}
+
 pub struct Server {
     child: Child,
     pub http: String,
@@ -232,99 +335,17 @@ impl Server {
     /// Starts `livesnap serve` on port 0 with a temporary data dir and waits for its
     /// `{"event":"listening",...}` line on stdout.
     pub fn start_with(env: &[(&str, &str)], extra_args: &[&str]) -> Server {
-        require_ffmpeg();
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let log = dir.path().join("server.log");
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).expect("log file"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LIVESNAP_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(WAIT) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "livesnap serve printed no listening line on stdout within {WAIT:?}; stderr:\n{}",
-                    tail(&log, 40)
-                );
-            }
-        };
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!(
-                "first stdout line of livesnap serve is not JSON ({e}): {line:?}\nstderr:\n{}",
-                tail(&log, 40)
-            )
-        });
-        assert_eq!(
-            v["event"], "listening",
-            "unexpected first stdout line: {line}"
-        );
-        let http = v["http"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no http address in {line}"))
-            .to_string();
-        let rtmp = v["rtmp"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no rtmp address in {line}"))
-            .to_string();
-        assert!(
-            http.starts_with("127.0.0.1:") && !http.ends_with(":0"),
-            "bad http address {http}"
-        );
-        assert!(
-            rtmp.starts_with("127.0.0.1:") && !rtmp.ends_with(":0"),
-            "bad rtmp address {rtmp}"
-        );
-        let server = Server {
+        let Launched { child, http, rtmp } = launch(&data, &log, None, env, extra_args);
+        Server {
             child,
             http,
             rtmp,
             dir,
             log,
-        };
-        // The contract says it is ready when it prints the line; /healthz must agree.
-        let r = server.get("/healthz");
-        assert_eq!(
-            r.status,
-            200,
-            "/healthz right after the listening line: {}",
-            r.text()
-        );
-        server
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
