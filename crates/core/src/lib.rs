@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod path;
 pub mod schedule;
 pub mod snapshot;
+pub mod source;
 pub mod stats;
 pub mod template;
 

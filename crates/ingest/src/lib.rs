@@ -2,7 +2,8 @@
 //! hands them to a [`media::stream::StreamSink`].
 //!
 //! Protocol cores are sans-IO (bytes in, events and bytes out) so they can be fuzzed and tested
-//! without sockets; only `rtmp::server` touches tokio.
+//! without sockets; only the tokio glue (`rtmp::server`, the I/O half of `rtmp::client`) touches
+//! sockets. What every front end shares is in [`frontend`] and [`name`].
 #![deny(missing_docs, unsafe_code)]
 
 pub mod amf0;

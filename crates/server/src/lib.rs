@@ -13,6 +13,7 @@ pub mod logs;
 pub mod malloc;
 pub mod metrics;
 pub mod openapi;
+pub mod pull;
 pub mod server;
 
 pub use server::{start, start_with_clock, RunningServer, ShutdownReport, StartError};

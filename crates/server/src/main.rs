@@ -1,4 +1,4 @@
-//! The `livesnap` binary: `serve` runs the server, `grab` takes one picture of a file. All the
+//! The `livesnap` binary: `serve` runs the server, `grab` takes one picture of a file or a stream. All the
 //! work is in the library; this parses the command line, sizes the runtime and runs.
 
 use std::io::Write;
@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(config::ServeArgs),
-    /// Take one picture of a local FLV or H.264 file.
+    /// Take one picture of a local FLV, H.264 or H.265 file, or of an rtmp:// stream.
     Grab(grab::GrabArgs),
 }
 

@@ -150,3 +150,218 @@ fn grab_rejects_garbage_with_a_message() {
         "missing file: {stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// rtmp:// URLs. livesnap's own RTMP port only takes publishers (it serves no play), so the pull
+// client plays from ffmpeg as an RTMP server: `ffmpeg -i SRC -c copy -f flv -listen 1 URL`
+// (`-listen` is an option of the output URL, so it comes after the input).
+
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::Instant;
+
+/// A port nothing listens on now (bound and let go).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
+/// True when a socket listens on 127.0.0.1:`port` (read from /proc, so that the check does not
+/// take the one connection an `-listen 1` server accepts).
+fn listening(port: u16) -> bool {
+    let needle = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == needle && f[3] == "0A"
+        })
+}
+
+/// ffmpeg serving one play of `src` as `rtmp://127.0.0.1:PORT/live/cam`; killed when dropped.
+struct FfmpegRtmpServer {
+    child: Child,
+    log: std::path::PathBuf,
+    url: String,
+}
+
+impl FfmpegRtmpServer {
+    fn start(src: &Path, dir: &Path, name: &str) -> FfmpegRtmpServer {
+        require_ffmpeg();
+        let port = free_port();
+        let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+        let log = dir.join(format!("{name}.ffmpeg-server.log"));
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-i"])
+            .arg(src)
+            .args(["-c", "copy", "-f", "flv", "-listen", "1", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("server log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ffmpeg: {e}"));
+        let mut server = FfmpegRtmpServer { child, log, url };
+        poll(WAIT, &format!("ffmpeg to listen on port {port}"), || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "ffmpeg serving {} exited ({status}) before listening:\n{}",
+                    server.url,
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            listening(port).then_some(())
+        });
+        server
+    }
+}
+
+impl Drop for FfmpegRtmpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `grab URL -o OUT extra...` and returns the picture and what grab said.
+fn grab_url_ok(url: &str, out: &Path, extra: &[&str]) -> (Image, String) {
+    let o = grab(Path::new(url), out, extra);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        o.status.success(),
+        "livesnap grab {url} {extra:?} failed ({}):\n{stderr}",
+        o.status
+    );
+    let bytes =
+        std::fs::read(out).unwrap_or_else(|e| panic!("grab wrote no {}: {e}", out.display()));
+    (decode_image(&bytes), stderr)
+}
+
+/// The pts grab reports for the frame it pictured ("... from the frame at pts N ms ...").
+fn pictured_pts(stderr: &str) -> i64 {
+    stderr
+        .split("from the frame at pts ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("grab did not say which frame it pictured:\n{stderr}"))
+}
+
+/// Runs a grab that must fail; returns its message.
+fn grab_fails(url: &str, extra: &[&str], dir: &Path) -> String {
+    let o = grab(Path::new(url), &dir.join("never.jpg"), extra);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "grab of {url} succeeded");
+    assert!(
+        !stderr.contains("panicked"),
+        "grab of {url} panicked instead of reporting an error:\n{stderr}"
+    );
+    assert!(
+        !dir.join("never.jpg").exists(),
+        "grab of {url} wrote a file"
+    );
+    stderr
+}
+
+/// The picture of a pulled stream is its source's frame: the keyframe (the source has one) as
+/// a JPEG, and with `--precision latest` the frame grab says it pictured.
+#[test]
+fn grab_pulls_an_rtmp_stream_and_matches_the_source() {
+    require_ffmpeg();
+    let dir = workdir();
+    let d = dir.path();
+    let src = Source::generate(d, "pull", SourceSpec::testsrc(640, 360, 2.0, 1000));
+    assert_eq!(src.frames.iter().filter(|f| f.key).count(), 1);
+
+    let server = FfmpegRtmpServer::start(&src.path, d, "keyframe");
+    let (jpg, stderr) = grab_url_ok(&server.url, &d.join("out.jpg"), &[]);
+    assert_eq!(
+        (jpg.kind, jpg.width, jpg.height),
+        (ImageKind::Jpeg, 640, 360),
+        "{stderr}"
+    );
+    src.assert_matches(&jpg, 0, 30.0, 6.0, &format!("grab {}", server.url));
+    drop(server);
+
+    let server = FfmpegRtmpServer::start(&src.path, d, "latest");
+    let (png, stderr) = grab_url_ok(
+        &server.url,
+        &d.join("latest.png"),
+        &["--precision", "latest", "--timeout-s", "20"],
+    );
+    assert_eq!(
+        (png.kind, png.width, png.height),
+        (ImageKind::Png, 640, 360)
+    );
+    let index = src.frame_index_at(pictured_pts(&stderr));
+    src.assert_matches(
+        &png,
+        index,
+        30.0,
+        6.0,
+        &format!("grab {} --precision latest (frame {index})", server.url),
+    );
+}
+
+/// Nobody listening: a quick failure that names the address, long before the timeout. A server
+/// that accepts the connection and says nothing: a failure at the timeout, naming what never
+/// came.
+#[test]
+fn grab_of_an_absent_or_silent_rtmp_server_fails_with_a_clear_error() {
+    let dir = workdir();
+    let d = dir.path();
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+    let started = Instant::now();
+    let stderr = grab_fails(&url, &["--timeout-s", "600"], d);
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "refused: {stderr}"
+    );
+    // Refused at once, not after the 600 s timeout (the bound is loose on purpose).
+    assert!(
+        started.elapsed() < WAIT,
+        "a refused connection took {:?}",
+        started.elapsed()
+    );
+
+    // The kernel completes the TCP handshake for the backlog; nothing ever answers RTMP.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+    let stderr = grab_fails(&url, &["--timeout-s", "1"], d);
+    assert!(
+        stderr.contains(&url) && stderr.contains("did not play the stream within 1 s"),
+        "silent server: {stderr}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn grab_rejects_bad_urls_with_a_message() {
+    let dir = workdir();
+    let d = dir.path();
+    for (url, extra, says) in [
+        ("rtmp://", &[][..], "no host"),
+        (
+            "rtmp://127.0.0.1/live",
+            &[],
+            "it needs an app and a stream name",
+        ),
+        ("rtmp://127.0.0.1:99999/live/cam", &[], "not a port"),
+        ("rtmp://[::1/live/cam", &[], "closing ]"),
+        ("rtmp://user:pw@127.0.0.1/live/cam", &[], "not supported"),
+        (
+            "rtmp://127.0.0.1/live/cam",
+            &["--timeout-s", "0"],
+            "--timeout-s",
+        ),
+        ("rtsp://127.0.0.1:8554/cam", &[], "RTSP comes with issue 15"),
+        ("http://127.0.0.1/cam.flv", &[], "not supported"),
+        ("not a scheme://x/y", &[], "not a URL"),
+    ] {
+        let stderr = grab_fails(url, extra, d);
+        assert!(stderr.contains(says), "{url}: want {says:?} in:\n{stderr}");
+    }
+}

@@ -1,6 +1,7 @@
 //! RTMP publish ingest: a sans-IO session ([`session`]) and the tokio server around it ([`server`]).
 
 pub mod chunk;
+pub mod client;
 pub mod server;
 pub mod session;
 
