@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,63 +27,11 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 // ---------------------------------------------------------------------------------------------
-// HTTP with any method (the harness has GET and POST only)
+// HTTP: `request` (any method) is the harness's one client, in common
 
-/// The runtime of this module: HTTP requests, the S3 endpoint, database set-up.
+/// The harness's one runtime (HTTP requests, database set-up).
 pub fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    })
-}
-
-fn client() -> &'static reqwest::Client {
-    static C: OnceLock<reqwest::Client> = OnceLock::new();
-    C.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("reqwest client")
-    })
-}
-
-/// Sends one request; `Err` only when no answer came.
-pub fn request(method: &str, url: &str, body: Option<&str>) -> Result<Resp, String> {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let body = body.map(str::to_string);
-    rt().block_on(async {
-        let start = Instant::now();
-        let mut rb = client().request(method.clone(), url);
-        if let Some(b) = body {
-            rb = rb.header("content-type", "application/json").body(b);
-        }
-        let r = rb
-            .send()
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        let status = r.status().as_u16();
-        let headers = r
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-            elapsed: start.elapsed(),
-        })
-    })
+    crate::common::runtime()
 }
 
 /// Percent-encodes a query value.

@@ -105,9 +105,11 @@ pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP (reqwest on one shared runtime, so tests stay plain #[test] functions)
+// HTTP (reqwest on one shared runtime, so tests stay plain #[test] functions): the harness's
+// one runtime and one client
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The harness's runtime: HTTP requests, database set-up.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -156,52 +158,48 @@ impl Resp {
     }
 }
 
-async fn into_resp(r: reqwest::Response, start: Instant) -> Resp {
-    let status = r.status().as_u16();
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
+/// Sends one request with any method; `Err` only when no answer came.
+pub fn request(method: &str, url: &str, body: Option<&str>) -> Result<Resp, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .unwrap_or_else(|e| panic!("bad method {method:?}: {e}"));
+    let body = body.map(str::to_string);
+    runtime().block_on(async {
+        let start = Instant::now();
+        let mut rb = client().request(method.clone(), url);
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
+        let r = rb
+            .send()
+            .await
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+            elapsed: start.elapsed(),
         })
-        .collect();
-    let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-    Resp {
-        status,
-        headers,
-        body,
-        elapsed: start.elapsed(),
-    }
+    })
 }
 
 pub fn http_get(url: &str) -> Result<Resp, String> {
-    runtime().block_on(async {
-        let start = Instant::now();
-        let r = client()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        Ok(into_resp(r, start).await)
-    })
+    request("GET", url, None)
 }
 
 pub fn http_post(url: &str, body: &str) -> Result<Resp, String> {
-    let body = body.to_string();
-    runtime().block_on(async {
-        let start = Instant::now();
-        let r = client()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        Ok(into_resp(r, start).await)
-    })
+    request("POST", url, Some(body))
 }
 
 // ---------------------------------------------------------------------------------------------
