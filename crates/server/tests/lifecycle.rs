@@ -8,18 +8,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
+use livesnap::callbacks::CONCURRENCY;
 use livesnap::config::Settings;
 use media::stream::{PublisherInfo, StreamKey, StreamWriter};
 use serde_json::Value;
 
 const CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/720p.h264");
+/// Pictures the first run stores.
+const PICTURES: u64 = 10;
 /// Longest wait for work the server does in the background.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One POST the receiver got.
 #[derive(Clone, Debug)]
 struct Got {
+    /// Path and query.
+    path: String,
     delivery: String,
     body: String,
 }
@@ -37,16 +42,23 @@ impl Receiver {
         let me = self.clone();
         let app = axum::Router::new().route(
             "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            axum::routing::post(move |uri: Uri, headers: HeaderMap, body: Bytes| {
                 let me = me.clone();
                 async move {
+                    let path = uri
+                        .path_and_query()
+                        .map_or_else(|| uri.path().to_string(), |p| p.to_string());
                     let delivery = headers
                         .get("x-livesnap-delivery")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
                     let body = String::from_utf8_lossy(&body).to_string();
-                    me.got.lock().unwrap().push(Got { delivery, body });
+                    me.got.lock().unwrap().push(Got {
+                        path,
+                        delivery,
+                        body,
+                    });
                     if !me.open.load(Ordering::SeqCst) {
                         std::future::pending::<()>().await;
                     }
@@ -96,15 +108,17 @@ async fn a_restart_loses_no_queued_webhook() {
 
     let first = livesnap::start(settings(dir.path(), &hook)).await.unwrap();
     let auto = first.state().auto.clone();
-    let template = serde_json::from_str(
-        r#"{"name":"t","every_n_frames":25,"format":"jpg","width":160,"modes":["sequence"]}"#,
-    )
+    // Each event goes to the template's URL and the global one.
+    let template = serde_json::from_value(serde_json::json!({
+        "name": "t", "every_n_frames": 25, "format": "jpg", "width": 160,
+        "modes": ["sequence"], "callback_url": format!("{hook}?template"),
+    }))
     .unwrap();
     auto.put_template(template, true).await.unwrap();
     let binding = serde_json::from_str(r#"{"app":"live","template":"t"}"#).unwrap();
     auto.put_binding(binding, false).await.unwrap();
 
-    // Five rounds of the one-GOP clip: every 25th frame is due, five pictures.
+    // Ten rounds of the one-GOP clip: every 25th frame is due, ten pictures.
     let data = std::fs::read(CLIP).unwrap();
     let (config, frames) = media::avc::annexb_to_frames(&data).unwrap();
     let key = StreamKey::new("_default", "live", "cam").unwrap();
@@ -114,7 +128,7 @@ async fn a_restart_loses_no_queued_webhook() {
     };
     let mut w = first.state().hub.start(key, info).ok().unwrap();
     w.config(config.into());
-    for round in 0..5i64 {
+    for round in 0..PICTURES as i64 {
         for f in &frames {
             let mut f = f.clone();
             f.dts_ms += round * 1000;
@@ -122,22 +136,30 @@ async fn a_restart_loses_no_queued_webhook() {
             w.frame(f);
         }
     }
-    wait_for("five pictures stored", || {
-        (auto.counters.stored.load(Ordering::Relaxed) >= 5).then_some(())
-    })
-    .await;
-    // Some deliveries are held by the receiver, the rest wait behind them.
-    wait_for("the receiver holds a delivery", || {
-        (!receiver.got().is_empty()).then_some(())
+    wait_for("ten pictures stored", || {
+        (auto.counters.stored.load(Ordering::Relaxed) >= PICTURES).then_some(())
     })
     .await;
     drop(w);
+    // As many deliveries as the sender tries at once are held by the receiver; the rest wait in
+    // the sender's queue behind them. Once the receiver holds that many, the first run sends
+    // nothing more, so nothing it sent can arrive after the restart.
+    wait_for(
+        "the receiver holds every delivery the sender may try at once",
+        || (receiver.got().len() >= CONCURRENCY).then_some(()),
+    )
+    .await;
     let rows = auto.index().list(&Default::default()).await.unwrap().0;
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len() as u64, PICTURES);
     let report = first.shutdown().await;
     assert!(report.clean, "{report:?}");
-    // published + 5 stored + unpublished, none delivered.
-    assert_eq!(report.callbacks_left, 7, "{report:?}");
+    // (published + ten stored + unpublished) x two URLs, none delivered.
+    let deliveries = (PICTURES as usize + 2) * 2;
+    assert!(
+        deliveries > CONCURRENCY,
+        "no queue behind the held deliveries"
+    );
+    assert_eq!(report.callbacks_left, deliveries as u64, "{report:?}");
     let before = receiver.got();
     assert!(
         before.iter().all(|g| !g.delivery.is_empty()),
@@ -153,13 +175,21 @@ async fn a_restart_loses_no_queued_webhook() {
             .iter()
             .map(|g| serde_json::from_str(&g.body).unwrap())
             .collect();
-        let seen: HashSet<String> = events
+        let seen = |url_end: &str| -> HashSet<String> {
+            got[before.len()..]
+                .iter()
+                .zip(&events)
+                .filter(|(g, e)| e["event"] == "snapshot.stored" && g.path.ends_with(url_end))
+                .map(|(_, e)| e["data"]["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let ends = events
             .iter()
-            .filter(|e| e["event"] == "snapshot.stored")
-            .map(|e| e["data"]["id"].as_str().unwrap().to_string())
-            .collect();
-        let ends = events.iter().any(|e| e["event"] == "stream.unpublished");
-        (seen == stored_ids && ends).then(|| got[before.len()..].to_vec())
+            .filter(|e| e["event"] == "stream.unpublished")
+            .count()
+            == 2;
+        let seen_both = seen("/hook") == stored_ids && seen("/hook?template") == stored_ids;
+        (seen_both && ends).then(|| got[before.len()..].to_vec())
     })
     .await;
     // What was in flight before the restart comes again with the same delivery id and body.
@@ -175,20 +205,17 @@ async fn a_restart_loses_no_queued_webhook() {
             g.delivery
         );
     }
-    // At least once: a delivery held before the restart may also arrive late from the first
-    // run (sent before its connection was cut); any other is sent once.
-    let held: HashSet<&str> = before.iter().map(|g| g.delivery.as_str()).collect();
-    let mut times: HashMap<&str, usize> = HashMap::new();
-    for g in &after {
-        *times.entry(g.delivery.as_str()).or_default() += 1;
-    }
-    for (id, n) in times {
-        let most = if held.contains(id) { 2 } else { 1 };
-        assert!(
-            n <= most,
-            "delivery {id} was sent {n} times after the restart"
-        );
-    }
+    let ids: HashSet<&str> = after.iter().map(|g| g.delivery.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        after.len(),
+        "a delivery was sent twice after the restart"
+    );
+    assert_eq!(
+        ids.len(),
+        deliveries,
+        "not every queued delivery was sent after the restart"
+    );
     let index = second.state().auto.index().clone();
     let give_up = tokio::time::Instant::now() + WAIT;
     while index.queued_delivery_count().await.unwrap() > 0 {
