@@ -27,20 +27,9 @@ fn server_handshake() -> Vec<u8> {
     h
 }
 
-struct Splitter(u32);
-
-impl Splitter {
-    fn next(&mut self) -> usize {
-        // xorshift32
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        let max = [1usize, 7, 64, 200, 1536, 4096, 65536][(x & 7) as usize % 7];
-        1 + (x >> 8) as usize % max
-    }
-}
+#[path = "common/split.rs"]
+mod split;
+use split::Splitter;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -44,20 +44,9 @@ fn handshake() -> Vec<u8> {
     h
 }
 
-struct Splitter(u32);
-
-impl Splitter {
-    fn next(&mut self) -> usize {
-        // xorshift32
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        let max = [1usize, 7, 64, 200, 1536, 4096, 65536][(x & 7) as usize % 7];
-        1 + (x >> 8) as usize % max
-    }
-}
+#[path = "common/split.rs"]
+mod split;
+use split::Splitter;
 
 struct Publish {
     config: Option<VideoConfig>,
@@ -81,7 +70,7 @@ fn on_event(session: &mut Session, publish: &mut Option<Publish>, event: Event) 
                     *publish = Some(Publish { config: None });
                 }
                 Err(why) => {
-                    let _ = session.reject_publish("NetStream.Publish.BadName", &why);
+                    let _ = session.reject_publish("NetStream.Publish.BadName", &why.to_string());
                     return false;
                 }
             }
