@@ -46,7 +46,7 @@ fn default_overwrite_key(row: &Value) -> String {
 
 /// The stored object of a row in the `local` location: exists, has the row's size, and is what
 /// GET /v1/snapshots/{id}/image answers.
-fn check_local_object(s: &Livesnap, row: &Value) -> Vec<u8> {
+fn check_local_object(s: &Server, row: &Value) -> Vec<u8> {
     let key = row["key"].as_str().unwrap();
     let path = s.local_root().join(key);
     let bytes =
@@ -77,7 +77,7 @@ fn check_local_object(s: &Livesnap, row: &Value) -> Vec<u8> {
 fn auto_interval_sequence_counts_paths_and_psnr() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 5);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
 
     let t = s.create_template(json!({"name": "t1", "interval_s": 1, "format": "png"}));
     // Defaults are filled in and echoed.
@@ -101,7 +101,7 @@ fn auto_interval_sequence_counts_paths_and_psnr() {
     assert_eq!(bl["bindings"].as_array().unwrap().len(), 1, "{bl}");
 
     let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
-    s.wait_keyframes("live", "cam1", 1);
+    s.wait_keyframes("live", "cam1", None, 1);
     let q = "app=live&stream=cam1";
     s.wait_rows(q, 1, "the first interval picture");
 
@@ -126,7 +126,7 @@ fn auto_interval_sequence_counts_paths_and_psnr() {
     );
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
 
     let rows = s.settled_rows(q, Duration::from_millis(1500));
     // Newest first.
@@ -214,7 +214,7 @@ fn auto_interval_sequence_counts_paths_and_psnr() {
 fn auto_every_n_frames_counts_and_psnr() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     // Every 10th frame at 25 fps: 2.5 pictures a second, most of them not keyframes (the
     // server decodes on from the keyframe).
     s.create_template(json!({"name": "n10", "every_n_frames": 10, "format": "png"}));
@@ -240,7 +240,7 @@ fn auto_every_n_frames_counts_and_psnr() {
     );
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let mut rows = s.settled_rows(q, Duration::from_millis(1500));
     rows.sort_by_key(|r| r["sequence"].as_u64().unwrap());
     assert_contiguous(&sequences(&rows), 1, "every-N-frames pictures");
@@ -278,7 +278,7 @@ fn auto_every_n_frames_counts_and_psnr() {
 fn auto_overwrite_in_place_and_both_modes() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 5);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     s.create_template(json!({"name": "ow", "interval_s": 1, "modes": ["overwrite"]}));
     s.create_template(json!({"name": "both", "interval_s": 1, "modes": ["overwrite", "sequence"]}));
     s.bind(json!({"app": "live", "stream": "cam1", "template": "ow"}));
@@ -333,7 +333,7 @@ fn auto_overwrite_in_place_and_both_modes() {
     }
     p1.assert_running();
     p1.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let rows = s.settled_rows("stream=cam1", Duration::from_millis(1500));
     assert_eq!(rows.len(), 1);
     let bytes = check_local_object(&s, &rows[0]);
@@ -343,7 +343,7 @@ fn auto_overwrite_in_place_and_both_modes() {
     s.wait_rows("stream=cam2&mode=sequence", 3, "cam2 sequence pictures");
     p2.assert_running();
     p2.kill();
-    s.wait_gone("live", "cam2");
+    s.wait_gone("live", "cam2", None);
     let rows = s.settled_rows("stream=cam2", Duration::from_millis(1500));
     let ow: Vec<&Value> = rows.iter().filter(|r| r["mode"] == "overwrite").collect();
     let mut seq: Vec<&Value> = rows.iter().filter(|r| r["mode"] == "sequence").collect();
@@ -391,7 +391,7 @@ fn auto_overwrite_in_place_and_both_modes() {
 fn auto_binding_precedence_and_apply_to_live() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     for name in ["tdom", "tapp", "tstream", "tnew"] {
         s.create_template(json!({"name": name, "interval_s": 1, "width": 160}));
     }
@@ -441,7 +441,7 @@ fn auto_binding_precedence_and_apply_to_live() {
     assert!(s.rows("app=other&stream=cam3&job=tnew").is_empty());
     // ...until it is published again.
     p3.kill();
-    s.wait_gone("other", "cam3");
+    s.wait_gone("other", "cam3", None);
     let _p3 = Publisher::start(&src.path, &s.rtmp_url("other", "cam3"));
     s.wait_template("other", "cam3", Some("tnew"));
     s.wait_rows(
@@ -514,20 +514,20 @@ fn auto_binding_precedence_and_apply_to_live() {
 fn auto_republish_and_restart_continue_the_sequence() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     s.create_template(json!({
         "name": "seq", "interval_s": 1,
         "sequence_path": "seq/{AppName}/{StreamName}/{Sequence}.{Format}"
     }));
     s.bind(json!({"app": "live", "template": "seq"}));
 
-    let round = |s: &Livesnap, more: usize, what: &str| -> Vec<Value> {
+    let round = |s: &Server, more: usize, what: &str| -> Vec<Value> {
         let had = s.seq_rows("live", "cam1", "seq").len();
         let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
         s.wait_rows("stream=cam1", had + more, what);
         p.assert_running();
         p.kill();
-        s.wait_gone("live", "cam1");
+        s.wait_gone("live", "cam1", None);
         s.settled_rows("stream=cam1", Duration::from_millis(1500));
         let rows = s.seq_rows("live", "cam1", "seq");
         assert_contiguous(&sequences(&rows), 1, what);
@@ -558,7 +558,7 @@ fn auto_republish_and_restart_continue_the_sequence() {
 
     // A restart on the same data dir keeps templates, bindings, rows and the counters.
     s.stop();
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     let t = s.expect(s.get("/v1/templates/seq"), 200, "template after restart");
     assert_eq!(t["interval_s"], 1);
     let bl = s.expect(s.get("/v1/bindings"), 200, "bindings after restart");
@@ -575,7 +575,7 @@ fn auto_republish_and_restart_continue_the_sequence() {
 fn auto_retention_keep_last_and_max_age() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[("LIVESNAP_RETENTION_SWEEP_S", "1")],
         &[],
@@ -614,7 +614,7 @@ fn auto_retention_keep_last_and_max_age() {
     );
     pa.assert_running();
     pa.kill();
-    s.wait_gone("live", "a");
+    s.wait_gone("live", "a", None);
     let rows = s.settled_rows("stream=a", Duration::from_millis(1500));
     let mut seqs = sequences(&rows);
     seqs.sort();
@@ -666,7 +666,7 @@ fn auto_retention_keep_last_and_max_age() {
     }
     pb.assert_running();
     pb.kill();
-    s.wait_gone("live", "b");
+    s.wait_gone("live", "b", None);
     // Once nothing new comes, everything ages out: rows and files.
     poll(WAIT, "every picture of live/b to age out", || {
         (s.rows("stream=b").is_empty() && files_under(&s.local_root().join("a/b")).is_empty())
@@ -680,14 +680,14 @@ fn auto_retention_keep_last_and_max_age() {
 fn auto_snapshot_files_api_and_batch_delete() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     s.create_template(json!({"name": "t", "every_n_frames": 10}));
     s.bind(json!({"app": "live", "stream": "cam1", "template": "t"}));
     let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
     s.wait_rows("stream=cam1", 10, "10 pictures");
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let rows = s.settled_rows("stream=cam1", Duration::from_millis(1500));
     let n = rows.len();
 
@@ -756,7 +756,7 @@ fn auto_snapshot_files_api_and_batch_delete() {
         del[2].clone(),
     ];
     let v = s.expect(
-        s.post("/v1/snapshots/batch-delete", &json!({"ids": ids})),
+        s.post_json("/v1/snapshots/batch-delete", &json!({"ids": ids})),
         200,
         "batch-delete",
     );
@@ -792,7 +792,7 @@ fn auto_snapshot_files_api_and_batch_delete() {
     }
     // The same ids again: nothing left to delete.
     let v = s.expect(
-        s.post("/v1/snapshots/batch-delete", &json!({"ids": del})),
+        s.post_json("/v1/snapshots/batch-delete", &json!({"ids": del})),
         200,
         "again",
     );
@@ -813,7 +813,7 @@ fn auto_snapshot_files_api_and_batch_delete() {
     while many.len() < 201 {
         many.push(format!("unknown-{}", many.len()));
     }
-    let r = s.post("/v1/snapshots/batch-delete", &json!({"ids": many}));
+    let r = s.post_json("/v1/snapshots/batch-delete", &json!({"ids": many}));
     assert_eq!(r.status, 400, "201 ids: {}", r.text());
     assert_eq!(
         s.rows("stream=cam1").len(),
@@ -823,7 +823,7 @@ fn auto_snapshot_files_api_and_batch_delete() {
     // Exactly 200 is fine.
     many.truncate(200);
     let v = s.expect(
-        s.post("/v1/snapshots/batch-delete", &json!({"ids": many})),
+        s.post_json("/v1/snapshots/batch-delete", &json!({"ids": many})),
         200,
         "200 ids",
     );
@@ -843,7 +843,7 @@ fn auto_snapshot_files_api_and_batch_delete() {
 fn auto_single_delete() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 3);
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     s.create_template(
         json!({"name": "t", "every_n_frames": 25, "modes": ["overwrite", "sequence"]}),
     );
@@ -851,7 +851,7 @@ fn auto_single_delete() {
     let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
     s.wait_rows("stream=cam1&mode=sequence", 2, "pictures");
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let rows = s.settled_rows("stream=cam1", Duration::from_millis(1500));
     for r in &rows {
         let id = r["id"].as_str().unwrap();
@@ -871,8 +871,8 @@ fn auto_single_delete() {
 }
 
 /// POSTs a template that must be refused with 400 naming `field`.
-fn refused(s: &Livesnap, body: Value, fields: &[&str]) {
-    let r = s.post("/v1/templates", &body);
+fn refused(s: &Server, body: Value, fields: &[&str]) {
+    let r = s.post_json("/v1/templates", &body);
     assert_eq!(
         r.status,
         400,
@@ -901,7 +901,7 @@ fn refused(s: &Livesnap, body: Value, fields: &[&str]) {
 #[test]
 fn auto_bad_input() {
     let work = workdir();
-    let s = Livesnap::start(work.path(), &[], &[], None);
+    let s = Server::start_in(work.path(), &[], &[], None);
     let ok = |f: Value| template_json("t", f);
     for (body, fields) in [
         (json!({"name": "", "interval_s": 5}), &["name"][..]),
@@ -1007,7 +1007,7 @@ fn auto_bad_input() {
         r#"[]"#,
         "",
     ] {
-        let r = s.post_raw("/v1/templates", body);
+        let r = s.post("/v1/templates", body);
         assert_eq!(
             r.status,
             400,
@@ -1027,7 +1027,7 @@ fn auto_bad_input() {
 
     // A good one; a second with the same name is a conflict.
     s.create_template(json!({"name": "t", "interval_s": 5}));
-    let r = s.post("/v1/templates", &json!({"name": "t", "interval_s": 6}));
+    let r = s.post_json("/v1/templates", &json!({"name": "t", "interval_s": 6}));
     assert_eq!(
         r.status,
         409,
@@ -1084,7 +1084,7 @@ fn auto_bad_input() {
         (json!({"app": "live"}), None),
         (json!({"app": "live", "template": "t", "extra": 1}), None),
     ] {
-        let r = s.post("/v1/bindings", &body);
+        let r = s.post_json("/v1/bindings", &body);
         assert_eq!(
             r.status,
             400,
@@ -1148,7 +1148,7 @@ fn auto_bad_input() {
     assert_eq!(s.get("/v1/snapshots/nope/image").status, 404);
     assert_eq!(s.delete("/v1/snapshots/nope").status, 404);
     for body in [r#"{"id":["x"]}"#, r#"{"ids":"x"}"#, "nope"] {
-        let r = s.post_raw("/v1/snapshots/batch-delete", body);
+        let r = s.post("/v1/snapshots/batch-delete", body);
         assert_eq!(
             r.status,
             400,

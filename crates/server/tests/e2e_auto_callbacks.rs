@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "e2e-callback-secret";
 
-fn deliveries(s: &Livesnap) -> Vec<Value> {
+fn deliveries(s: &Server) -> Vec<Value> {
     let v = s.expect(
         s.get("/v1/callbacks/deliveries"),
         200,
@@ -73,7 +73,7 @@ fn auto_callbacks_events_signatures_and_urls() {
     let src = per_second_source(work.path(), "src", 4);
     let global = Receiver::start(vec![], 200);
     let own = Receiver::start(vec![], 200);
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[
             ("LIVESNAP_CALLBACK_URL", &global.url("/global")),
@@ -138,7 +138,7 @@ fn auto_callbacks_events_signatures_and_urls() {
     // stream.unpublished with the same media session.
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let gone = global.wait_event("stream.unpublished", Some("/global"), "stream.unpublished");
     let uv = check_envelope(&gone, "stream.unpublished");
     check_stream_event(&uv, "cam1");
@@ -214,7 +214,7 @@ fn auto_callbacks_retry_with_backoff_then_fail() {
     let src = per_second_source(work.path(), "src", 4);
     let flaky = Receiver::flaky(2, 500);
     let broken = Receiver::start(vec![], 503);
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[
             ("LIVESNAP_CALLBACK_SECRET", SECRET),

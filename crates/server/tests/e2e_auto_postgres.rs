@@ -63,7 +63,7 @@ fn auto_postgres_index_end_to_end() {
     let url = fresh_database("auto");
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
-    let s = Livesnap::start(work.path(), &[], &["--index", &url], None);
+    let s = Server::start_in(work.path(), &[], &["--index", &url], None);
     assert_eq!(s.automation()["index"], "postgres", "--index {url}");
     s.create_template(json!({
         "name": "pg", "every_n_frames": 10, "modes": ["overwrite", "sequence"],
@@ -72,13 +72,13 @@ fn auto_postgres_index_end_to_end() {
     }));
     s.bind(json!({"app": "live", "template": "pg"}));
 
-    let round = |s: &Livesnap, more: usize, what: &str| -> Vec<Value> {
+    let round = |s: &Server, more: usize, what: &str| -> Vec<Value> {
         let had = s.seq_rows("live", "cam1", "pg").len();
         let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
         s.wait_rows("stream=cam1&mode=sequence", had + more, what);
         p.assert_running();
         p.kill();
-        s.wait_gone("live", "cam1");
+        s.wait_gone("live", "cam1", None);
         s.settled_rows("stream=cam1", Duration::from_millis(1500));
         let rows = s.seq_rows("live", "cam1", "pg");
         assert_contiguous(&sequences(&rows), 1, what);
@@ -155,7 +155,7 @@ fn auto_postgres_index_end_to_end() {
     let oldest = r2[0]["id"].as_str().unwrap().to_string();
     assert_eq!(s.delete(&format!("/v1/snapshots/{oldest}")).status, 204);
     let v = s.expect(
-        s.post(
+        s.post_json(
             "/v1/snapshots/batch-delete",
             &json!({"ids": [r2[1]["id"], "unknown-id"]}),
         ),
@@ -170,7 +170,7 @@ fn auto_postgres_index_end_to_end() {
 
     // Restart on the same database: rows stay, the sequence goes on.
     s.stop();
-    let s = Livesnap::start(work.path(), &[], &["--index", &url], None);
+    let s = Server::start_in(work.path(), &[], &["--index", &url], None);
     assert_eq!(s.seq_rows("live", "cam1", "pg"), left, "rows after restart");
     let had = left.last().unwrap()["sequence"].as_u64().unwrap();
     let mut p = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));

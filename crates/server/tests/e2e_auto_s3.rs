@@ -19,7 +19,7 @@ const PREFIX: &str = "lsp";
 
 /// The object behind a row: in the bucket under the prefix, with the row's size, and exactly
 /// what GET /v1/snapshots/{id}/image answers.
-fn check_s3_object(s: &Livesnap, s3: &S3Server, row: &Value) -> Vec<u8> {
+fn check_s3_object(s: &Server, s3: &S3Server, row: &Value) -> Vec<u8> {
     assert_eq!(row["storage"], "s3", "{row}");
     let key = row["key"].as_str().unwrap();
     let file = s3.object_file(&format!("{PREFIX}/{key}"));
@@ -43,7 +43,7 @@ fn check_s3_object(s: &Livesnap, s3: &S3Server, row: &Value) -> Vec<u8> {
     bytes
 }
 
-fn spool(s: &Livesnap) -> Value {
+fn spool(s: &Server) -> Value {
     s.automation()["spool"].clone()
 }
 
@@ -52,7 +52,7 @@ fn auto_s3_storage_objects_and_deletes() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
     let s3 = S3Server::start(&work.path().join("s3"));
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[],
         &[],
@@ -70,7 +70,7 @@ fn auto_s3_storage_objects_and_deletes() {
     s.wait_rows("stream=cam1&mode=sequence", 3, "pictures in S3");
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let rows = s.settled_rows("stream=cam1", Duration::from_millis(1500));
     let seq: Vec<&Value> = {
         let mut v: Vec<&Value> = rows.iter().filter(|r| r["mode"] == "sequence").collect();
@@ -125,7 +125,7 @@ fn auto_s3_storage_objects_and_deletes() {
         .object_file(&format!("{PREFIX}/{}", gone["key"].as_str().unwrap()))
         .exists());
     let v = s.expect(
-        s.post(
+        s.post_json(
             "/v1/snapshots/batch-delete",
             &json!({"ids": [seq[1]["id"], seq[2]["id"]]}),
         ),
@@ -156,7 +156,7 @@ fn auto_s3_storage_objects_and_deletes() {
 }
 
 /// Waits until the spool is empty, returning the automation status.
-fn wait_drained(s: &Livesnap, timeout: Duration) -> Value {
+fn wait_drained(s: &Server, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let a = s.automation();
@@ -174,7 +174,7 @@ fn wait_drained(s: &Livesnap, timeout: Duration) -> Value {
 }
 
 /// Every sequence row has its object; sequences are 1..=N; objects were written in order.
-fn check_all_stored_in_order(s: &Livesnap, s3: &S3Server, job: &str) -> Vec<Value> {
+fn check_all_stored_in_order(s: &Server, s3: &S3Server, job: &str) -> Vec<Value> {
     let rows = s.seq_rows("live", "cam1", job);
     assert_contiguous(&sequences(&rows), 1, "pictures through the outage");
     let mut last_mtime = None;
@@ -202,7 +202,7 @@ fn auto_s3_outage_spools_then_drains_in_order() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
     let s3 = S3Server::start(&work.path().join("s3"));
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[],
         &[],
@@ -244,7 +244,7 @@ fn auto_s3_outage_spools_then_drains_in_order() {
     let n = s.rows("stream=cam1").len();
     s.wait_rows("stream=cam1", n + 2, "pictures after the outage");
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     s.settled_rows("stream=cam1", Duration::from_millis(1500));
     let a = wait_drained(&s, WAIT);
     let rows = check_all_stored_in_order(&s, &s3, "o");
@@ -272,7 +272,7 @@ fn auto_spool_survives_a_restart() {
     let src = per_second_source(work.path(), "src", 4);
     let s3 = S3Server::start(&work.path().join("s3"));
     let config = s3.config_table("s3", Some(PREFIX));
-    let s = Livesnap::start(work.path(), &[], &[], Some(&config));
+    let s = Server::start_in(work.path(), &[], &[], Some(&config));
     s.create_template(json!({
         "name": "o", "interval_s": 1, "storage": "s3",
         "sequence_path": "o/{StreamName}/{Sequence}.{Format}"
@@ -285,7 +285,7 @@ fn auto_spool_survives_a_restart() {
         (spool(&s)["queued"].as_u64().unwrap() >= 3).then_some(())
     });
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     // Let the last picture in flight reach the spool.
     let queued = poll(WAIT, "the spool to stop growing", || {
         let a = spool(&s)["queued"].as_u64().unwrap();
@@ -299,7 +299,7 @@ fn auto_spool_survives_a_restart() {
     eprintln!("livesnap stopped in {:?} with storage down", t.elapsed());
 
     // Restarted with storage still down: the spooled pictures are still there.
-    let s = Livesnap::start(work.path(), &[], &[], Some(&config));
+    let s = Server::start_in(work.path(), &[], &[], Some(&config));
     let sp = spool(&s);
     assert_eq!(
         sp["queued"].as_u64().unwrap(),

@@ -50,7 +50,7 @@ fn auto_wcs_numbering_retention_and_content() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 4);
     let dir = work.path().join("wcs");
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[
             ("LIVESNAP_SNAPSHOT_AUTO_ENABLED", "true"),
@@ -95,7 +95,7 @@ fn auto_wcs_numbering_retention_and_content() {
     );
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let ns = settled_numbers(&folder);
     let max = *ns.last().unwrap();
     assert!(max >= 8, "{ns:?}");
@@ -128,7 +128,7 @@ fn auto_wcs_numbering_retention_and_content() {
     });
     p.assert_running();
     p.kill();
-    s.wait_gone("live", "cam1");
+    s.wait_gone("live", "cam1", None);
     let ns2 = settled_numbers(&folder);
     let max2 = *ns2.last().unwrap();
     assert_eq!(
@@ -149,7 +149,7 @@ fn auto_wcs_media_session_folders() {
     let work = workdir();
     let src = per_second_source(work.path(), "src", 3);
     let hook = Receiver::start(vec![], 200);
-    let s = Livesnap::start(
+    let s = Server::start_in(
         work.path(),
         &[
             ("LIVESNAP_SNAPSHOT_AUTO_ENABLED", "true"),
@@ -180,7 +180,7 @@ fn auto_wcs_media_session_folders() {
         let _ = ev;
         p.assert_running();
         p.kill();
-        s.wait_gone("live", "cam1");
+        s.wait_gone("live", "cam1", None);
         let published = hook.events("stream.published");
         assert_eq!(published.len(), round);
         sessions.push(
@@ -245,7 +245,7 @@ fn auto_hostile_names_stay_under_the_storage_root() {
         "[storage.deep]\nkind = \"local\"\nroot = \"{}\"\n",
         root.display()
     );
-    let mut s = Livesnap::start(work.path(), &[], &[], Some(&config));
+    let mut s = Server::start_in(work.path(), &[], &[], Some(&config));
     s.create_template(json!({
         "name": "h", "every_n_frames": 25, "width": 64, "storage": "deep",
         "modes": ["overwrite", "sequence"],
@@ -280,17 +280,18 @@ fn auto_hostile_names_stay_under_the_storage_root() {
     let mut live: Vec<(String, String)> = vec![];
     let mut feeders = vec![];
     for (app, stream, must) in &cases {
-        match raw_publish(&s.rtmp, app, stream) {
-            PublishOutcome::Started(sock) => {
+        let tc_url = format!("rtmp://{}/{app}", s.rtmp);
+        match rtmp::Publisher::try_start(&s.rtmp, &tc_url, app, stream) {
+            Ok(publisher) => {
                 assert_ne!(
                     *must,
                     Some(false),
                     "publish of {app:?}/{stream:?} was accepted"
                 );
-                feeders.push(Feeder::start(sock, &src.path));
+                feeders.push(publisher.feed_looped(rtmp::flv_tags(&src.path)));
                 live.push((app.to_string(), stream.to_string()));
             }
-            PublishOutcome::Refused(why) => {
+            Err(why) => {
                 assert_ne!(
                     *must,
                     Some(true),

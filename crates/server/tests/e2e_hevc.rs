@@ -125,128 +125,15 @@ fn grab_h265_without_the_ffmpeg_feature_names_it() {
     assert!(!out.exists());
 }
 
-/// A minimal enhanced-RTMP publisher (rml_rtmp's client session over a blocking socket): no
-/// publisher installable here sends `hvc1` (ffmpeg 5.1 and GStreamer 1.22 predate it).
-mod enhanced {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::time::{Duration, Instant};
-
-    use bytes::Bytes;
-    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-    use rml_rtmp::sessions::{
-        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-        PublishRequestType,
-    };
-    use rml_rtmp::time::RtmpTimestamp;
-
-    pub struct Publisher {
-        sock: TcpStream,
-        session: ClientSession,
-    }
-
-    fn send(sock: &mut TcpStream, results: Vec<ClientSessionResult>) -> Vec<ClientSessionEvent> {
-        let mut events = Vec::new();
-        for r in results {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => sock.write_all(&p.bytes).unwrap(),
-                ClientSessionResult::RaisedEvent(e) => events.push(e),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
-        events
-    }
-
-    impl Publisher {
-        /// Connects, handshakes and publishes `app/stream`.
-        pub fn start(port: u16, app: &str, stream: &str) -> Publisher {
-            let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut hs = Handshake::new(PeerType::Client);
-            sock.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-                .unwrap();
-            let mut buf = vec![0u8; 64 * 1024];
-            let leftover = loop {
-                let n = sock.read(&mut buf).unwrap();
-                assert!(n > 0, "server closed during the handshake");
-                match hs.process_bytes(&buf[..n]).unwrap() {
-                    HandshakeProcessResult::InProgress { response_bytes } => {
-                        sock.write_all(&response_bytes).unwrap()
-                    }
-                    HandshakeProcessResult::Completed {
-                        response_bytes,
-                        remaining_bytes,
-                    } => {
-                        sock.write_all(&response_bytes).unwrap();
-                        break remaining_bytes;
-                    }
-                }
-            };
-            let mut cfg = ClientSessionConfig::new();
-            cfg.tc_url = Some(format!("rtmp://127.0.0.1:{port}/{app}"));
-            cfg.chunk_size = 4096;
-            let (mut session, initial) = ClientSession::new(cfg).unwrap();
-            send(&mut sock, initial);
-            let r = session.request_connection(app.into()).unwrap();
-            send(&mut sock, vec![r]);
-            let mut input = leftover;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                assert!(Instant::now() < deadline, "publish not accepted");
-                let results = session.handle_input(&input).unwrap();
-                let mut live = false;
-                for e in send(&mut sock, results) {
-                    match e {
-                        ClientSessionEvent::ConnectionRequestAccepted => {
-                            let r = session
-                                .request_publishing(stream.into(), PublishRequestType::Live)
-                                .unwrap();
-                            send(&mut sock, vec![r]);
-                        }
-                        ClientSessionEvent::PublishRequestAccepted => live = true,
-                        _ => {}
-                    }
-                }
-                if live {
-                    break;
-                }
-                let n = sock.read(&mut buf).unwrap();
-                assert!(n > 0, "server closed before accepting the publish");
-                input = buf[..n].to_vec();
-            }
-            sock.set_nonblocking(true).unwrap();
-            Publisher { sock, session }
-        }
-
-        /// Sends one video tag body.
-        pub fn video(&mut self, body: Vec<u8>, ts_ms: u32) {
-            let r = self
-                .session
-                .publish_video_data(Bytes::from(body), RtmpTimestamp::new(ts_ms), false)
-                .unwrap();
-            self.sock.set_nonblocking(false).unwrap();
-            send(&mut self.sock, vec![r]);
-            self.sock.set_nonblocking(true).unwrap();
-            // Drain acknowledgements and the like; nothing in them matters here.
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = self.sock.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// Publishes `src` (raw H.265) as `live/hevc` over enhanced RTMP: an `hvc1` sequence start,
-/// then coded frames.
-fn publish_hvc1(server: &Server, src: &Path) -> enhanced::Publisher {
+/// then coded frames. No publisher installable here sends `hvc1` (ffmpeg 5.1 and GStreamer 1.22
+/// predate it), so the test publisher sends it.
+fn publish_hvc1(server: &Server, src: &Path) -> rtmp::Publisher {
     let (config, frames) = media::hevc::annexb_to_frames(&std::fs::read(src).unwrap()).unwrap();
-    let mut p = enhanced::Publisher::start(server.rtmp_port(), "live", "hevc");
+    let mut p = rtmp::Publisher::start(&server.rtmp, "live", "hevc");
     let mut start = vec![0x90, b'h', b'v', b'c', b'1'];
     start.extend_from_slice(&config.to_record());
-    p.video(start, 0);
+    p.video(&start, 0).expect("send the hvc1 sequence start");
     for (i, f) in frames.iter().enumerate() {
         // CodedFrames with a zero composition time: x265's raw output carries no timestamps, so
         // decode order stands for presentation order here (the keyframe is what is checked).
@@ -262,7 +149,7 @@ fn publish_hvc1(server: &Server, src: &Path) -> enhanced::Publisher {
             0,
         ];
         body.extend_from_slice(&f.data);
-        p.video(body, i as u32 * 40);
+        p.video(&body, i as u32 * 40).expect("send a coded frame");
     }
     p
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -206,74 +205,59 @@ fn garbage_stalls_and_truncation_leave_other_streams_alone() {
     // 6. A valid handshake, then garbage chunks.
     {
         let mut s = rtmp::connect(&addr);
-        rtmp::handshake(&mut s);
+        rtmp::handshake(&mut s).unwrap();
         let _ = s.write_all(&pseudo_random(6, 32 * 1024));
         held.push(s);
     }
     // 7. A valid handshake, then a message header claiming a huge message, then a trickle.
     {
         let mut s = rtmp::connect(&addr);
-        rtmp::handshake(&mut s);
+        rtmp::handshake(&mut s).unwrap();
         let mut m = vec![0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0];
         m.extend(pseudo_random(7, 128));
         let _ = s.write_all(&m);
         held.push(s);
     }
     // 8. A valid publish, then a malformed AVC sequence header and malformed NAL units.
-    let tc = format!("rtmp://{addr}/live");
     {
-        let mut s = rtmp::connect(&addr);
-        rtmp::handshake(&mut s);
-        s.write_all(&rtmp::publish_commands(&tc, "live", "badavc"))
-            .unwrap();
-        assert!(
-            rtmp::read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(15)),
-            "publish of live/badavc was not started"
-        );
+        let mut s = rtmp::Publisher::start(&addr, "live", "badavc");
         let mut seq = vec![
             0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40,
         ];
         seq.extend(pseudo_random(8, 20)); // the SPS is shorter than it claims
-        let _ = s.write_all(&rtmp::message(6, 9, 1, 0, &seq));
+        let _ = s.video(&seq, 0);
         for ts in 0..10u32 {
             let mut nal = vec![0x17, 0x01, 0, 0, 0, 0x00, 0x00, 0x10, 0x00, 0x65];
             nal.extend(pseudo_random(80 + ts as u64, 300));
-            let _ = s.write_all(&rtmp::message(6, 9, 1, ts * 40, &nal));
+            let _ = s.video(&nal, ts * 40);
         }
-        held.push(s);
+        held.push(s.into_stream());
     }
     // 9. A valid publish that dies in the middle of a video message.
     {
-        let mut s = rtmp::connect(&addr);
-        rtmp::handshake(&mut s);
-        s.write_all(&rtmp::publish_commands(&tc, "live", "truncraw"))
-            .unwrap();
-        assert!(
-            rtmp::read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(15)),
-            "publish of live/truncraw was not started"
-        );
+        let mut s = rtmp::Publisher::start(&addr, "live", "truncraw");
         let mut nal = vec![0x17, 0x01, 0, 0, 0, 0x00, 0x00, 0x75, 0x30, 0x65];
         nal.extend(pseudo_random(9, 30_000 - 10));
-        let msg = rtmp::message(6, 9, 1, 0, &nal);
-        let _ = s.write_all(&msg[..msg.len() / 3]);
+        let msg = s.video_bytes(&nal, 0);
+        let _ = s.stream().write_all(&msg[..msg.len() / 3]);
         server.wait_live("live", "truncraw", None);
         drop(s);
     }
     // 9b. A publish of real frames (decodable) that dies in the middle of the next keyframe.
     {
         let tags = rtmp::flv_tags(&cut_src.path);
-        let first_gop: Vec<_> = tags.iter().filter(|t| t.1 < 1000).cloned().collect();
+        let first_gop: Vec<_> = tags.iter().filter(|t| t.ts < 1000).cloned().collect();
         let next_key = tags
             .iter()
-            .find(|t| t.0 == 9 && t.1 >= 1000 && t.2.first() == Some(&0x17))
+            .find(|t| t.is_keyframe() && t.ts >= 1000)
             .expect("a second keyframe");
-        let mut p = rtmp::RawPublisher::start(&addr, &tc, "live", "truncflv");
-        p.send_tags(&first_gop);
+        let mut p = rtmp::Publisher::start(&addr, "live", "truncflv");
+        p.send_tags(&first_gop).unwrap();
         server.wait_keyframes("live", "truncflv", None, 1);
         let shot = check_keyframe_snapshot(&server, &cut_src, "live", "truncflv", "");
         assert_eq!(cut_src.frame_index_at(shot.pts_ms), 0);
-        let msg = rtmp::message(6, 9, 1, next_key.1, &next_key.2);
-        p.sock.write_all(&msg[..msg.len() / 2]).unwrap();
+        let msg = p.video_bytes(&next_key.data, next_key.ts);
+        p.stream().write_all(&msg[..msg.len() / 2]).unwrap();
         drop(p);
         server.wait_gone("live", "truncflv", None);
     }

@@ -351,15 +351,10 @@ fn config_file_interval_and_tcurl_domains() {
         ("other.example".to_string(), "notconfigured"),
         ("localhost".to_string(), "vialocalhost"),
     ] {
-        let mut s = rtmp::connect(&server.rtmp);
-        rtmp::handshake(&mut s);
-        let cmds = rtmp::publish_commands(&format!("rtmp://{tc_host}/live"), "live", name);
-        std::io::Write::write_all(&mut s, &cmds).unwrap();
-        assert!(
-            rtmp::read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(15)),
-            "publish of {name} (tcUrl host {tc_host}) was not answered with NetStream.Publish.Start"
-        );
-        conns.push(s);
+        let tc_url = format!("rtmp://{tc_host}/live");
+        let p = rtmp::Publisher::try_start(&server.rtmp, &tc_url, "live", name)
+            .unwrap_or_else(|why| panic!("publish of {name} (tcUrl host {tc_host}): {why}"));
+        conns.push(p);
     }
     let v = server.wait_live("live", "viadomain", Some("cam.example"));
     assert_eq!(v["domain"], "cam.example", "{v}");
@@ -390,25 +385,22 @@ fn request_before_first_keyframe_waits_for_it() {
         &[("LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS", "1000")],
         &["--snapshot-taking-interval-ms", "10000"],
     );
-    let tc = format!("rtmp://{}/live", server.rtmp);
-    let mut publisher = rtmp::RawPublisher::start(&server.rtmp, &tc, "live", "late");
+    let mut publisher = rtmp::Publisher::start(&server.rtmp, "live", "late");
     server.wait_live("live", "late", None);
 
     // Only the first second: the sequence header and one GOP, whose only keyframe is frame 0.
     let tags: Vec<_> = rtmp::flv_tags(&src.path)
         .into_iter()
-        .filter(|t| t.1 < 1000)
+        .filter(|t| t.ts < 1000)
         .collect();
-    assert!(tags
-        .iter()
-        .any(|t| t.0 == 9 && t.2.first() == Some(&0x17) && t.2.get(1) == Some(&0)));
+    assert!(tags.iter().any(|t| t.is_keyframe() && t.is_sequence_header()));
 
     let url = server.url("/rest-api/stream/snapshot");
     let waiting =
         std::thread::spawn(move || http_post(&url, &json!({"streamName": "late"}).to_string()));
     // Ordering only (not an assertion): let the request reach the server before any media.
     std::thread::sleep(Duration::from_millis(2000));
-    publisher.send_tags(&tags);
+    publisher.send_tags(&tags).expect("send the first GOP");
 
     let r = waiting.join().unwrap().expect("POST");
     assert_eq!(

@@ -1,8 +1,10 @@
 //! Test support shared by the crates' tests: one S3 endpoint ([`s3::S3Server`], s3s-fs over a
-//! folder) and one webhook receiver ([`webhook::Receiver`], axum). Both listen on 127.0.0.1:0
-//! and run on a runtime of their own, so sync tests and async tests (on any runtime) use them
-//! alike. Not part of livesnap.
+//! folder), one webhook receiver ([`webhook::Receiver`], axum) and one RTMP test publisher
+//! ([`rtmp::Publisher`], rml_rtmp's client session). The servers listen on 127.0.0.1:0 and run
+//! on a runtime of their own, so sync tests and async tests (on any runtime) use them alike.
+//! Not part of livesnap.
 
+pub mod rtmp;
 pub mod s3;
 pub mod webhook;
 

@@ -1,19 +1,16 @@
-//! A recorded RTMP publish for tests and benchmarks: the bytes rml_rtmp's client sends to publish
+//! A recorded RTMP publish for tests and benchmarks: the bytes the test publisher sends to publish
 //! testdata/720p.h264 (one GOP, looped with increasing timestamps) in 4096-byte chunks, and a
 //! driver that feeds them to a [`Session`] the way `rtmp::server` does, in socket-sized reads.
 #![allow(dead_code)] // each test or bench binary uses part of it
 
-use bytes::Bytes;
+use std::io::{self, Read, Write};
+
 use livesnap_ingest::flv::VideoFeed;
 use livesnap_ingest::rtmp::session::{Event, Session};
 use media::avc::AvcConfig;
 use media::stream::StreamWriter;
 use media::{Frame, VideoConfig};
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
-use rml_rtmp::time::RtmpTimestamp;
+use livesnap_testkit::rtmp::Publisher;
 
 /// Milliseconds between frames (25 fps, as the file was made).
 const FRAME_MS: u32 = 40;
@@ -45,19 +42,47 @@ fn avcc_record(config: &AvcConfig) -> Vec<u8> {
     r
 }
 
-fn outbound(results: Vec<ClientSessionResult>, to: &mut Vec<u8>) -> Vec<ClientSessionEvent> {
-    let mut events = Vec::new();
-    for r in results {
-        match r {
-            ClientSessionResult::OutboundResponse(p) => to.extend_from_slice(&p.bytes),
-            ClientSessionResult::RaisedEvent(e) => events.push(e),
-            ClientSessionResult::UnhandleableMessageReceived(_) => {}
-        }
-    }
-    events
+/// An in-memory connection to a server [`Session`]: what the publisher writes is recorded and
+/// fed to the session, which accepts the publish; the session's answers are what it reads.
+struct Loopback {
+    server: Session,
+    events: Vec<Event>,
+    sent: Vec<u8>,
+    answers: Vec<u8>,
 }
 
-/// Records a publish of `gops` GOPs, talking to our own [`Session`] for the replies.
+impl Write for Loopback {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.sent.extend_from_slice(b);
+        self.server
+            .feed(b, &mut self.events)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        for e in self.events.drain(..) {
+            if let Event::PublishRequested { .. } = e {
+                self.server.accept_publish().unwrap();
+            }
+        }
+        self.answers.append(self.server.output());
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Loopback {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.answers.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.answers.len());
+        buf[..n].copy_from_slice(&self.answers[..n]);
+        self.answers.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Records a publish of `gops` GOPs by the test publisher, talking to our own [`Session`].
 pub fn record(gops: usize) -> Recording {
     let file = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -66,81 +91,31 @@ pub fn record(gops: usize) -> Recording {
     .expect("testdata/720p.h264");
     let (config, frames) = media::avc::annexb_to_frames(&file).expect("720p.h264 parses");
 
-    let mut server = Session::new();
-    let mut events = Vec::new();
-    let mut setup = Vec::new();
-    // Handshake.
-    let mut hs = Handshake::new(PeerType::Client);
-    let c0c1 = hs.generate_outbound_p0_and_p1().unwrap();
-    setup.extend_from_slice(&c0c1);
-    server.feed(&c0c1, &mut events).unwrap();
-    let s0s1s2 = std::mem::take(server.output());
-    let c2 = match hs.process_bytes(&s0s1s2).unwrap() {
-        HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
-        HandshakeProcessResult::InProgress { .. } => panic!("client handshake not complete"),
+    let lo = Loopback {
+        server: Session::new(),
+        events: Vec::new(),
+        sent: Vec::new(),
+        answers: Vec::new(),
     };
-    setup.extend_from_slice(&c2);
-    server.feed(&c2, &mut events).unwrap();
-
-    // connect, createStream, publish: send, feed the server, hand its replies back, until live.
-    let mut cfg = ClientSessionConfig::new();
-    cfg.tc_url = Some("rtmp://127.0.0.1/live".into());
-    cfg.chunk_size = 4096;
-    let (mut client, initial) = ClientSession::new(cfg).unwrap();
-    let mut pending = initial;
-    pending.push(client.request_connection("live".into()).unwrap());
-    let mut live = false;
-    for _ in 0..20 {
-        let start = setup.len();
-        let client_events = outbound(std::mem::take(&mut pending), &mut setup);
-        server.feed(&setup[start..], &mut events).unwrap();
-        for e in events.drain(..) {
-            if let Event::PublishRequested { .. } = e {
-                server.accept_publish().unwrap();
-            }
-        }
-        for e in client_events {
-            match e {
-                ClientSessionEvent::ConnectionRequestAccepted => pending.push(
-                    client
-                        .request_publishing("cam1".into(), PublishRequestType::Live)
-                        .unwrap(),
-                ),
-                ClientSessionEvent::PublishRequestAccepted => live = true,
-                _ => {}
-            }
-        }
-        if live {
-            break;
-        }
-        let out = std::mem::take(server.output());
-        pending.extend(client.handle_input(&out).unwrap());
-    }
-    assert!(live, "the publish was not accepted");
-
-    let mut tag = |body: Vec<u8>, ts: u32, to: &mut Vec<u8>| {
-        let r = client
-            .publish_video_data(Bytes::from(body), RtmpTimestamp::new(ts), false)
-            .unwrap();
-        outbound(vec![r], to);
-    };
+    let mut p = Publisher::over(lo, "rtmp://127.0.0.1/live", "live", "cam1")
+        .expect("the publish is accepted");
     let mut header = vec![0x17, 0, 0, 0, 0];
     header.extend_from_slice(&avcc_record(&config));
-    tag(header, 0, &mut setup);
+    p.video(&header, 0).unwrap();
+    let setup = std::mem::take(&mut p.stream().sent);
     let mut recorded = Vec::with_capacity(gops);
     let mut frame_ends = Vec::new();
     let mut n = 0u32;
     for _ in 0..gops {
-        let mut gop = Vec::new();
         frame_ends.clear();
         for f in &frames {
             let mut body = vec![if f.keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0];
             body.extend_from_slice(&f.data);
-            tag(body, n * FRAME_MS, &mut gop);
-            frame_ends.push(gop.len());
+            p.video(&body, n * FRAME_MS).unwrap();
+            frame_ends.push(p.stream().sent.len());
             n += 1;
         }
-        recorded.push(gop);
+        recorded.push(std::mem::take(&mut p.stream().sent));
     }
     Recording {
         setup,

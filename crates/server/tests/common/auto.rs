@@ -1,8 +1,7 @@
-//! Helpers for the end-to-end tests of automatic snapshots (`e2e_auto*.rs`): a `livesnap serve`
-//! whose data dir outlives it (for restarts), the whole REST API (GET/POST/PUT/DELETE), a real S3
-//! endpoint (s3s-fs) in-process that can be stopped and started on the same port, a callback
-//! receiver that records requests and answers with scripted statuses, a byte-exact RTMP publisher
-//! for hostile names, and checks of pictures against a source whose content changes once a second.
+//! What the end-to-end tests of automatic snapshots (`e2e_auto*.rs`) add to `common`: the
+//! automation API of the one [`Server`] (templates, bindings, paged snapshot rows), sources whose
+//! content changes once a second and the checks of pictures against them, times and dates as the
+//! server formats them, and callback signatures.
 //!
 //! Used from a test file as
 //! ```ignore
@@ -13,12 +12,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,145 +42,18 @@ pub fn enc(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the server, with a data dir that outlives it
+// the automation API of the one `Server`
 
-static SERVER_N: AtomicU64 = AtomicU64::new(0);
-
-/// `livesnap serve` on port 0 with its data in `<work>/data`; stopping it and starting another
-/// on the same `work` dir is a restart.
-pub struct Livesnap {
-    child: Child,
-    pub http: String,
-    pub rtmp: String,
-    pub work: PathBuf,
-    pub data: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Livesnap {
-    /// Starts with `env` (`LIVESNAP_*` of the test's own environment are removed first),
-    /// extra flags, and `config` as the TOML file when given.
-    pub fn start(
-        work: &Path,
-        env: &[(&str, &str)],
-        args: &[&str],
-        config: Option<&str>,
-    ) -> Livesnap {
-        let n = SERVER_N.fetch_add(1, Ordering::Relaxed);
-        let data = work.join("data");
-        let log = work.join(format!("server{n}.log"));
-        let config_path = config.map(|text| {
-            let path = work.join(format!("config{n}.toml"));
-            fs::write(&path, text).unwrap();
-            path
-        });
-        let Launched { child, http, rtmp } = launch(&data, &log, config_path.as_deref(), env, args);
-        Livesnap {
-            child,
-            http,
-            rtmp,
-            work: work.to_path_buf(),
-            data,
-            log,
-        }
-    }
-
-    /// SIGTERM: a graceful shutdown, which must end with exit status 0 within
-    /// `shutdown_timeout_s` (10 s by default; 20 s allowed here).
-    pub fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "livesnap exited with {status} on SIGTERM; log:\n{}",
-                    self.log_tail(40)
-                );
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!(
-            "livesnap did not exit within 20 s of SIGTERM; log:\n{}",
-            self.log_tail(40)
-        );
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
-    }
-
-    pub fn rtmp_url(&self, app: &str, stream: &str) -> String {
-        format!("rtmp://{}/{}/{}", self.rtmp, app, stream)
-    }
-
-    /// Where the default `local` storage location keeps its objects.
-    pub fn local_root(&self) -> PathBuf {
-        self.data.join("snapshots")
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let t = fs::read_to_string(&self.log).unwrap_or_default();
-        let l: Vec<&str> = t.lines().collect();
-        l[l.len().saturating_sub(lines)..].join("\n")
-    }
-
-    pub fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("livesnap exited ({status}); stderr:\n{}", self.log_tail(60));
-        }
-    }
-
-    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
-        request(method, &self.url(path), body)
-            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", self.log_tail(30)))
-    }
-    pub fn get(&self, path: &str) -> Resp {
-        self.call("GET", path, None)
-    }
-    pub fn post(&self, path: &str, body: &Value) -> Resp {
-        self.call("POST", path, Some(&body.to_string()))
-    }
-    pub fn post_raw(&self, path: &str, body: &str) -> Resp {
-        self.call("POST", path, Some(body))
-    }
-    pub fn put(&self, path: &str, body: &Value) -> Resp {
-        self.call("PUT", path, Some(&body.to_string()))
-    }
-    pub fn delete(&self, path: &str) -> Resp {
-        self.call("DELETE", path, None)
-    }
-
-    /// Asserts the status and returns the JSON body (Null for an empty body).
-    pub fn expect(&self, r: Resp, status: u16, what: &str) -> Value {
-        assert_eq!(
-            r.status,
-            status,
-            "{what}: status {} (want {status}), body {}\nserver log:\n{}",
-            r.status,
-            r.text(),
-            self.log_tail(20)
-        );
-        if r.body.is_empty() {
-            Value::Null
-        } else {
-            r.json()
-        }
-    }
-
+impl Server {
     /// POST /v1/templates; must be 201.
     pub fn create_template(&self, t: Value) -> Value {
-        let r = self.post("/v1/templates", &t);
+        let r = self.post_json("/v1/templates", &t);
         self.expect(r, 201, &format!("POST /v1/templates {t}"))
     }
 
     /// POST /v1/bindings; must be 201.
     pub fn bind(&self, b: Value) -> Value {
-        let r = self.post("/v1/bindings", &b);
+        let r = self.post_json("/v1/bindings", &b);
         self.expect(r, 201, &format!("POST /v1/bindings {b}"))
     }
 
@@ -266,36 +133,6 @@ impl Livesnap {
         self.expect(self.get("/v1/automation"), 200, "GET /v1/automation")
     }
 
-    /// GET /v1/streams/{app}/{stream}: Some(JSON) when live.
-    pub fn stream(&self, app: &str, stream: &str) -> Option<Value> {
-        let r = self.get(&format!("/v1/streams/{app}/{stream}"));
-        (r.status == 200).then(|| r.json())
-    }
-
-    pub fn wait_keyframes(&self, app: &str, stream: &str, n: u64) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = self.stream(app, stream) {
-                if v["keyframes"].as_u64().unwrap_or(0) >= n {
-                    return v;
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out waiting for {app}/{stream} to have {n} keyframe(s)\nserver log:\n{}",
-                    self.log_tail(30)
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn wait_gone(&self, app: &str, stream: &str) {
-        poll(WAIT, &format!("{app}/{stream} to end"), || {
-            self.stream(app, stream).is_none().then_some(())
-        })
-    }
-
     /// Polls the stream's `template` until it is `want`.
     pub fn wait_template(&self, app: &str, stream: &str, want: Option<&str>) -> Value {
         let mut last = Value::Null;
@@ -320,23 +157,6 @@ impl Livesnap {
         let r = self.get(&path);
         assert_eq!(r.status, 200, "GET {path}: {} {}", r.status, r.text());
         r.body
-    }
-}
-
-impl Drop for Livesnap {
-    fn drop(&mut self) {
-        let running = matches!(self.child.try_wait(), Ok(None));
-        if running {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!(
-                "---- livesnap {} stderr (last 80 lines) ----\n{}\n----",
-                self.log.display(),
-                self.log_tail(80)
-            );
-        }
     }
 }
 
@@ -535,136 +355,6 @@ pub fn verify_signature(r: &Received, secret: &str) {
     );
     // And with another secret it must not.
     assert_ne!(v1, hmac_sha256_hex(b"not the secret", &msg));
-}
-
-// ---------------------------------------------------------------------------------------------
-// a byte-exact RTMP publisher (names no URL can carry), paced in real time
-
-/// How a publish with a given app and stream name was answered.
-pub enum PublishOutcome {
-    /// NetStream.Publish.Start: the connection, for sending media.
-    Started(TcpStream),
-    /// Anything else (the text seen, or why nothing was).
-    Refused(String),
-}
-
-/// connect(app) + createStream + publish(name) with exactly these bytes.
-pub fn raw_publish(addr: &str, app: &str, name: &str) -> PublishOutcome {
-    let mut sock = rtmp::connect(addr);
-    rtmp::handshake(&mut sock);
-    let tc_url = format!("rtmp://{addr}/{app}");
-    if let Err(e) = sock.write_all(&rtmp::publish_commands(&tc_url, app, name)) {
-        return PublishOutcome::Refused(format!("send failed: {e}"));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = vec![];
-    let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let has = |got: &[u8], n: &[u8]| got.windows(n.len()).any(|w| w == n);
-    while Instant::now() < deadline {
-        match sock.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                if has(&got, b"NetStream.Publish.Start") {
-                    sock.set_read_timeout(Some(Duration::from_secs(10)))
-                        .unwrap();
-                    return PublishOutcome::Started(sock);
-                }
-                for bad in [&b"BadName"[..], b"_error", b"Rejected"] {
-                    if has(&got, bad) {
-                        return PublishOutcome::Refused(
-                            String::from_utf8_lossy(&got)
-                                .chars()
-                                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                                .collect(),
-                        );
-                    }
-                }
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) => return PublishOutcome::Refused(format!("connection error: {e}")),
-        }
-    }
-    PublishOutcome::Refused(format!(
-        "no NetStream.Publish.Start; got {} bytes",
-        got.len()
-    ))
-}
-
-/// Sends the FLV tags of `src` on `sock` in real time, looped, until stopped.
-pub struct Feeder {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl Feeder {
-    pub fn start(mut sock: TcpStream, src: &Path) -> Feeder {
-        let tags: Vec<(u8, u32, Vec<u8>)> = rtmp::flv_tags(src)
-            .into_iter()
-            .filter(|t| t.0 == 8 || t.0 == 9 || t.0 == 18)
-            .collect();
-        let period = tags.iter().map(|t| t.1).max().unwrap_or(0) + 40;
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        let handle = thread::spawn(move || {
-            // The sequence header (first video tag) goes once; later loops skip it.
-            let start = Instant::now();
-            let mut base = 0u32;
-            let mut first = true;
-            'outer: while !st.load(Ordering::Relaxed) {
-                for (ty, ts, data) in &tags {
-                    if *ty == 18 {
-                        continue;
-                    }
-                    let is_header = *ty == 9 && data.len() > 1 && data[1] == 0;
-                    let is_aac_header = *ty == 8 && data.len() > 1 && data[1] == 0;
-                    if !first && (is_header || is_aac_header) {
-                        continue;
-                    }
-                    let t = base + ts;
-                    let due = start + Duration::from_millis(t as u64);
-                    let now = Instant::now();
-                    if due > now {
-                        thread::sleep(due - now);
-                    }
-                    if st.load(Ordering::Relaxed) {
-                        break 'outer;
-                    }
-                    let csid = if *ty == 9 { 6 } else { 7 };
-                    if sock
-                        .write_all(&rtmp::message(csid, *ty, 1, t, data))
-                        .is_err()
-                    {
-                        break 'outer;
-                    }
-                }
-                first = false;
-                base += period;
-            }
-            let _ = sock.shutdown(std::net::Shutdown::Both);
-        });
-        Feeder {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Feeder {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Sequence numbers of rows.

@@ -1,5 +1,7 @@
-//! End-to-end test harness: runs the real `livesnap` binary, publishes with a real ffmpeg,
-//! and compares the pictures the server makes with the source decoded by ffmpeg (PSNR).
+//! End-to-end test harness: one launcher of the real `livesnap` binary ([`launch`], wrapped by
+//! [`Server`]), one HTTP client ([`request`]), publishers (a real ffmpeg, and the test publisher
+//! of `livesnap-testkit` for what ffmpeg cannot send), and pictures compared with the source
+//! decoded by ffmpeg (PSNR).
 //!
 //! Every wait is a poll with a deadline; nothing here asserts timing by sleeping.
 //! ffmpeg/ffprobe are required: a test panics (never skips) when they are missing.
@@ -308,17 +310,20 @@ pub fn launch(
     Launched { child, http, rtmp }
 }
 
+static SERVER_N: AtomicU64 = AtomicU64::new(0);
+
+/// The real `livesnap serve` on port 0, started by [`launch`], with its data in `<work>/data`;
+/// stopping it and starting another on the same `work` dir is a restart.
 pub struct Server {
     child: Child,
     pub http: String,
     pub rtmp: String,
-    pub dir: tempfile::TempDir,
+    /// Data, logs and config files; a restart starts another server on it.
+    pub work: PathBuf,
+    pub data: PathBuf,
     log: PathBuf,
-}
-
-pub struct ServerOpts {
-    pub env: Vec<(String, String)>,
-    pub args: Vec<String>,
+    /// The work dir, when the server made its own (removed after the server is dropped).
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -330,20 +335,65 @@ impl Server {
         Server::start_with(env, &[])
     }
 
-    /// Starts `livesnap serve` on port 0 with a temporary data dir and waits for its
-    /// `{"event":"listening",...}` line on stdout.
+    /// Starts with `env` and extra flags in a work dir of its own.
     pub fn start_with(env: &[(&str, &str)], extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let log = dir.path().join("server.log");
-        let Launched { child, http, rtmp } = launch(&data, &log, None, env, extra_args);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in(tmp.path(), env, extra_args, None);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts in `work` with `env` (`LIVESNAP_*` of the test's own environment are removed
+    /// first), extra flags, and `config` as the TOML file when given.
+    pub fn start_in(
+        work: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        config: Option<&str>,
+    ) -> Server {
+        let n = SERVER_N.fetch_add(1, Ordering::Relaxed);
+        let data = work.join("data");
+        let log = work.join(format!("server{n}.log"));
+        let config_path = config.map(|text| {
+            let path = work.join(format!("config{n}.toml"));
+            fs::write(&path, text).unwrap();
+            path
+        });
+        let Launched { child, http, rtmp } = launch(&data, &log, config_path.as_deref(), env, args);
         Server {
             child,
             http,
             rtmp,
-            dir,
+            work: work.to_path_buf(),
+            data,
             log,
+            _tmp: None,
         }
+    }
+
+    /// SIGTERM: a graceful shutdown, which must end with exit status 0 within
+    /// `shutdown_timeout_s` (10 s by default; 20 s allowed here).
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "livesnap exited with {status} on SIGTERM; log:\n{}",
+                    self.log_tail(40)
+                );
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "livesnap did not exit within 20 s of SIGTERM; log:\n{}",
+            self.log_tail(40)
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -354,30 +404,13 @@ impl Server {
         format!("rtmp://{}/{}/{}", self.rtmp, app, stream)
     }
 
-    pub fn rtmp_port(&self) -> u16 {
-        self.rtmp.rsplit(':').next().unwrap().parse().unwrap()
+    /// Where the default `local` storage location keeps its objects.
+    pub fn local_root(&self) -> PathBuf {
+        self.data.join("snapshots")
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
-    }
-
-    pub fn try_get(&self, path: &str) -> Result<Resp, String> {
-        http_get(&self.url(path))
-    }
-
-    pub fn get(&self, path: &str) -> Resp {
-        self.try_get(path)
-            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", self.log_tail(30)))
-    }
-
-    pub fn post(&self, path: &str, body: &str) -> Resp {
-        http_post(&self.url(path), body)
-            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", self.log_tail(30)))
-    }
-
-    pub fn snapshot_post(&self, body: &Value) -> Resp {
-        self.post("/rest-api/stream/snapshot", &body.to_string())
     }
 
     /// Panics when the server process has exited.
@@ -385,6 +418,58 @@ impl Server {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("livesnap exited ({status}); stderr:\n{}", self.log_tail(60));
         }
+    }
+
+    pub fn try_get(&self, path: &str) -> Result<Resp, String> {
+        http_get(&self.url(path))
+    }
+
+    /// Any method; panics (with the server's log) only when there is no answer.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        request(method, &self.url(path), body)
+            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", self.log_tail(30)))
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.call("POST", path, Some(body))
+    }
+    pub fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.post(path, &body.to_string())
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.call("PUT", path, Some(&body.to_string()))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None)
+    }
+
+    /// Asserts the status and returns the JSON body (Null for an empty body).
+    pub fn expect(&self, r: Resp, status: u16, what: &str) -> Value {
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: status {} (want {status}), body {}\nserver log:\n{}",
+            r.status,
+            r.text(),
+            self.log_tail(20)
+        );
+        if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        }
+    }
+
+    pub fn snapshot_post(&self, body: &Value) -> Resp {
+        self.post_json("/rest-api/stream/snapshot", body)
+    }
+
+    /// GET /v1/streams/{app}/{stream}: Some(JSON) when live.
+    pub fn stream(&self, app: &str, stream: &str) -> Option<Value> {
+        let r = self.get(&Server::stream_path(app, stream, None));
+        (r.status == 200).then(|| r.json())
     }
 
     pub fn stream_path(app: &str, stream: &str, domain: Option<&str>) -> String {
@@ -468,12 +553,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         if thread::panicking() {
             eprintln!(
-                "---- livesnap stderr (last 60 lines) ----\n{}\n----",
-                self.log_tail(60)
+                "---- livesnap {} stderr (last 80 lines) ----\n{}\n----",
+                self.log.display(),
+                self.log_tail(80)
             );
         }
     }
@@ -1243,188 +1331,10 @@ pub fn check_keyframe_snapshot(
 }
 
 // ---------------------------------------------------------------------------------------------
-// raw RTMP client pieces for malformed input
+// the RTMP test publisher (names no URL can carry, media when the test says, cut messages)
 
-pub mod rtmp {
-    use super::*;
-
-    pub fn connect(addr: &str) -> TcpStream {
-        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    /// Plain (non-digest) handshake: C0 C1, read S0 S1 S2, send C2.
-    pub fn handshake(s: &mut TcpStream) {
-        let mut c0c1 = vec![3u8];
-        c0c1.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-        c0c1.extend_from_slice(&pseudo_random(7, 1536 - 8));
-        s.write_all(&c0c1).expect("send C0+C1");
-        let mut resp = vec![0u8; 1 + 1536 + 1536];
-        s.read_exact(&mut resp)
-            .expect("read S0+S1+S2 from livesnap");
-        assert_eq!(resp[0], 3, "S0 version");
-        s.write_all(&resp[1..1 + 1536]).expect("send C2");
-    }
-
-    pub fn amf_str(out: &mut Vec<u8>, v: &str) {
-        out.push(2);
-        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
-    pub fn amf_num(out: &mut Vec<u8>, v: f64) {
-        out.push(0);
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    pub fn amf_null(out: &mut Vec<u8>) {
-        out.push(5);
-    }
-    pub fn amf_obj(out: &mut Vec<u8>, props: &[(&str, &str)]) {
-        out.push(3);
-        for (k, v) in props {
-            out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-            out.extend_from_slice(k.as_bytes());
-            amf_str(out, v);
-        }
-        out.extend_from_slice(&[0, 0, 9]);
-    }
-
-    /// One message, chunked at the default 128-byte chunk size.
-    pub fn message(
-        csid: u8,
-        type_id: u8,
-        stream_id: u32,
-        timestamp: u32,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut out = vec![csid & 0x3f];
-        out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-        out.push(type_id);
-        out.extend_from_slice(&stream_id.to_le_bytes());
-        for (i, chunk) in payload.chunks(128).enumerate() {
-            if i > 0 {
-                out.push(0xC0 | (csid & 0x3f));
-            }
-            out.extend_from_slice(chunk);
-        }
-        out
-    }
-
-    /// connect + createStream + publish of `app/name`, without waiting for answers.
-    pub fn publish_commands(tc_url: &str, app: &str, name: &str) -> Vec<u8> {
-        let mut out = vec![];
-        let mut p = vec![];
-        amf_str(&mut p, "connect");
-        amf_num(&mut p, 1.0);
-        amf_obj(
-            &mut p,
-            &[
-                ("app", app),
-                ("type", "nonprivate"),
-                ("flashVer", "FMLE/3.0 (compatible; livesnap-test)"),
-                ("tcUrl", tc_url),
-            ],
-        );
-        out.extend(message(3, 20, 0, 0, &p));
-        let mut p = vec![];
-        amf_str(&mut p, "createStream");
-        amf_num(&mut p, 2.0);
-        amf_null(&mut p);
-        out.extend(message(3, 20, 0, 0, &p));
-        let mut p = vec![];
-        amf_str(&mut p, "publish");
-        amf_num(&mut p, 3.0);
-        amf_null(&mut p);
-        amf_str(&mut p, name);
-        amf_str(&mut p, "live");
-        out.extend(message(4, 20, 1, 0, &p));
-        out
-    }
-
-    /// The tags of an FLV file: (type, timestamp ms, data).
-    pub fn flv_tags(path: &Path) -> Vec<(u8, u32, Vec<u8>)> {
-        let b = fs::read(path).unwrap();
-        assert!(b.starts_with(b"FLV"), "{} is not FLV", path.display());
-        let mut i = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize + 4;
-        let mut out = vec![];
-        while i + 11 <= b.len() {
-            let ty = b[i] & 0x1f;
-            let size = u32::from_be_bytes([0, b[i + 1], b[i + 2], b[i + 3]]) as usize;
-            let ts = u32::from_be_bytes([b[i + 7], b[i + 4], b[i + 5], b[i + 6]]);
-            let start = i + 11;
-            if start + size > b.len() {
-                break;
-            }
-            out.push((ty, ts, b[start..start + size].to_vec()));
-            i = start + size + 4;
-        }
-        out
-    }
-
-    /// A publisher written here: handshake, connect, createStream, publish; then FLV tags
-    /// are sent as RTMP messages when the test says so.
-    pub struct RawPublisher {
-        pub sock: TcpStream,
-    }
-
-    impl RawPublisher {
-        pub fn start(addr: &str, tc_url: &str, app: &str, name: &str) -> RawPublisher {
-            let mut sock = connect(addr);
-            handshake(&mut sock);
-            sock.write_all(&publish_commands(tc_url, app, name))
-                .unwrap();
-            assert!(
-                read_until(
-                    &mut sock,
-                    b"NetStream.Publish.Start",
-                    Duration::from_secs(15)
-                ),
-                "publish of {app}/{name} was not answered with NetStream.Publish.Start"
-            );
-            RawPublisher { sock }
-        }
-
-        /// Sends audio (8) and video (9) tags as messages on stream 1.
-        pub fn send_tags(&mut self, tags: &[(u8, u32, Vec<u8>)]) {
-            for (ty, ts, data) in tags {
-                if *ty == 8 || *ty == 9 {
-                    let csid = if *ty == 9 { 6 } else { 7 };
-                    self.sock
-                        .write_all(&message(csid, *ty, 1, *ts, data))
-                        .expect("send media");
-                }
-            }
-        }
-    }
-
-    /// Reads whatever arrives until `needle` is seen or `timeout` passes; true when seen.
-    pub fn read_until(s: &mut TcpStream, needle: &[u8], timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut got = vec![];
-        let mut buf = [0u8; 4096];
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        while Instant::now() < deadline {
-            match s.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    got.extend_from_slice(&buf[..n]);
-                    if got.windows(needle.len()).any(|w| w == needle) {
-                        return true;
-                    }
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-}
+#[allow(unused_imports)] // not every test binary publishes by hand
+pub use livesnap_testkit::rtmp;
 
 /// A TCP proxy for one connection that forwards at most `cutoff` bytes from the client to
 /// `upstream`, then cuts both sides: a publish that dies in the middle of a message.
