@@ -14,6 +14,7 @@ use livesnap_store::location::Location;
 use livesnap_store::spool::{Spool, SpoolEntry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::hub::{Hub, HubObserver, LiveStream, Shot};
@@ -21,6 +22,7 @@ use crate::lifecycle::Lifecycle;
 use crate::path::PathVars;
 use crate::snapshot::{SnapshotRequest, Snapshotter};
 use crate::template::{resolve, BindingSpec, FieldError, Template, TemplateSpec};
+use crate::work::Priority;
 
 /// How many due pictures may wait for a worker before new ones are dropped (and counted).
 pub const SHOT_QUEUE: usize = 1024;
@@ -80,6 +82,9 @@ pub struct AutoCounters {
     pub spooled: AtomicU64,
     /// Pictures lost: could not be made, or the spool was full.
     pub failed: AtomicU64,
+    /// Due pictures not taken because a newer one of the same stream and template became due
+    /// while they waited for a decoder (the newer one is taken instead).
+    pub missed: AtomicU64,
     /// Pictures deleted by retention.
     pub retention_deleted: AtomicU64,
     /// Pictures made for templates (each counted once, whatever its modes).
@@ -193,6 +198,11 @@ pub struct Automation {
     /// Due-to-stored lag of recent pictures.
     pub lag: LagStats,
     save_lock: tokio::sync::Mutex<()>,
+    /// The picture of each stream and template that waits for a decoder, by generation: a newer
+    /// due picture supersedes it, so a stream that falls behind waits with one picture, never a
+    /// queue.
+    waiting: Mutex<HashMap<(u64, String), (u64, CancellationToken)>>,
+    generation: AtomicU64,
 }
 
 impl Automation {
@@ -248,6 +258,8 @@ impl Automation {
             counters: AutoCounters::default(),
             lag: LagStats::default(),
             save_lock: tokio::sync::Mutex::new(()),
+            waiting: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(SHOT_QUEUE);
         hub.set_automation(auto.clone(), tx);
@@ -265,6 +277,12 @@ impl Automation {
         life.spawn_until_cancelled(async move { spool.run(resolver, on_stored, sleep).await });
         life.spawn_until_cancelled(auto.clone().sweep());
         Ok(auto)
+    }
+
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(u64, String), (u64, CancellationToken)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_templates(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Template>>> {
@@ -474,10 +492,18 @@ impl Automation {
             // shutdown waiting until the picture is stored or spooled.
             let me = self.clone();
             life.spawn(async move {
-                let key = shot.stream.key.to_string();
-                if let Err(e) = me.store_shot(shot).await {
-                    me.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    warn!(stream = %key, error = %e, "automatic snapshot failed");
+                let stream = shot.stream.clone();
+                match me.store_shot(shot).await {
+                    Ok(()) => {}
+                    Err(crate::Error::Superseded) => {
+                        me.counters.missed.fetch_add(1, Ordering::Relaxed);
+                        stream.count_missed();
+                        debug!(stream = %stream.key, "automatic snapshot superseded by a newer one while it waited");
+                    }
+                    Err(e) => {
+                        me.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(stream = %stream.key, error = %e, "automatic snapshot failed");
+                    }
                 }
                 drop(permit);
             });
@@ -503,10 +529,34 @@ impl Automation {
             options: t.options,
             precision: shot.precision,
         };
-        let snap = self
+        // This picture now waits for the stream and template; an older one still waiting gives
+        // way to it.
+        let slot = (shot.stream.id, t.spec.name.clone());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        if let Some((_, older)) = self
+            .waiting()
+            .insert(slot.clone(), (generation, token.clone()))
+        {
+            older.cancel();
+        }
+        let made = self
             .snapshots
-            .picture(&shot.stream, shot.view, request)
-            .await?;
+            .picture(
+                &shot.stream,
+                shot.view,
+                request,
+                Priority::Scheduled,
+                Some(&token),
+            )
+            .await;
+        {
+            let mut waiting = self.waiting();
+            if waiting.get(&slot).is_some_and(|(g, _)| *g == generation) {
+                waiting.remove(&slot);
+            }
+        }
+        let snap = made?;
         let key = &shot.stream.key;
         let time_ms = shot
             .due

@@ -17,6 +17,10 @@ pub enum Error {
     /// No picture could be made within the configured interval and attempts.
     #[error("snapshot response timeout: {0}")]
     Timeout(String),
+    /// A scheduled picture gave way, before its decode began, to a newer one of the same stream
+    /// and template.
+    #[error("superseded by a newer picture of the same stream and template")]
+    Superseded,
     /// The request itself is wrong (size, format).
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -259,6 +259,12 @@ impl LiveStream {
     }
 
     /// Why this stream cannot be pictured, if it cannot.
+    /// Counts a due picture that was not taken (coalesced behind a newer one, or dropped), in
+    /// the stream's `auto_missed`.
+    pub fn count_missed(&self) {
+        self.lock().shots_dropped += 1;
+    }
+
     pub fn problem(&self) -> Option<String> {
         self.lock().problem()
     }

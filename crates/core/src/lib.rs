@@ -13,5 +13,6 @@ pub mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod template;
+pub mod work;
 
 pub use error::{Error, Result};

@@ -13,11 +13,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use media::decode::{Decoder, Picture};
 use media::picture::{self, EncodeOptions};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::hub::{GopView, LiveStream};
+use crate::work::{Priority, WorkGate};
 use crate::{Error, Result};
 
 /// Which frame of the GOP to picture.
@@ -54,6 +56,9 @@ pub struct SnapshotConfig {
     pub cache_entries: usize,
     /// Bytes of pictures kept in the cache.
     pub cache_bytes: usize,
+    /// Memory all picture work at once may take (`picture_memory_bytes`), as estimated by
+    /// [`work_bytes`]; work that would pass it waits, work that alone passes it is refused.
+    pub memory: u64,
 }
 
 /// How long an on-demand picture may wait by default (WCS's `snapshot_taking_interval_ms`).
@@ -64,6 +69,40 @@ pub const DEFAULT_ATTEMPTS: u32 = 30;
 pub const DEFAULT_CACHE_ENTRIES: usize = 256;
 /// Bytes of pictures kept in the cache by default.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Memory for picture work by default: room for several 4K pictures at once, or one of the
+/// largest outputs (DCI 8K from a DCI 8K source, about 580 MiB by [`work_bytes`]).
+pub const DEFAULT_PICTURE_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most frames decoded for one `latest` picture: past it, the newest frame among the first
+/// this many of the GOP is pictured (a 32 MiB GOP took over 20 s of CPU per picture).
+pub const MAX_LATEST_FRAMES: usize = 250;
+/// Most bytes of coded frames decoded for one `latest` picture, likewise.
+pub const MAX_LATEST_BYTES: usize = 8 * 1024 * 1024;
+/// Decoded pictures a decoder may hold per source pixel (the picture being decoded and its
+/// references, 4:2:0 at 1.5 bytes a pixel): the estimate for [`work_bytes`].
+const DECODER_BYTES_PER_PIXEL: u64 = 6 * 3 / 2;
+/// Bytes per output pixel while encoding: RGB (3), a scaled copy (3) and the encoded image's
+/// worst case (2, PNG of noise), for [`work_bytes`].
+const OUTPUT_BYTES_PER_PIXEL: u64 = 8;
+
+/// How many frames of a GOP (their sizes in decode order) a `latest` picture decodes: all of
+/// them within [`MAX_LATEST_FRAMES`] and [`MAX_LATEST_BYTES`], and at least the keyframe.
+fn latest_within(sizes: impl Iterator<Item = usize>) -> usize {
+    let mut bytes = 0;
+    sizes
+        .take(MAX_LATEST_FRAMES)
+        .take_while(|n| {
+            bytes += n;
+            bytes <= MAX_LATEST_BYTES
+        })
+        .count()
+        .max(1)
+}
+
+/// The memory one picture's work is charged: its decoder's pictures and its output's buffers.
+pub fn work_bytes(source: (u32, u32), output: (u32, u32)) -> u64 {
+    let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
+    px(source) * DECODER_BYTES_PER_PIXEL + px(output) * OUTPUT_BYTES_PER_PIXEL
+}
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
@@ -73,6 +112,7 @@ impl Default for SnapshotConfig {
             attempts: DEFAULT_ATTEMPTS,
             cache_entries: DEFAULT_CACHE_ENTRIES,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            memory: DEFAULT_PICTURE_MEMORY_BYTES,
         }
     }
 }
@@ -231,6 +271,11 @@ pub struct SnapshotCounters {
     pub decoders_created: AtomicU64,
     /// Decoders released after [`DECODER_IDLE_LIMIT`] unused.
     pub decoders_released: AtomicU64,
+    /// `latest` pictures of a GOP longer than [`MAX_LATEST_FRAMES`] / [`MAX_LATEST_BYTES`],
+    /// which show the newest frame within those limits.
+    pub latest_limited: AtomicU64,
+    /// On-demand requests that ran out of time waiting for a decoder or for their decode.
+    pub timed_out_busy: AtomicU64,
 }
 
 /// A pooled decoder unused this long is released (all but the one used last), with its frame
@@ -253,7 +298,7 @@ struct Worker {
 /// Turns live streams into pictures.
 pub struct Snapshotter {
     config: SnapshotConfig,
-    permits: Semaphore,
+    gate: Arc<WorkGate>,
     decoders: Mutex<Vec<Worker>>,
     factory: DecoderFactory,
     cache: Mutex<Cache>,
@@ -286,7 +331,7 @@ impl Snapshotter {
     ) -> Arc<Snapshotter> {
         let workers = config.workers.max(1);
         Arc::new(Snapshotter {
-            permits: Semaphore::new(workers),
+            gate: WorkGate::new(workers, config.memory),
             decoders: Mutex::new(Vec::with_capacity(workers)),
             cache: Mutex::new(Cache::new(config.cache_entries, config.cache_bytes)),
             factory,
@@ -301,10 +346,15 @@ impl Snapshotter {
         &self.config
     }
 
+    /// The work gate's load now (decodes running, bytes, waiters by priority).
+    pub fn load(&self) -> crate::work::GateLoad {
+        self.gate.load()
+    }
+
     /// Takes a picture of `stream`, waiting up to the interval for a keyframe and trying at most
     /// `attempts` keyframes. Fails with [`Error::Timeout`] when none could be pictured in time.
     pub async fn take(
-        &self,
+        self: &Arc<Self>,
         stream: &Arc<LiveStream>,
         request: SnapshotRequest,
     ) -> Result<Snapshot> {
@@ -326,7 +376,23 @@ impl Snapshotter {
             if let Some(view) = view.filter(|v| Some(v.frames[0].seq) != tried_seq) {
                 tried_seq = Some(view.frames[0].seq);
                 attempts += 1;
-                match self.picture(stream, view, request).await {
+                // The whole request, decode included, ends at the deadline. A decode that has
+                // begun goes on and fills the cache for the next request.
+                let made = tokio::select! {
+                    made = self.picture(stream, view, request, Priority::OnDemand, None) => made,
+                    () = self.clock.sleep_until(deadline) => {
+                        self.counters.timed_out_busy.fetch_add(1, Ordering::Relaxed);
+                        let load = self.gate.load();
+                        return Err(Error::Timeout(format!(
+                            "no picture within {} ms: the picture workers are busy ({} decoding, {} on-demand and {} scheduled waiting)",
+                            self.config.interval.as_millis(),
+                            load.running,
+                            load.waiting_on_demand,
+                            load.waiting_scheduled
+                        )));
+                    }
+                };
+                match made {
                     Ok(s) => {
                         self.counters.on_demand.fetch_add(1, Ordering::Relaxed);
                         return Ok(s);
@@ -358,22 +424,32 @@ impl Snapshotter {
     }
 
     /// Pictures a given view of a stream (what a schedule captured when the picture was due),
-    /// through the same cache and decoder pool as [`Snapshotter::take`].
+    /// through the same cache and work gate as [`Snapshotter::take`]. `superseded`, when it
+    /// fires before the decode has begun, abandons the picture with [`Error::Superseded`].
     pub async fn picture(
-        &self,
+        self: &Arc<Self>,
         stream: &Arc<LiveStream>,
-        view: GopView,
+        mut view: GopView,
         request: SnapshotRequest,
+        priority: Priority,
+        superseded: Option<&CancellationToken>,
     ) -> Result<Snapshot> {
+        match request.precision {
+            Precision::Keyframe => view.frames.truncate(1),
+            Precision::Latest => {
+                let within = latest_within(view.frames.iter().map(|f| f.frame.data.len()));
+                if within < view.frames.len() {
+                    self.counters.latest_limited.fetch_add(1, Ordering::Relaxed);
+                    view.frames.truncate(within);
+                }
+            }
+        }
         // The target: the keyframe, or the newest frame in presentation order.
-        let target = match request.precision {
-            Precision::Keyframe => &view.frames[0],
-            Precision::Latest => view
-                .frames
-                .iter()
-                .max_by_key(|f| (f.frame.pts_ms, f.seq))
-                .unwrap_or(&view.frames[0]),
-        };
+        let target = view
+            .frames
+            .iter()
+            .max_by_key(|f| (f.frame.pts_ms, f.seq))
+            .unwrap_or(&view.frames[0]);
         let key = CacheKey {
             stream_id: stream.id,
             frame_seq: target.seq,
@@ -389,76 +465,99 @@ impl Snapshotter {
                 ..(**s).clone()
             });
         }
+        let source = (view.params.sps.width, view.params.sps.height);
+        let output = request
+            .options
+            .output_size(source.0, source.1)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let need = work_bytes(source, output);
         let mut waited = true;
         let made = cell
             .get_or_try_init(|| async {
                 waited = false;
                 self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::Internal("snapshot service closed".into()))?;
-                let mut worker = self.checkout()?;
+                let admitted = self.gate.acquire(priority, need);
+                let permit = match superseded {
+                    None => admitted.await,
+                    Some(token) => tokio::select! {
+                        biased;
+                        () = token.cancelled() => return Err(Error::Superseded),
+                        permit = admitted => permit,
+                    },
+                }
+                .map_err(|too| {
+                    Error::BadRequest(format!(
+                        "a {}x{} picture of a {}x{} stream needs about {} MiB of picture memory, more than picture_memory_bytes ({} MiB)",
+                        output.0,
+                        output.1,
+                        source.0,
+                        source.1,
+                        too.need >> 20,
+                        too.budget >> 20
+                    ))
+                })?;
                 let options = request.options;
-                let (worker, result, encode_took, total_took) =
-                    tokio::task::spawn_blocking(move || {
-                        // Durations for /metrics only: no decision depends on them.
-                        let started = std::time::Instant::now();
-                        let mut encode_took = Duration::ZERO;
-                        let params = &view.params;
-                        let frames: Vec<media::Frame> = match request.precision {
-                            Precision::Keyframe => vec![view.frames[0].frame.clone()],
-                            Precision::Latest => {
-                                view.frames.iter().map(|f| f.frame.clone()).collect()
+                let me = self.clone();
+                // The permit, the decoder and the work go to the blocking thread together: a
+                // caller that gives up drops this future, not the decode, which keeps its slot
+                // until it ends and then checks its decoder back in.
+                let (result, encode_took, total_took) = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let mut worker = match me.checkout() {
+                        Ok(w) => w,
+                        Err(e) => return (Err(e), Duration::ZERO, Duration::ZERO),
+                    };
+                    // Durations for /metrics only: no decision depends on them.
+                    let started = std::time::Instant::now();
+                    let mut encode_took = Duration::ZERO;
+                    let params = &view.params;
+                    let frames: Vec<media::Frame> =
+                        view.frames.iter().map(|f| f.frame.clone()).collect();
+                    let Worker {
+                        decoder,
+                        picture: scratch,
+                        ..
+                    } = &mut worker;
+                    // Encoded where the decoder left it: with libavcodec, its own frame.
+                    let mut made = None;
+                    let result = decoder
+                        .decode_then(
+                            &params.config,
+                            &frames,
+                            (params.sps.width, params.sps.height),
+                            scratch,
+                            &mut |mut planes| {
+                                let encode_started = std::time::Instant::now();
+                                let size = options.output_size(planes.width, planes.height)?;
+                                let bytes =
+                                    picture::encode_planes(&mut planes, params.sps.colour, &options)?;
+                                made = Some((bytes, size));
+                                encode_took = encode_started.elapsed();
+                                Ok(())
+                            },
+                        )
+                        .and_then(|()| {
+                            made.ok_or_else(|| media::Error::Encode("nothing was encoded".into()))
+                        })
+                        .map_err(|e| match e {
+                            media::Error::BadOutputSize { .. }
+                            | media::Error::TooManyOutputPixels { .. } => {
+                                Error::BadRequest(e.to_string())
                             }
-                        };
-                        let Worker {
-                            decoder,
-                            picture: scratch,
-                            ..
-                        } = &mut worker;
-                        // Encoded where the decoder left it: with libavcodec, its own frame.
-                        let mut made = None;
-                        let result = decoder
-                            .decode_then(
-                                &params.config,
-                                &frames,
-                                (params.sps.width, params.sps.height),
-                                scratch,
-                                &mut |mut planes| {
-                                    let encode_started = std::time::Instant::now();
-                                    let size = options.output_size(planes.width, planes.height)?;
-                                    let bytes = picture::encode_planes(
-                                        &mut planes,
-                                        params.sps.colour,
-                                        &options,
-                                    )?;
-                                    made = Some((bytes, size));
-                                    encode_took = encode_started.elapsed();
-                                    Ok(())
-                                },
-                            )
-                            .and_then(|()| {
-                                made.ok_or_else(|| {
-                                    media::Error::Encode("nothing was encoded".into())
-                                })
-                            });
-                        (worker, result, encode_took, started.elapsed())
-                    })
-                    .await
-                    .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
-                self.checkin(worker);
+                            e => Error::Internal(e.to_string()),
+                        });
+                    me.checkin(worker);
+                    (result, encode_took, started.elapsed())
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
                 if result.is_ok() {
                     self.counters
                         .decode_time
                         .observe(total_took.saturating_sub(encode_took));
                     self.counters.encode_time.observe(encode_took);
                 }
-                let (bytes, (width, height)) = result.map_err(|e| match e {
-                    media::Error::BadOutputSize { .. } => Error::BadRequest(e.to_string()),
-                    e => Error::Internal(e.to_string()),
-                })?;
+                let (bytes, (width, height)) = result?;
                 self.counters.pictures_made.fetch_add(1, Ordering::Relaxed);
                 stream.snapshots.fetch_add(1, Ordering::Relaxed);
                 debug!(stream = %stream.key, bytes = bytes.len(), "picture made");
@@ -625,6 +724,29 @@ mod tests {
         assert_eq!(snap.pooled_decoders(), 0);
         snap.checkin(w);
         assert_eq!(snap.counters.decoders_created.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn latest_decodes_within_the_frame_and_byte_limits() {
+        let n = |sizes: Vec<usize>| latest_within(sizes.into_iter());
+        assert_eq!(n(vec![1000; 25]), 25);
+        assert_eq!(n(vec![1000; MAX_LATEST_FRAMES + 50]), MAX_LATEST_FRAMES);
+        // 2 MiB frames: four fit in 8 MiB, the fifth would pass it.
+        assert_eq!(n(vec![2 << 20; 10]), 4);
+        // A keyframe alone over the byte limit is still decoded (it was buffered).
+        assert_eq!(n(vec![MAX_LATEST_BYTES + 1, 10]), 1);
+    }
+
+    #[test]
+    fn work_bytes_charges_decoder_and_output() {
+        // 720p to 720p: about 15 MiB; DCI 8K to DCI 8K: about 580 MiB, inside the default.
+        let hd = work_bytes((1280, 720), (1280, 720));
+        assert!((14 << 20..16 << 20).contains(&hd), "{hd}");
+        let dci8k = work_bytes((8192, 4352), (8192, 4352));
+        assert!(
+            dci8k < DEFAULT_PICTURE_MEMORY_BYTES && dci8k > 500 << 20,
+            "{dci8k}"
+        );
     }
 
     #[test]

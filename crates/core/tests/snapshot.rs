@@ -37,6 +37,7 @@ fn service(interval_ms: u64) -> Arc<Snapshotter> {
         attempts: 3,
         cache_entries: 16,
         cache_bytes: 64 << 20,
+        ..SnapshotConfig::default()
     })
 }
 

@@ -32,6 +32,14 @@ pub enum Error {
     /// The requested output size is zero or absurd.
     #[error("invalid output size {width}x{height}: each side must be 1..={max}")]
     BadOutputSize { width: u32, height: u32, max: u32 },
+    /// The requested output has more pixels than any picture is allowed.
+    #[error("output size {width}x{height} is {pixels} pixels; at most {max} are made (8192x4352, DCI 8K)")]
+    TooManyOutputPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        max: u64,
+    },
     /// A domain, app or stream name is refused (empty, too long, `/`, control characters...).
     #[error("{0}")]
     BadName(String),

@@ -13,6 +13,9 @@ use crate::{Error, Result};
 
 /// Largest output width or height a caller may ask for.
 pub const MAX_OUTPUT_SIDE: u32 = 8192;
+/// Most pixels in an output picture: the largest decoded picture (DCI 8K). An 8192x8192 PNG
+/// would need about 200 MiB of RGB before encoding, per request.
+pub const MAX_OUTPUT_PIXELS: u64 = crate::sps::MAX_PIXELS;
 /// JPEG quality used when none is given.
 pub const DEFAULT_JPEG_QUALITY: u8 = 85;
 
@@ -87,6 +90,9 @@ impl EncodeOptions {
                 });
             }
         }
+        if let (Some(w), Some(h)) = (self.width, self.height) {
+            check_pixels(w, h)?;
+        }
         Ok(())
     }
 
@@ -109,8 +115,22 @@ impl EncodeOptions {
                 max: MAX_OUTPUT_SIDE,
             });
         }
+        check_pixels(w, h)?;
         Ok((w, h))
     }
+}
+
+fn check_pixels(width: u32, height: u32) -> Result<()> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_OUTPUT_PIXELS {
+        return Err(Error::TooManyOutputPixels {
+            width,
+            height,
+            pixels,
+            max: MAX_OUTPUT_PIXELS,
+        });
+    }
+    Ok(())
 }
 
 /// Converts 4:2:0 YUV to packed RGB8 with the given colour description.
@@ -316,6 +336,21 @@ mod tests {
         );
         assert!(o(Some(0), None).output_size(1920, 1080).is_err());
         assert!(o(Some(100_000), None).output_size(1920, 1080).is_err());
+        // Each side within bounds, but more pixels than DCI 8K: refused before and after the
+        // source size is known; DCI 8K itself is allowed.
+        let square = o(Some(MAX_OUTPUT_SIDE), Some(MAX_OUTPUT_SIDE));
+        assert!(matches!(
+            square.check(),
+            Err(Error::TooManyOutputPixels { .. })
+        ));
+        assert!(matches!(
+            o(Some(MAX_OUTPUT_SIDE), None).output_size(1280, 1280),
+            Err(Error::TooManyOutputPixels { .. })
+        ));
+        assert_eq!(
+            o(Some(8192), Some(4352)).output_size(1280, 720).unwrap(),
+            (8192, 4352)
+        );
     }
 
     #[test]

@@ -120,6 +120,11 @@ settings! {
         cache_entries ("LIVESNAP_CACHE_ENTRIES"): usize = snapshot::DEFAULT_CACHE_ENTRIES, "256";
         /// Bytes of pictures kept in the snapshot cache.
         cache_bytes ("LIVESNAP_CACHE_BYTES"): usize = snapshot::DEFAULT_CACHE_BYTES, "67108864";
+        /// Memory all picture work at once may take (decoders' pictures and output buffers, as
+        /// estimated per picture); work past it waits, a picture that alone needs more is
+        /// refused. At least one 1080p picture's worth.
+        picture_memory_bytes ("LIVESNAP_PICTURE_MEMORY_BYTES"): u64 =
+            snapshot::DEFAULT_PICTURE_MEMORY_BYTES, "1073741824";
         /// Most live streams at once.
         max_publishers ("LIVESNAP_MAX_PUBLISHERS"): usize = hub::DEFAULT_MAX_STREAMS, "1000";
         /// Most RTMP connections at once.
@@ -326,6 +331,12 @@ impl Settings {
         }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
+        }
+        let one_1080p = snapshot::work_bytes((1920, 1080), (1920, 1080));
+        if self.picture_memory_bytes < one_1080p {
+            return Err(format!(
+                "picture_memory_bytes must be at least {one_1080p} (one 1080p picture)"
+            ));
         }
         for (name, v) in [
             ("cache_entries", self.cache_entries),

@@ -36,7 +36,8 @@ impl AppError {
             AppError::Core(C::BadRequest(_)) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // No picture in time: the service is up but cannot answer now.
             AppError::Core(C::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Core(C::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Superseded is the scheduled path's own; it never answers a request.
+            AppError::Core(C::Internal(_) | C::Superseded) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Core(C::Store(e)) | AppError::Store(e) => store_status(e),
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,

@@ -194,6 +194,8 @@ async fn picture(
             attempts,
             cache_entries: 1,
             cache_bytes: usize::MAX,
+            // One picture, whatever its size: grab is the only work.
+            memory: u64::MAX,
         },
         clock,
     );

@@ -234,6 +234,46 @@ impl Collector for Sources {
             "Decodes that failed.",
             &[(&[], load(&snap.decode_errors))],
         )?;
+        counter(
+            e,
+            "latest_limited",
+            "`latest` pictures of a GOP past the frame or byte limit, which show the newest frame within it.",
+            &[(&[], load(&snap.latest_limited))],
+        )?;
+        counter(
+            e,
+            "pictures_timed_out_busy",
+            "On-demand requests that ran out of time waiting for a decoder or their decode.",
+            &[(&[], load(&snap.timed_out_busy))],
+        )?;
+        let work = self.snapshots.load();
+        gauge(
+            e,
+            "picture_work_running",
+            "Pictures being decoded and encoded now.",
+            &[(&[], as_gauge(work.running as u64))],
+        )?;
+        gauge(
+            e,
+            "picture_work_waiting",
+            "Pictures waiting for a decoder or memory, by priority (on_demand goes first).",
+            &[
+                (
+                    &[("priority", "on_demand")],
+                    as_gauge(work.waiting_on_demand as u64),
+                ),
+                (
+                    &[("priority", "scheduled")],
+                    as_gauge(work.waiting_scheduled as u64),
+                ),
+            ],
+        )?;
+        gauge(
+            e,
+            "picture_memory_bytes",
+            "Estimated memory of the picture work running now (its budget is picture_memory_bytes).",
+            &[(&[], as_gauge(work.bytes))],
+        )?;
         histogram(
             e,
             "decode_seconds",
@@ -270,6 +310,12 @@ impl Collector for Sources {
             "storage_failures",
             "Writes that failed (the picture went to the spool), per storage location.",
             &per_loc(|c| load(&c.failures)),
+        )?;
+        counter(
+            e,
+            "automatic_pictures_missed",
+            "Due automatic pictures superseded, while waiting for a decoder, by a newer one of the same stream and template.",
+            &[(&[], load(&auto.missed))],
         )?;
         counter(
             e,

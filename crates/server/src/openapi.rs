@@ -141,6 +141,11 @@ pub mod external {
         pub decoders_created: u64,
         /// Idle decoders released.
         pub decoders_released: u64,
+        /// `latest` pictures of a GOP past the frame or byte limit (the newest frame within
+        /// them is pictured).
+        pub latest_limited: u64,
+        /// On-demand requests that ran out of time waiting for a decoder or their decode.
+        pub timed_out_busy: u64,
     }
 
     /// Counters of automatic snapshots.
@@ -153,6 +158,9 @@ pub mod external {
         pub spooled: u64,
         /// Pictures lost: could not be made, or the spool was full.
         pub failed: u64,
+        /// Due pictures superseded, while they waited for a decoder, by a newer one of the same
+        /// stream and template.
+        pub missed: u64,
         /// Pictures deleted by retention.
         pub retention_deleted: u64,
         /// Pictures made for templates.

@@ -187,6 +187,7 @@ pub async fn start_with_clock(
             attempts: settings.snapshot_taking_attempts,
             cache_entries: settings.cache_entries,
             cache_bytes: settings.cache_bytes,
+            memory: settings.picture_memory_bytes,
         },
         clock.clone(),
     );

@@ -239,7 +239,9 @@ impl<S: Read + Write> Publisher<S> {
                 Ok(n) => input.extend_from_slice(&buf[..n]),
                 Err(e) if waiting(&e) && Instant::now() < deadline => {}
                 Err(e) if waiting(&e) => {
-                    return Err(format!("no NetStream.Publish.Start within {ANSWER_TIMEOUT:?}"))
+                    return Err(format!(
+                        "no NetStream.Publish.Start within {ANSWER_TIMEOUT:?}"
+                    ))
                 }
                 Err(e) => return Err(format!("connection error: {e}")),
             }
