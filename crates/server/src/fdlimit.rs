@@ -18,7 +18,9 @@ fn get() -> Option<(u64, u64)> {
     };
     // SAFETY: getrlimit writes one rlimit into the struct it is given.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    ok.then(|| (limit.rlim_cur as u64, limit.rlim_max as u64))
+    // rlim_t is u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    ok.then_some((limit.rlim_cur as u64, limit.rlim_max as u64))
 }
 
 /// Raises the open-file soft limit to the hard limit; returns (before, after). Logged by the

@@ -9,7 +9,6 @@
 //!   publishes, and the log has a line per episode, not per failed accept;
 //! - a name with control characters is refused and reaches the log only escaped.
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
