@@ -307,6 +307,15 @@ fn one_address_at_its_limit_does_not_keep_another_out() {
     server.stop();
 }
 
+/// CPU time (user and system, in clock ticks of 1/100 s) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: fields 3 onwards; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// Open files the server may have under this test: enough to start, few enough to exhaust.
 const OPEN_FILES: u32 = 64;
 
@@ -331,8 +340,15 @@ fn an_exhausted_open_file_limit_is_survived_with_a_line_per_episode() {
     poll(WAIT, "the server to run out of open files", || {
         server.log_text().contains("accept failing").then_some(())
     });
-    // Held out of files for a while: the accept loop backs off, it does not spin or log.
+    // Held out of files for a while: the accept loop backs off, it does not spin or log. A
+    // loop retrying at once would burn a whole core for these two seconds.
+    let before = cpu_ticks(server.pid());
     thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(server.pid()) - before;
+    assert!(
+        used < 100,
+        "the server used {used} CPU ticks (1/100 s) in 2 s while out of files: it spins"
+    );
     // Close most of them: the server takes in the rest of its queue and serves again.
     idle.truncate(OPEN_FILES as usize / 4);
     // On a new connection (the harness's client may hold one from before).
@@ -354,6 +370,23 @@ fn an_exhausted_open_file_limit_is_survived_with_a_line_per_episode() {
         server.log_tail(40)
     );
     assert!(log.contains("accepting again"), "{}", server.log_tail(40));
+    // Each episode's end says how many accepts failed over how long: a backed-off loop tries a
+    // few times a second (at most 2 once the backoff is at its cap), a spinning one thousands.
+    for line in log.lines().filter(|l| l.contains("accepting again")) {
+        let field = |name: &str| -> u64 {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            let digits: String = line[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap()
+        };
+        let (failures, ms) = (field("failures"), field("ms"));
+        assert!(
+            failures <= 10 + ms / 100,
+            "{failures} failed accepts in {ms} ms: the accept loop does not back off\n{line}"
+        );
+    }
     drop(publisher);
     drop(idle);
     server.stop();
