@@ -393,9 +393,7 @@ fn request_before_first_keyframe_waits_for_it() {
         .into_iter()
         .filter(|t| t.ts < 1000)
         .collect();
-    assert!(tags
-        .iter()
-        .any(|t| t.is_keyframe() && t.is_sequence_header()));
+    assert!(tags.iter().any(|t| t.is_keyframe() && t.is_sequence_header()));
 
     let url = server.url("/rest-api/stream/snapshot");
     let waiting =

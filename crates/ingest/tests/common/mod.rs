@@ -7,10 +7,10 @@ use std::io::{self, Read, Write};
 
 use livesnap_ingest::flv::VideoFeed;
 use livesnap_ingest::rtmp::session::{Event, Session};
-use livesnap_testkit::rtmp::Publisher;
 use media::avc::AvcConfig;
 use media::stream::StreamWriter;
 use media::{Frame, VideoConfig};
+use livesnap_testkit::rtmp::Publisher;
 
 /// Milliseconds between frames (25 fps, as the file was made).
 const FRAME_MS: u32 = 40;
