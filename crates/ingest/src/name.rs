@@ -46,6 +46,16 @@ pub fn is_domain_name(host: &str) -> bool {
     !host.is_empty() && host != "localhost" && host.parse::<std::net::IpAddr>().is_err()
 }
 
+/// Refuses a control character (a newline, an escape...) anywhere in `s`.
+fn no_control_characters(what: &str, s: &str) -> media::Result<()> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(media::Error::BadName(format!(
+            "{what} contains the control character {c:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Resolves the stream key of a publish. `url` is the URL the publisher connected to (RTMP's
 /// tcUrl); `domains` are the configured domain names.
 pub fn resolve(
@@ -54,6 +64,11 @@ pub fn resolve(
     tc_url: Option<&str>,
     domains: &[String],
 ) -> media::Result<StreamKey> {
+    // The whole of what the publisher sent, queries and URL included: only the parts that
+    // become the key are checked by the key, and a newline elsewhere would still reach logs.
+    no_control_characters("app", app)?;
+    no_control_characters("stream", name)?;
+    no_control_characters("URL", tc_url.unwrap_or(""))?;
     let (app, app_query) = split_query(app);
     let (stream, name_query) = split_query(name);
     let tc_query = tc_url.map(|u| split_query(u).1).unwrap_or("");
@@ -125,5 +140,20 @@ mod tests {
         assert!(resolve("live", "..", None, &[]).is_err());
         assert!(resolve("", "cam", None, &[]).is_err());
         assert!(resolve("live", "a\u{0}b", None, &[]).is_err());
+        // Control characters anywhere, queries and the URL included: none reaches a log line.
+        for (app, name, url) in [
+            ("live", "cam\nINFO forged line", None),
+            ("live", "cam?x=1\r\nforged", None),
+            ("live\n", "cam", None),
+            ("live?domain=a.example\u{1b}[31m", "cam", None),
+            ("live", "cam", Some("rtmp://host/live\n")),
+            ("live", "cam\u{85}", None),
+        ] {
+            let err = resolve(app, name, url, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("control character"),
+                "{app:?} {name:?} {url:?}: {err}"
+            );
+        }
     }
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Longest time a request may take (then 408).
     pub request_timeout: std::time::Duration,
+    /// Longest time a request's body may take to arrive whole, from its head (then 408).
+    pub body_timeout: std::time::Duration,
     /// Automatic snapshots, storage and the index.
     pub auto: Arc<livesnap_core::auto::Automation>,
     /// Webhooks.
@@ -51,16 +53,29 @@ pub const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub const READY_PROBE_KEY: &str = "livesnap-readyz.probe";
 /// The header that carries a request's id (set here when the client sent none).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Most headers a request may have; more is answered 431.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+/// Most bytes of request target and headers; more is answered 431.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Largest plain-text answer of a layer that [`json_error_bodies`] reads to reword as JSON.
+const MAX_LAYER_ERROR_BYTES: usize = 4096;
 
 /// The whole API as a router, so tests can call it without a socket. Every request gets an id
 /// (`x-request-id`, the client's if it sent one), answered back and put in the span of every
-/// log line of that request, and a time limit (`request_timeout_s`, then 408). Each route is
+/// log line of that request, and a time limit (`request_timeout_s`, then 408); its headers and
+/// declared body size are checked (431, 413) and its body must arrive within
+/// `http_body_timeout_s` (408). Every error, the layers' and the router's own included, is
+/// answered with the one JSON error body ([`json_error_bodies`]). Each route is
 /// registered with its OpenAPI operation (`routes!`), and the document they make up is served
 /// at `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let limit = state.max_request_bytes;
     let timeout = state.request_timeout;
+    let request_limits = RequestLimits {
+        body_bytes: limit,
+        body_timeout: state.body_timeout,
+    };
     let id = HeaderName::from_static(REQUEST_ID_HEADER);
     let layers = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(id.clone(), MakeRequestUuid))
@@ -77,6 +92,13 @@ pub fn app(state: AppState) -> Router {
             ),
         )
         .layer(PropagateRequestIdLayer::new(id))
+        // Inside the request id and the trace (they see and log the JSON answer), outside every
+        // layer that answers by itself.
+        .layer(axum::middleware::map_response(json_error_bodies))
+        .layer(axum::middleware::from_fn_with_state(
+            request_limits,
+            check_request,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -102,6 +124,103 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(layers)
         .with_state(state)
+}
+
+/// Every error answer as the one JSON error body ([`AppError`]): the router's and the layers'
+/// own answers (405, the 408 of the timeout layer, an extractor's 413 or 400) come as plain text
+/// or empty. Their headers (`Allow`, `Retry-After`, the request id) are kept.
+pub async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = axum::body::to_bytes(body, MAX_LAYER_ERROR_BYTES)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase());
+    let mut answer = AppError::from_layer(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// What [`check_request`] holds a request to.
+#[derive(Clone, Copy)]
+struct RequestLimits {
+    body_bytes: usize,
+    body_timeout: std::time::Duration,
+}
+
+/// Refuses a request whose headers are too many or too large (431) or whose declared body is
+/// over `max_request_bytes` (413, before a byte of it is read), and gives its body an absolute
+/// deadline: a body still incomplete `http_body_timeout_s` after the head is ended, and the
+/// request answered 408 (a slow or partial body would otherwise hold the connection until
+/// `request_timeout_s`).
+async fn check_request(
+    State(limits): State<RequestLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if headers.len() > MAX_REQUEST_HEADERS {
+        return AppError::HeadersTooLarge(format!(
+            "more than {MAX_REQUEST_HEADERS} request headers"
+        ))
+        .into_response();
+    }
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if target + header_bytes > MAX_REQUEST_HEADER_BYTES {
+        return AppError::HeadersTooLarge(format!(
+            "request target and headers over {MAX_REQUEST_HEADER_BYTES} bytes"
+        ))
+        .into_response();
+    }
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.body_bytes as u64) {
+        return AppError::TooLarge(format!(
+            "the request body is larger than max_request_bytes ({})",
+            limits.body_bytes
+        ))
+        .into_response();
+    }
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let request = request.map(|body| {
+        axum::body::Body::new(crate::http::DeadlineBody::new(
+            body,
+            limits.body_timeout,
+            timed_out.clone(),
+        ))
+    });
+    let response = next.run(request).await;
+    if timed_out.load(std::sync::atomic::Ordering::Acquire) {
+        return AppError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            limits.body_timeout.as_secs_f64()
+        ))
+        .into_response();
+    }
+    response
 }
 
 /// `GET /healthz`: the server is listening.

@@ -143,6 +143,27 @@ settings! {
         /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
         rtmp_merge_read_ms ("LIVESNAP_RTMP_MERGE_READ_MS"): u64 =
             rtmp::DEFAULT_MERGE_READ.as_millis() as u64, "0";
+        /// Seconds from an RTMP connection's accept to its publish accepted, however slowly its
+        /// bytes trickle in; then it is closed.
+        rtmp_handshake_timeout_s ("LIVESNAP_RTMP_HANDSHAKE_TIMEOUT_S"): u64 =
+            rtmp::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(), "10";
+        /// Most connections from one address (an IPv6 /64) on each listener (RTMP, HTTP).
+        max_connections_per_address ("LIVESNAP_MAX_CONNECTIONS_PER_ADDRESS"): usize =
+            frontend::DEFAULT_MAX_PER_ADDRESS, "100";
+        /// Most connections on each listener that have not yet published (RTMP) or sent a whole
+        /// request head (HTTP); one address may hold an eighth of them.
+        max_pending_connections ("LIVESNAP_MAX_PENDING_CONNECTIONS"): usize =
+            frontend::DEFAULT_MAX_PENDING, "256";
+        /// Most HTTP connections at once; more are answered 503 and closed.
+        http_max_connections ("LIVESNAP_HTTP_MAX_CONNECTIONS"): usize =
+            http::DEFAULT_MAX_CONNECTIONS, "1024";
+        /// Seconds an HTTP connection may take to send a request head, from its accept or the
+        /// end of its previous request (so also how long an idle keep-alive connection stays).
+        http_header_timeout_s ("LIVESNAP_HTTP_HEADER_TIMEOUT_S"): u64 =
+            http::DEFAULT_HEADER_TIMEOUT.as_secs(), "10";
+        /// Seconds an HTTP request body may take to arrive whole, from its head; then 408.
+        http_body_timeout_s ("LIVESNAP_HTTP_BODY_TIMEOUT_S"): u64 =
+            http::DEFAULT_BODY_TIMEOUT.as_secs(), "10";
         /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
         log ("LIVESNAP_LOG"): String = "info".to_string(), "info";
         /// Log lines as `text` or `json` (one object per line).
@@ -199,6 +220,8 @@ settings! {
     }
 }
 
+use crate::http;
+use ingest::frontend;
 use ingest::rtmp::server as rtmp;
 use livesnap_core::{hub, snapshot};
 
@@ -329,6 +352,28 @@ impl Settings {
                 self.snapshot_taking_interval_ms
             ));
         }
+        let max_handshake = rtmp::MAX_HANDSHAKE_TIMEOUT.as_secs();
+        for (name, v, max) in [
+            (
+                "rtmp_handshake_timeout_s",
+                self.rtmp_handshake_timeout_s,
+                max_handshake,
+            ),
+            (
+                "http_header_timeout_s",
+                self.http_header_timeout_s,
+                http::MAX_TIMEOUT_S,
+            ),
+            (
+                "http_body_timeout_s",
+                self.http_body_timeout_s,
+                http::MAX_TIMEOUT_S,
+            ),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("{name} must be 1..={max}"));
+            }
+        }
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
         }
@@ -343,6 +388,12 @@ impl Settings {
             ("cache_bytes", self.cache_bytes),
             ("max_publishers", self.max_publishers),
             ("max_connections", self.max_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_pending_connections", self.max_pending_connections),
+            ("http_max_connections", self.http_max_connections),
             ("max_gop_bytes", self.max_gop_bytes),
             ("max_access_unit_bytes", self.max_access_unit_bytes),
             ("max_request_bytes", self.max_request_bytes),
@@ -367,6 +418,24 @@ impl Settings {
     /// How long a graceful shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_s)
+    }
+
+    /// The connection limits of the RTMP listener.
+    pub fn rtmp_limits(&self) -> frontend::Limits {
+        frontend::Limits::new(
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_pending_connections,
+        )
+    }
+
+    /// The connection limits of the HTTP listener.
+    pub fn http_limits(&self) -> frontend::Limits {
+        frontend::Limits::new(
+            self.http_max_connections,
+            self.max_connections_per_address,
+            self.max_pending_connections,
+        )
     }
 
     /// The on-demand timeout.

@@ -23,6 +23,27 @@ pub enum AppError {
     /// The index or a storage location failed.
     #[error(transparent)]
     Store(#[from] livesnap_store::Error),
+    /// The request (its body, or the whole answer) took longer than its timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request body is larger than `max_request_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request's headers are too many or too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The server is at a limit (connections); try again later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// Any other refusal from the router or a layer (405 for a method a path does not serve),
+    /// with its status.
+    #[error("{message}")]
+    Refused {
+        /// The status the router or layer chose.
+        status: StatusCode,
+        /// What it said, or the status's reason.
+        message: String,
+    },
 }
 
 impl AppError {
@@ -39,6 +60,11 @@ impl AppError {
             // Superseded is the scheduled path's own; it never answers a request.
             AppError::Core(C::Internal(_) | C::Superseded) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Core(C::Store(e)) | AppError::Store(e) => store_status(e),
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AppError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Refused { status, .. } => *status,
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,
                 ConfigError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -46,6 +72,51 @@ impl AppError {
                 ConfigError::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
+    }
+
+    /// The error for an answer a layer or the router made with `status` and `message` (plain
+    /// text or nothing), so that it is answered with the one error body.
+    pub fn from_layer(status: StatusCode, message: String) -> AppError {
+        match status {
+            StatusCode::REQUEST_TIMEOUT => AppError::RequestTimeout(message),
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(message),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => AppError::HeadersTooLarge(message),
+            StatusCode::SERVICE_UNAVAILABLE => AppError::Overloaded(message),
+            StatusCode::NOT_FOUND => AppError::NotFound(message),
+            status => AppError::Refused { status, message },
+        }
+    }
+
+    /// The error body, as JSON: `{"error": ..., "status": ...}` and the fields some errors add.
+    pub fn body(&self) -> serde_json::Value {
+        let status = self.status();
+        let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
+        if let AppError::Core(livesnap_core::Error::Ambiguous { candidates, .. }) = self {
+            body["candidates"] = json!(candidates);
+        }
+        if let AppError::Config(livesnap_core::auto::ConfigError::Field(f)) = self {
+            body["field"] = json!(f.field);
+        }
+        body
+    }
+
+    /// The whole HTTP/1.1 answer as bytes, closing the connection: for a connection refused
+    /// before any request is read, where there is no router to answer.
+    pub fn raw_http1(&self) -> Vec<u8> {
+        let status = self.status();
+        let body = self.body().to_string();
+        let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "retry-after: 1\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 
@@ -66,13 +137,7 @@ fn store_status(e: &livesnap_store::Error) -> StatusCode {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({ "error": self.to_string(), "status": status.as_u16() });
-        if let AppError::Core(livesnap_core::Error::Ambiguous { candidates, .. }) = &self {
-            body["candidates"] = json!(candidates);
-        }
-        if let AppError::Config(livesnap_core::auto::ConfigError::Field(f)) = &self {
-            body["field"] = json!(f.field);
-        }
+        let body = self.body();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }

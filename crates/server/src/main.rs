@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
-use livesnap::{config, grab, logs, malloc, server};
+use livesnap::{config, fdlimit, grab, logs, malloc, server};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +79,13 @@ fn fail(e: &str) -> std::process::ExitCode {
 
 async fn serve(settings: config::Settings) -> Result<(), String> {
     logs::init(&settings.log, &settings.log_format);
+    // Every connection is a file descriptor: the soft limit (often 1024) is no server's limit.
+    match fdlimit::raise() {
+        Some((before, after)) => {
+            tracing::info!(open_files = after, was = before, "open-file limit")
+        }
+        None => tracing::warn!("the open-file limit could not be read"),
+    }
     let running = server::start(settings).await.map_err(|e| e.to_string())?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     println!(

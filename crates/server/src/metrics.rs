@@ -38,6 +38,8 @@ pub struct Sources {
     pub callbacks: Arc<Callbacks>,
     /// Each front end's connections, by protocol.
     pub front_ends: Vec<(&'static str, Arc<ConnectionStats>)>,
+    /// The HTTP listener's connections (in the connection series only, as `protocol="http"`).
+    pub http: Arc<ConnectionStats>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -135,15 +137,18 @@ fn as_gauge(v: u64) -> i64 {
 impl Collector for Sources {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut enc;
-        let fe_labels: Vec<[(&str, &str); 1]> = self
+        let listeners: Vec<(&str, Arc<ConnectionStats>)> = self
             .front_ends
             .iter()
-            .map(|(p, _)| [("protocol", *p)])
+            .cloned()
+            .chain([(crate::http::PROTOCOL, self.http.clone())])
             .collect();
+        let fe_labels: Vec<[(&str, &str); 1]> =
+            listeners.iter().map(|(p, _)| [("protocol", *p)]).collect();
         let per_fe = |f: fn(&ConnectionStats) -> u64| -> Vec<(&[(&str, &str)], u64)> {
             fe_labels
                 .iter()
-                .zip(&self.front_ends)
+                .zip(&listeners)
                 .map(|(l, (_, s))| (&l[..], f(s)))
                 .collect()
         };

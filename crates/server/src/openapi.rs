@@ -14,8 +14,6 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::response::Response as ApiResponse;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::OpenApi;
 use utoipa::ToSchema;
 
@@ -64,9 +62,10 @@ pub struct ErrorBody {
     pub candidates: Option<Vec<String>>,
 }
 
-/// Adds the answers every route can give whatever its handler does: 408 (empty body) when the
-/// request is still unanswered after `request_timeout_s`, from the timeout layer, and, for a
-/// route that reads a body, 413 when the body is over `max_request_bytes`.
+/// Adds the answers every route can give whatever its handler does, each with the one error
+/// body: 408 when the request is still unanswered after `request_timeout_s` (or its body did not
+/// arrive within `http_body_timeout_s`), 431 for too many or too large headers, and, for a route
+/// that reads a body, 413 when the body is over `max_request_bytes`.
 pub fn add_common_responses(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
         let operations = [
@@ -86,19 +85,25 @@ pub fn add_common_responses(doc: &mut OpenApi) {
 }
 
 fn add_common(op: &mut Operation) {
+    let error = |description: &str| {
+        let body = utoipa::openapi::Ref::from_schema_name("ErrorBody");
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content("application/json", Content::new(Some(body)))
+            .build()
+            .into()
+    };
     let responses = &mut op.responses.responses;
     responses.entry("408".into()).or_insert_with(|| {
-        ApiResponse::new("The request took longer than `request_timeout_s` (empty body)").into()
+        error("The request took longer than `request_timeout_s`, or its body longer than `http_body_timeout_s`")
     });
+    responses
+        .entry("431".into())
+        .or_insert_with(|| error("More than 100 request headers, or over 32 KiB of them"));
     if op.request_body.is_some() {
-        responses.entry("413".into()).or_insert_with(|| {
-            let text = ObjectBuilder::new().schema_type(Type::String).build();
-            utoipa::openapi::ResponseBuilder::new()
-                .description("The body is larger than `max_request_bytes`")
-                .content("text/plain", Content::new(Some(text)))
-                .build()
-                .into()
-        });
+        responses
+            .entry("413".into())
+            .or_insert_with(|| error("The body is larger than `max_request_bytes`"));
     }
 }
 

@@ -120,7 +120,8 @@ pub struct FrontEndInfo {
 async fn bind_front_ends(settings: &Settings) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
     let rtmp_config = RtmpConfig {
         domains: settings.domains.clone(),
-        max_connections: settings.max_connections,
+        limits: settings.rtmp_limits(),
+        handshake_timeout: Duration::from_secs(settings.rtmp_handshake_timeout_s),
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
         max_access_unit_bytes: settings.max_access_unit_bytes,
         merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
@@ -255,6 +256,7 @@ pub async fn start_with_clock(
         front.spawn(f.serve(sink.clone(), front.token.clone(), front.tracker.clone()));
     }
 
+    let http_stats = Arc::new(ConnectionStats::default());
     let metrics = Arc::new(Metrics::new(Sources {
         hub: hub.clone(),
         snapshots: snapshots.clone(),
@@ -264,6 +266,7 @@ pub async fn start_with_clock(
             .iter()
             .map(|f| (f.protocol, f.stats.clone()))
             .collect(),
+        http: http_stats.clone(),
     }));
     let state = AppState {
         metrics,
@@ -271,18 +274,25 @@ pub async fn start_with_clock(
         snapshots,
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(settings.request_timeout_s),
+        body_timeout: Duration::from_secs(settings.http_body_timeout_s),
         auto,
         callbacks,
         public_url,
     };
     let app = api::app(state.clone());
-    let stop = front.token.clone();
-    front.spawn(async move {
-        let serve = axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            warn!(error = %e, "HTTP server failed");
-        }
-    });
+    let http_config = crate::http::HttpConfig {
+        limits: settings.http_limits(),
+        header_timeout: Duration::from_secs(settings.http_header_timeout_s),
+        stats: http_stats,
+    };
+    front.spawn(crate::http::serve(
+        http,
+        app,
+        http_config,
+        front.token.clone(),
+        front.tracker.clone(),
+    ));
+    warn_if_over_open_files(&settings);
     info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
     Ok(RunningServer {
         http: http_addr,
@@ -354,6 +364,24 @@ impl RunningServer {
             abandoned_tasks: abandoned,
             callbacks_left,
         }
+    }
+}
+
+/// Warns when the connection limits together exceed the open-file limit: past it accepts fail
+/// (survived, but every listener is refused alike) before any limit refuses one address.
+fn warn_if_over_open_files(settings: &Settings) {
+    let Some(files) = crate::fdlimit::current() else {
+        return;
+    };
+    let wanted = (settings.max_connections + settings.http_max_connections) as u64
+        + crate::fdlimit::RESERVED;
+    if wanted > files {
+        warn!(
+            open_files = files,
+            max_connections = settings.max_connections,
+            http_max_connections = settings.http_max_connections,
+            "the connection limits exceed the open-file limit: lower them or raise `ulimit -n`"
+        );
     }
 }
 

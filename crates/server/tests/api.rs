@@ -783,3 +783,144 @@ fn openapi_documents_every_route() {
         assert!(server.shutdown().await.clean);
     });
 }
+
+/// A request body that never arrives.
+struct NeverBody;
+
+impl http_body::Body for NeverBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Sends `request` and checks that the answer is `want` with the one JSON error body.
+async fn expect_error_body(app: &Router, request: Request<Body>, want: u16, what: &str) -> Value {
+    let resp = app.clone().oneshot(request).await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, want, "{what}: {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: content-type {content_type:?}, body {text:?}"
+    );
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{what}: not the JSON error body ({e}): {text:?}"));
+    assert_eq!(v["status"], json!(want), "{what}: {v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: {v}"
+    );
+    v
+}
+
+#[test]
+fn every_error_of_the_layers_is_the_json_error_body() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let req = |method: &str, uri: &str| Request::builder().method(method).uri(uri);
+
+        // 405 from the router, its Allow header kept.
+        let resp = app
+            .clone()
+            .oneshot(req("DELETE", "/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.headers().contains_key("allow"), "{:?}", resp.headers());
+        expect_error_body(
+            &app,
+            req("DELETE", "/healthz").body(Body::empty()).unwrap(),
+            405,
+            "a method the path does not serve",
+        )
+        .await;
+        // 404 from the fallback.
+        expect_error_body(
+            &app,
+            req("GET", "/nowhere").body(Body::empty()).unwrap(),
+            404,
+            "no such route",
+        )
+        .await;
+
+        // 413: a declared length over max_request_bytes, refused before the body is read, and a
+        // body over it without a declared length, refused by the extractor.
+        let huge = req("POST", "/v1/templates")
+            .header("content-type", "application/json")
+            .header("content-length", "100000000")
+            .body(Body::new(NeverBody))
+            .unwrap();
+        expect_error_body(&app, huge, 413, "a declared 100 MB body").await;
+        let too_big = vec![b' '; 70 * 1024];
+        let v = expect_error_body(
+            &app,
+            req("POST", "/v1/templates")
+                .header("content-type", "application/json")
+                .body(Body::from(too_big))
+                .unwrap(),
+            413,
+            "a 70 KiB body",
+        )
+        .await;
+        assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
+
+        // 431: too many headers, or too large ones.
+        let mut many = req("GET", "/healthz");
+        for i in 0..=api::MAX_REQUEST_HEADERS {
+            many = many.header(format!("x-h{i}"), "1");
+        }
+        expect_error_body(&app, many.body(Body::empty()).unwrap(), 431, "101 headers").await;
+        let large = req("GET", "/healthz")
+            .header("x-big", "a".repeat(api::MAX_REQUEST_HEADER_BYTES))
+            .body(Body::empty())
+            .unwrap();
+        expect_error_body(&app, large, 431, "a 32 KiB header").await;
+
+        // 408 from the request timeout, and 408 from the body deadline.
+        let mut st = server.state().clone();
+        st.request_timeout = std::time::Duration::from_millis(100);
+        let slow_app = api::app(st);
+        let pending = || {
+            req("POST", "/v1/templates")
+                .header("content-type", "application/json")
+                .body(Body::new(NeverBody))
+                .unwrap()
+        };
+        expect_error_body(&slow_app, pending(), 408, "request timeout").await;
+        let mut st = server.state().clone();
+        st.body_timeout = std::time::Duration::from_millis(100);
+        let body_app = api::app(st);
+        let v = expect_error_body(&body_app, pending(), 408, "body timeout").await;
+        assert!(v["error"].as_str().unwrap().contains("body"), "{v}");
+
+        // The answer of a connection over the limits, which no router makes.
+        let raw = livesnap::error::AppError::Overloaded("too many connections".into()).raw_http1();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], json!(503));
+
+        // A success is left alone.
+        expect(&app, "GET", "/healthz", None, 200).await;
+        assert!(server.shutdown().await.clean);
+    });
+}

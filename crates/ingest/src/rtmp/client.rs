@@ -953,7 +953,7 @@ pub async fn pull(
                     })
                 }
                 PlayEvent::Ended { code } => {
-                    debug!(%target, stream = %key, %code, "rtmp pull: the server ended the stream");
+                    debug!(%target, stream = %key, ?code, "rtmp pull: the server ended the stream");
                     return Ok(());
                 }
             }

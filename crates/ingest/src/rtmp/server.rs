@@ -1,7 +1,10 @@
 //! The tokio side of RTMP ingest: accepts connections, runs a [`Session`] per connection, and
 //! turns published video into frames for a [`StreamSink`].
 //!
-//! A connection that sends garbage, stalls or dies is dropped alone and logged.
+//! A connection that sends garbage, stalls or dies is dropped alone and logged. A connection
+//! must have published within [`RtmpConfig::handshake_timeout`] of its accept, however it
+//! trickles its bytes; until then it counts against the listener's pending pool
+//! ([`Limits`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +21,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::session::{Event, Session};
-use crate::frontend::{ConnectionLimit, ConnectionStats, FrontEnd, Publication};
+use crate::frontend::{
+    AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits, Publication,
+};
 use crate::{Error, Result};
 
 /// Settings of the RTMP server.
@@ -26,9 +31,10 @@ use crate::{Error, Result};
 pub struct RtmpConfig {
     /// Host names that are domains when they appear in a tcUrl.
     pub domains: Vec<String>,
-    /// Most connections at once; more are closed at once.
-    pub max_connections: usize,
-    /// Time allowed for the handshake.
+    /// Connection limits (total, per address, not yet publishing); more are closed at once.
+    pub limits: Limits,
+    /// Time from the accept to the publish accepted: an absolute deadline, not extended by
+    /// bytes that trickle in (a byte every few seconds would otherwise hold a slot for ever).
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is dropped.
     pub idle_timeout: Duration,
@@ -45,8 +51,10 @@ pub struct RtmpConfig {
 
 /// Most RTMP connections at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2000;
-/// Time allowed for the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time from the accept to the publish accepted, by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest handshake timeout accepted.
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A publisher that sends nothing this long is dropped, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest video access unit accepted by default.
@@ -56,8 +64,8 @@ impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
             domains: Vec::new(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: HANDSHAKE_TIMEOUT,
+            limits: Limits::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_access_unit_bytes: DEFAULT_MAX_ACCESS_UNIT_BYTES,
             merge_read: DEFAULT_MERGE_READ,
@@ -191,8 +199,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = ConnectionLimit::new(config.max_connections, config.stats.clone());
+    let limit = ConnectionLimit::new(config.limits, config.stats.clone());
     let config = Arc::new(config);
+    let mut backoff = AcceptBackoff::new(PROTOCOL);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -201,12 +210,17 @@ pub async fn serve(
         let (socket, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: wait a little instead of spinning.
-                warn!(error = %e, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+                // EMFILE and friends: the connection waits in the kernel's queue; back off
+                // instead of spinning on it.
+                let wait = backoff.failed(&e, Instant::now());
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
             }
         };
+        let accepted_at = Instant::now();
+        backoff.accepted(accepted_at);
         let Some(admitted) = limit.admit(PROTOCOL, addr) else {
             drop(socket);
             continue;
@@ -215,11 +229,11 @@ pub async fn serve(
         let config = config.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let _admitted = admitted;
             let _ = socket.set_nodelay(true);
             // Dropping the connection at an await point ends its stream (the writer's drop
-            // unpublishes it) and closes the socket.
-            let run = Connection::new(addr, sink, config).run(socket);
+            // unpublishes it), closes the socket and gives its slot back.
+            let publish_by = accepted_at + config.handshake_timeout;
+            let run = Connection::new(addr, sink, config, admitted, publish_by).run(socket);
             tokio::select! {
                 _ = shutdown.cancelled() => debug!(%addr, "rtmp connection closed: shutting down"),
                 result = run => match result {
@@ -238,32 +252,48 @@ struct Connection {
     config: Arc<RtmpConfig>,
     session: Session,
     publishing: Option<Publication>,
+    /// Its slot in the listener's limits, established once a publish is accepted.
+    admitted: Admitted,
+    /// The absolute deadline for the first publish to be accepted; `None` once it was.
+    publish_by: Option<Instant>,
+}
+
+/// When the read now starting must have finished: before the first publish is accepted, by the
+/// absolute deadline `publish_by` (bytes trickling in do not move it), and always within
+/// `idle` of `now`.
+fn read_deadline(publish_by: Option<Instant>, now: Instant, idle: Duration) -> Instant {
+    let idle_at = now + idle;
+    publish_by.map_or(idle_at, |deadline| deadline.min(idle_at))
 }
 
 impl Connection {
-    fn new(addr: SocketAddr, sink: Arc<dyn StreamSink>, config: Arc<RtmpConfig>) -> Self {
+    fn new(
+        addr: SocketAddr,
+        sink: Arc<dyn StreamSink>,
+        config: Arc<RtmpConfig>,
+        admitted: Admitted,
+        publish_by: Instant,
+    ) -> Self {
         Connection {
             addr,
             sink,
             config,
             session: Session::new(),
             publishing: None,
+            admitted,
+            publish_by: Some(publish_by),
         }
     }
 
     async fn run(mut self, mut socket: TcpStream) -> Result<()> {
         let mut events = Vec::new();
         loop {
-            let limit = if self.session.handshake_done() {
-                self.config.idle_timeout
-            } else {
-                self.config.handshake_timeout
-            };
+            let deadline = read_deadline(self.publish_by, Instant::now(), self.config.idle_timeout);
             // Straight into the session's reusable buffer: no copy, no allocation per read.
             let read = socket.read_buf(self.session.read_buffer());
-            let n = match tokio::time::timeout(limit, read).await {
+            let n = match tokio::time::timeout_at(deadline, read).await {
                 Ok(r) => r?,
-                Err(_) => return Err(self.timed_out(limit)),
+                Err(_) => return Err(self.timed_out()),
             };
             if n == 0 {
                 return Ok(());
@@ -341,19 +371,25 @@ impl Connection {
             // Replies (acknowledgements) a full send buffer held back go out on later ticks.
             write_nonblocking(&socket, self.session.output())?;
             if last_data.elapsed() > self.config.idle_timeout {
-                return Err(self.timed_out(self.config.idle_timeout));
+                return Err(self.timed_out());
             }
         }
     }
 
-    /// The error for a peer that sent nothing for `limit`, in either read loop.
-    fn timed_out(&self, limit: Duration) -> Error {
-        let stage = if self.session.handshake_done() {
-            "sent nothing"
+    /// The error for a peer that missed its deadline, in either read loop.
+    fn timed_out(&self) -> Error {
+        if self.publish_by.is_some() {
+            let stage = if self.session.handshake_done() {
+                "did not publish"
+            } else {
+                "did not finish the handshake"
+            };
+            let limit = self.config.handshake_timeout.as_secs();
+            Error::Protocol(format!("{stage} within {limit} s of connecting"))
         } else {
-            "stalled in the handshake"
-        };
-        Error::Protocol(format!("{stage} for {} s", limit.as_secs()))
+            let limit = self.config.idle_timeout.as_secs();
+            Error::Protocol(format!("sent nothing for {limit} s"))
+        }
     }
 
     /// Handles one event; true when the connection should close.
@@ -368,7 +404,8 @@ impl Connection {
                 ) {
                     Ok(k) => k,
                     Err(why) => {
-                        warn!(addr = %self.addr, %app, %name, %why, "rtmp publish refused");
+                        // Debug-escaped: a name never starts a log line of its own.
+                        warn!(addr = %self.addr, ?app, ?name, %why, "rtmp publish refused");
                         self.session
                             .reject_publish("NetStream.Publish.BadName", &why.to_string())?;
                         return Ok(true);
@@ -382,6 +419,8 @@ impl Connection {
                     Ok(publication) => {
                         self.session.accept_publish()?;
                         self.publishing = Some(publication);
+                        self.admitted.establish();
+                        self.publish_by = None;
                     }
                     Err(refused) => {
                         let code = match refused {
@@ -422,6 +461,27 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_is_due_at_an_absolute_deadline_that_trickled_bytes_do_not_move() {
+        let accept = Instant::now();
+        let idle = Duration::from_secs(30);
+        let publish_by = Some(accept + DEFAULT_HANDSHAKE_TIMEOUT);
+        // A byte a second: each read still ends at the deadline set at the accept.
+        for s in 0..10 {
+            let now = accept + Duration::from_secs(s);
+            assert_eq!(
+                read_deadline(publish_by, now, idle),
+                accept + DEFAULT_HANDSHAKE_TIMEOUT
+            );
+        }
+        // A short idle timeout still applies before it.
+        let short = Duration::from_secs(2);
+        assert_eq!(read_deadline(publish_by, accept, short), accept + short);
+        // Once publishing, only the idle timeout counts, from the last read.
+        let later = accept + Duration::from_secs(100);
+        assert_eq!(read_deadline(None, later, idle), later + idle);
+    }
 
     #[test]
     fn merged_reads_of_all_connections_end_on_the_same_ticks() {

@@ -421,7 +421,7 @@ impl Session {
         if self.connected {
             Ok(())
         } else {
-            Err(Error::Protocol(format!("{name} before connect")))
+            Err(Error::Protocol(format!("{name:?} before connect")))
         }
     }
 

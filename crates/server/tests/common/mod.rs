@@ -225,8 +225,28 @@ pub fn launch(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Launched {
+    launch_under(&[], data, log, config, env, args)
+}
+
+/// [`launch`] under a wrapper command (`prefix`, e.g. `prlimit --nofile=64:64`) that runs the
+/// binary with the arguments that follow it.
+pub fn launch_under(
+    prefix: &[&str],
+    data: &Path,
+    log: &Path,
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Launched {
     require_ffmpeg();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match prefix.split_first() {
+        None => Command::new(BIN),
+        Some((wrapper, wrapper_args)) => {
+            let mut c = Command::new(wrapper);
+            c.args(wrapper_args).arg(BIN);
+            c
+        }
+    };
     cmd.args([
         "serve",
         "--http",
@@ -343,9 +363,28 @@ impl Server {
         s
     }
 
+    /// Starts with extra flags under a wrapper command (see [`launch_under`]), in a work dir of
+    /// its own.
+    pub fn start_under(prefix: &[&str], extra_args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in_under(prefix, tmp.path(), &[], extra_args, None);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Starts in `work` with `env` (`LIVESNAP_*` of the test's own environment are removed
     /// first), extra flags, and `config` as the TOML file when given.
     pub fn start_in(
+        work: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        config: Option<&str>,
+    ) -> Server {
+        Server::start_in_under(&[], work, env, args, config)
+    }
+
+    fn start_in_under(
+        prefix: &[&str],
         work: &Path,
         env: &[(&str, &str)],
         args: &[&str],
@@ -359,7 +398,8 @@ impl Server {
             fs::write(&path, text).unwrap();
             path
         });
-        let Launched { child, http, rtmp } = launch(&data, &log, config_path.as_deref(), env, args);
+        let Launched { child, http, rtmp } =
+            launch_under(prefix, &data, &log, config_path.as_deref(), env, args);
         Server {
             child,
             http,
@@ -407,6 +447,16 @@ impl Server {
     /// Where the default `local` storage location keeps its objects.
     pub fn local_root(&self) -> PathBuf {
         self.data.join("snapshots")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's whole log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
