@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
+use media::budget::MemoryBudget;
 use media::sps::SpsInfo;
 use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink, StreamWriter};
 use media::{Codec, Frame, VideoConfig};
@@ -27,6 +28,9 @@ pub struct HubConfig {
     /// Most bytes buffered for one stream's current GOP; frames past it are dropped until the
     /// next keyframe (the keyframe itself is always kept).
     pub max_gop_bytes: usize,
+    /// The one ingest memory budget the GOPs of all streams are charged to (and the front ends'
+    /// partial messages): past it the largest GOPs are trimmed to their keyframe.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Most live streams at once by default.
@@ -39,6 +43,7 @@ impl Default for HubConfig {
         HubConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             max_gop_bytes: DEFAULT_MAX_GOP_BYTES,
+            budget: MemoryBudget::unlimited(),
         }
     }
 }
@@ -136,6 +141,13 @@ struct StreamState {
 }
 
 impl StreamState {
+    /// Bytes of the GOP after its keyframe (what a trim frees).
+    fn gop_bytes_past_keyframe(&self) -> usize {
+        self.gop
+            .first()
+            .map_or(0, |k| self.gop_bytes - k.frame.data.len())
+    }
+
     fn problem(&self) -> Option<String> {
         self.unsupported
             .as_ref()
@@ -323,6 +335,7 @@ pub struct Hub {
     shots: OnceLock<tokio::sync::mpsc::Sender<Shot>>,
     /// Frames and bytes of the streams that have ended, per protocol (for totals since start).
     ended: Mutex<HashMap<&'static str, IngestTotals>>,
+    trims: AtomicU64,
 }
 
 /// What one front end (protocol) has taken in since start.
@@ -367,7 +380,7 @@ impl Hub {
 
     /// An empty hub on another clock (tests).
     pub fn with_clock(config: HubConfig, clock: Arc<dyn Clock>) -> Arc<Hub> {
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             streams: RwLock::new(HashMap::new()),
             config,
             next_id: AtomicU64::new(1),
@@ -375,7 +388,61 @@ impl Hub {
             observer: OnceLock::new(),
             shots: OnceLock::new(),
             ended: Mutex::new(HashMap::new()),
-        })
+            trims: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&hub);
+        hub.config.budget.set_reclaimer(Box::new(move |need| {
+            weak.upgrade().map_or(0, |hub| hub.trim_largest(need))
+        }));
+        hub
+    }
+
+    /// The ingest memory budget.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.config.budget
+    }
+
+    /// GOPs trimmed to their keyframe to keep within the ingest budget, since start.
+    pub fn trims(&self) -> u64 {
+        self.trims.load(Ordering::Relaxed)
+    }
+
+    /// Trims the largest GOPs to their keyframe until `need` bytes are freed or none is left to
+    /// trim; returns the bytes freed. Frames of a trimmed stream are dropped until its next
+    /// keyframe (the chain to them is gone). Takes each stream's lock in turn, never two.
+    fn trim_largest(&self, need: u64) -> u64 {
+        let streams: Vec<Arc<LiveStream>> = self
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut freed = 0u64;
+        while freed < need {
+            // The largest holder past its keyframe.
+            let largest = streams
+                .iter()
+                .map(|st| (st.lock().gop_bytes_past_keyframe(), st))
+                .filter(|(n, _)| *n > 0)
+                .max_by_key(|(n, _)| *n);
+            let Some((_, stream)) = largest else { break };
+            let mut s = stream.lock();
+            let n = s.gop_bytes_past_keyframe();
+            if n == 0 {
+                continue;
+            }
+            s.gop.truncate(1);
+            s.gop_bytes -= n;
+            s.gop_overflowed = true;
+            s.frames_dropped += 1;
+            drop(s);
+            self.config.budget.release(n as u64);
+            freed += n as u64;
+            self.trims.fetch_add(1, Ordering::Relaxed);
+            warn!(stream = %stream.key, freed = n, budget = self.config.budget.limit(), "ingest memory budget reached: GOP trimmed to its keyframe; frames until the next keyframe are not buffered");
+        }
+        freed
     }
 
     /// The clock streams are scheduled by.
@@ -490,6 +557,7 @@ impl Hub {
             hub: self.clone(),
             stream,
             max_gop_bytes: self.config.max_gop_bytes,
+            budget: self.config.budget.clone(),
         })
     }
 
@@ -530,6 +598,7 @@ pub struct HubWriter {
     hub: Arc<Hub>,
     stream: Arc<LiveStream>,
     max_gop_bytes: usize,
+    budget: Arc<MemoryBudget>,
 }
 
 impl HubWriter {
@@ -549,7 +618,7 @@ impl StreamWriter for HubWriter {
         let mut s = self.stream.lock();
         // A new configuration invalidates the buffered GOP: its frames need the old one.
         s.gop.clear();
-        s.gop_bytes = 0;
+        self.budget.release(std::mem::take(&mut s.gop_bytes) as u64);
         match parsed {
             Ok(sps) => {
                 if s.params.as_ref().is_none_or(|p| p.config != config) {
@@ -569,6 +638,7 @@ impl StreamWriter for HubWriter {
     fn frame(&mut self, frame: Frame) {
         let len = frame.data.len();
         let keyframe = frame.keyframe;
+        let mut over_budget = false;
         let mut guard = self.stream.lock();
         let s = &mut *guard;
         s.frames_total += 1;
@@ -586,17 +656,34 @@ impl StreamWriter for HubWriter {
             s.last_keyframe_dts = Some(frame.dts_ms);
             s.last_keyframe_at = Some(self.stream.clock.now());
             s.gop.clear();
-            s.gop_bytes = 0;
+            self.budget.release(std::mem::take(&mut s.gop_bytes) as u64);
             s.gop_overflowed = false;
-            true
+            if self.budget.try_charge(len as u64) {
+                true
+            } else {
+                // Over the ingest budget even with this stream's GOP gone: room is made by
+                // trimming the largest GOPs once this stream's lock is let go.
+                s.frames_dropped += 1;
+                s.gop_overflowed = true;
+                over_budget = true;
+                false
+            }
         } else if s.gop.is_empty() {
             false // no keyframe yet: nothing before one is decodable
+        } else if s.gop_overflowed {
+            s.frames_dropped += 1; // the chain to this frame is broken
+            false
         } else if s.gop_bytes + len > self.max_gop_bytes {
             s.frames_dropped += 1;
             if !s.gop_overflowed {
                 s.gop_overflowed = true;
                 warn!(stream = %self.stream.key, limit = self.max_gop_bytes, frames = s.gop.len(), "GOP exceeds max_gop_bytes; frames until the next keyframe are not buffered (precision=latest sees the last one kept)");
             }
+            false
+        } else if !self.budget.try_charge(len as u64) {
+            s.frames_dropped += 1;
+            s.gop_overflowed = true;
+            over_budget = true;
             false
         } else {
             true
@@ -651,6 +738,9 @@ impl StreamWriter for HubWriter {
             }
         }
         drop(guard);
+        if over_budget {
+            self.hub.trim_largest(len as u64);
+        }
         if keyframe && stored {
             self.stream.keyframe_tx.send_modify(|n| *n = seq);
         }
@@ -663,6 +753,11 @@ impl StreamWriter for HubWriter {
 
 impl Drop for HubWriter {
     fn drop(&mut self) {
+        {
+            let mut s = self.stream.lock();
+            s.gop.clear();
+            self.budget.release(std::mem::take(&mut s.gop_bytes) as u64);
+        }
         self.stream.closed.store(true, Ordering::Release);
         self.hub.remove(&self.stream);
         // Wake anyone waiting for a keyframe so they see the stream is gone.
@@ -743,14 +838,10 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn gop_starts_at_keyframe_and_respects_byte_limit() {
-        let hub = Hub::new(HubConfig {
-            max_streams: 10,
-            max_gop_bytes: 100,
-        });
+    /// A writer for `name` whose parameters are accepted.
+    fn configured(hub: &Arc<Hub>, name: &str) -> HubWriter {
         let mut w = hub
-            .start(key("_default", "live", "a"), info())
+            .start(key("_default", "live", name), info())
             .ok()
             .unwrap();
         // The SPS and PPS of a 64x64 baseline stream made by x264 so the parameters are accepted.
@@ -770,12 +861,26 @@ mod tests {
             .into(),
         );
         assert_eq!(w.stream().problem(), None);
-        let f = |dts, key, n: usize| Frame {
+        w
+    }
+
+    fn f(dts: i64, key: bool, n: usize) -> Frame {
+        Frame {
             dts_ms: dts,
             pts_ms: dts,
             keyframe: key,
             data: Bytes::from(vec![0u8; n]),
-        };
+        }
+    }
+
+    #[test]
+    fn gop_starts_at_keyframe_and_respects_byte_limit() {
+        let hub = Hub::new(HubConfig {
+            max_streams: 10,
+            max_gop_bytes: 100,
+            ..HubConfig::default()
+        });
+        let mut w = configured(&hub, "a");
         w.frame(f(0, false, 10)); // before any keyframe: not buffered
         assert!(w.stream().gop(true).is_none());
         w.frame(f(40, true, 60));
@@ -788,6 +893,48 @@ mod tests {
         w.frame(f(160, true, 60));
         assert_eq!(w.stream().gop(true).unwrap().frames.len(), 1);
         assert_eq!(w.stream().stats().keyframe_interval_ms, Some(120));
+    }
+
+    /// Two streams within one ingest budget of 1000 bytes: when the second needs room, the
+    /// largest GOP (the first's) is trimmed to its keyframe, and its frames until its next
+    /// keyframe are dropped; what the budget holds never passes it, and ended streams give
+    /// their bytes back.
+    #[test]
+    fn the_ingest_budget_trims_the_largest_gop_to_its_keyframe() {
+        let budget = MemoryBudget::new(1000);
+        let hub = Hub::new(HubConfig {
+            budget: budget.clone(),
+            ..HubConfig::default()
+        });
+        let mut a = configured(&hub, "a");
+        let mut b = configured(&hub, "b");
+        a.frame(f(0, true, 100));
+        for i in 1..=7 {
+            a.frame(f(i * 40, false, 100)); // a holds 800
+        }
+        b.frame(f(0, true, 100));
+        assert_eq!(budget.used(), 900);
+        b.frame(f(40, false, 150)); // does not fit: a is trimmed, this frame is dropped
+        assert_eq!(hub.trims(), 1);
+        assert_eq!(a.stream().gop(true).unwrap().frames.len(), 1);
+        assert_eq!(b.stream().gop(true).unwrap().frames.len(), 1);
+        assert_eq!(budget.used(), 200);
+        b.frame(f(80, false, 150)); // b's chain is broken: dropped until its next keyframe
+        a.frame(f(320, false, 100)); // a's too
+        assert_eq!(budget.used(), 200);
+        assert_eq!(b.stream().stats().frames_dropped, 2);
+        assert_eq!(a.stream().stats().frames_dropped, 2); // the trim and the one after
+        b.frame(f(120, true, 100)); // b's next GOP starts
+        b.frame(f(160, false, 150));
+        assert_eq!(b.stream().gop(true).unwrap().frames.len(), 2);
+        assert_eq!(budget.used(), 350);
+        // A keyframe larger than the whole budget is not kept, and nothing wraps.
+        a.frame(f(360, true, 5000));
+        assert!(a.stream().gop(true).is_none());
+        assert!(budget.used() <= budget.limit());
+        drop(a);
+        drop(b);
+        assert_eq!(budget.used(), 0, "ended streams give their bytes back");
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod ffmpeg;
 
 pub mod avc;
+pub mod budget;
 pub mod config;
 pub mod decode;
 pub mod error;

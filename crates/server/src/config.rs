@@ -131,6 +131,10 @@ settings! {
         max_connections ("LIVESNAP_MAX_CONNECTIONS"): usize = rtmp::DEFAULT_MAX_CONNECTIONS, "2000";
         /// Most bytes buffered per stream for its current GOP.
         max_gop_bytes ("LIVESNAP_MAX_GOP_BYTES"): usize = hub::DEFAULT_MAX_GOP_BYTES, "33554432";
+        /// Memory all ingest may hold at once (every stream's GOP and every publisher's partial
+        /// messages); past it the largest GOPs are trimmed to their keyframe. 0 means an eighth of
+        /// the machine's memory, within 256 MiB..8 GiB.
+        ingest_memory_bytes ("LIVESNAP_INGEST_MEMORY_BYTES"): u64 = 0, "0";
         /// Largest video access unit accepted, in bytes.
         max_access_unit_bytes ("LIVESNAP_MAX_ACCESS_UNIT_BYTES"): usize =
             rtmp::DEFAULT_MAX_ACCESS_UNIT_BYTES, "8388608";
@@ -377,6 +381,12 @@ impl Settings {
         if self.snapshot_taking_attempts == 0 {
             return Err("snapshot_taking_attempts must be at least 1".into());
         }
+        if self.ingest_memory_bytes != 0 && self.ingest_memory_bytes < self.max_gop_bytes as u64 {
+            return Err(format!(
+                "ingest_memory_bytes must be 0 (from the machine's memory) or at least max_gop_bytes ({})",
+                self.max_gop_bytes
+            ));
+        }
         let one_1080p = snapshot::work_bytes((1920, 1080), (1920, 1080));
         if self.picture_memory_bytes < one_1080p {
             return Err(format!(
@@ -403,6 +413,17 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The ingest memory budget, resolving 0 to an eighth of the machine's memory within
+    /// [`MIN_AUTO_INGEST_MEMORY`]..[`MAX_AUTO_INGEST_MEMORY`].
+    pub fn ingest_memory(&self) -> u64 {
+        if self.ingest_memory_bytes > 0 {
+            return self.ingest_memory_bytes;
+        }
+        media::budget::machine_memory()
+            .map_or(MIN_AUTO_INGEST_MEMORY, |m| m / 8)
+            .clamp(MIN_AUTO_INGEST_MEMORY, MAX_AUTO_INGEST_MEMORY)
     }
 
     /// Decode workers, resolving 0 to the core count.
@@ -443,6 +464,11 @@ impl Settings {
         Duration::from_millis(self.snapshot_taking_interval_ms)
     }
 }
+
+/// Least ingest budget chosen from the machine's memory.
+pub const MIN_AUTO_INGEST_MEMORY: u64 = 256 * 1024 * 1024;
+/// Most ingest budget chosen from the machine's memory.
+pub const MAX_AUTO_INGEST_MEMORY: u64 = 8 * 1024 * 1024 * 1024;
 
 /// `n`, or the number of CPU cores for 0.
 fn or_cores(n: usize) -> usize {

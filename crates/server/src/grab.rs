@@ -223,6 +223,7 @@ async fn grab_file(input: &Path, request: SnapshotRequest) -> Result<Snapshot, S
         HubConfig {
             max_streams: 1,
             max_gop_bytes: usize::MAX,
+            ..HubConfig::default()
         },
         clock.clone(),
     );

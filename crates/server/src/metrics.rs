@@ -209,6 +209,32 @@ impl Collector for Sources {
             &per(|t| t.bytes),
         )?;
 
+        let budget = self.hub.budget();
+        gauge(
+            e,
+            "ingest_memory_bytes",
+            "Memory ingest holds now (GOPs and partial messages), charged to ingest_memory_bytes.",
+            &[(&[], as_gauge(budget.used()))],
+        )?;
+        gauge(
+            e,
+            "ingest_memory_limit_bytes",
+            "The ingest memory budget.",
+            &[(&[], as_gauge(budget.limit()))],
+        )?;
+        counter(
+            e,
+            "ingest_gop_trims",
+            "GOPs trimmed to their keyframe to keep within the ingest budget.",
+            &[(&[], self.hub.trims())],
+        )?;
+        counter(
+            e,
+            "ingest_budget_refused",
+            "Frames or partial messages refused because the ingest budget was full even after trimming.",
+            &[(&[], budget.refused())],
+        )?;
+
         let snap = &self.snapshots.counters;
         let auto = &self.auto.counters;
         counter(

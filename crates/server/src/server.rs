@@ -28,6 +28,7 @@ use livesnap_core::template::{Retention, TemplateSpec};
 use livesnap_store::index::Index;
 use livesnap_store::location::Location;
 use livesnap_store::spool::Spool;
+use media::budget::MemoryBudget;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -117,7 +118,10 @@ pub struct FrontEndInfo {
 
 /// Binds every front end the settings ask for, each on its own listener setting. RTSP and WHIP
 /// join this list as they arrive.
-async fn bind_front_ends(settings: &Settings) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
+async fn bind_front_ends(
+    settings: &Settings,
+    budget: &Arc<MemoryBudget>,
+) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
     let rtmp_config = RtmpConfig {
         domains: settings.domains.clone(),
         limits: settings.rtmp_limits(),
@@ -125,6 +129,7 @@ async fn bind_front_ends(settings: &Settings) -> Result<Vec<Box<dyn FrontEnd>>, 
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
         max_access_unit_bytes: settings.max_access_unit_bytes,
         merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
+        budget: budget.clone(),
         ..RtmpConfig::default()
     };
     let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)
@@ -174,10 +179,13 @@ pub async fn start_with_clock(
     let front = Lifecycle::new();
     let back = Lifecycle::new();
 
+    let budget = MemoryBudget::new(settings.ingest_memory());
+    info!(bytes = budget.limit(), "ingest memory budget");
     let hub = Hub::with_clock(
         HubConfig {
             max_streams: settings.max_publishers,
             max_gop_bytes: settings.max_gop_bytes,
+            budget: budget.clone(),
         },
         clock.clone(),
     );
@@ -209,7 +217,7 @@ pub async fn start_with_clock(
         addr: settings.http,
         source,
     })?;
-    let front_ends = bind_front_ends(&settings).await?;
+    let front_ends = bind_front_ends(&settings, &budget).await?;
     let rtmp_addr = front_ends
         .iter()
         .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)

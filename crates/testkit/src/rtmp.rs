@@ -83,6 +83,22 @@ pub fn connect(addr: &str) -> TcpStream {
     s
 }
 
+/// Reads (and discards) until the server closes `s`; false if it is still open after `wait`.
+pub fn read_until_closed(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if waiting(&e) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 /// The client side of the RTMP handshake; returns the bytes the server sent past it.
 pub fn handshake<S: Read + Write>(stream: &mut S) -> io::Result<Vec<u8>> {
     let mut hs = Handshake::new(PeerType::Client);

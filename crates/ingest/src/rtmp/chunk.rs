@@ -20,14 +20,22 @@
 //! its whole slab: what a consumer keeps for the life of a stream (a sequence header) should be
 //! copied out, as [`super::session`] does.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
+use media::budget::MemoryBudget;
 
 use crate::{flv, Error, Result};
 
 /// Largest message accepted (the length field is 24 bits, so 16 MiB - 1 at most anyway).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024 - 1;
-/// Most bytes of partial messages held at once, over all chunk streams of a connection.
+/// Most bytes of partial messages held at once, over all chunk streams of a publishing
+/// connection (and charged to the ingest budget).
 pub const MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
+/// Most bytes of partial messages a connection may hold before it publishes: its commands are a
+/// few hundred bytes; 20 connections that only handshook and began two 16 MiB messages each
+/// held 740 MB.
+pub const MAX_PARTIAL_BYTES_BEFORE_PUBLISH: usize = 64 * 1024;
 /// Most chunk streams one connection may use (ffmpeg and OBS use fewer than 10).
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Chunk size before the peer sets one.
@@ -235,6 +243,18 @@ pub struct ChunkReader {
     /// A handful at most: a list beats hashing.
     streams: Vec<ChunkStream>,
     partial_bytes: usize,
+    /// [`MAX_PARTIAL_BYTES_BEFORE_PUBLISH`], then [`MAX_PARTIAL_BYTES`] once publishing.
+    partial_limit: usize,
+    /// Where partial messages are charged once publishing.
+    budget: Option<Arc<MemoryBudget>>,
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(self.partial_bytes as u64);
+        }
+    }
 }
 
 impl Default for ChunkReader {
@@ -259,6 +279,21 @@ impl ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: Vec::new(),
             partial_bytes: 0,
+            partial_limit: MAX_PARTIAL_BYTES_BEFORE_PUBLISH,
+            budget: None,
+        }
+    }
+
+    /// The connection publishes: it may hold up to [`MAX_PARTIAL_BYTES`] of partial messages,
+    /// each charged to `budget` from its first chunk to its last.
+    pub fn publishing(&mut self, budget: Arc<MemoryBudget>) {
+        if self.budget.is_none() {
+            self.partial_limit = MAX_PARTIAL_BYTES;
+            // What is partial now was not charged; it is from now on.
+            if !budget.charge(self.partial_bytes as u64) {
+                self.partial_limit = self.partial_bytes;
+            }
+            self.budget = Some(budget);
         }
     }
 
@@ -414,12 +449,27 @@ impl ChunkReader {
         if b.len() < pos + take {
             return Ok(Chunk::Incomplete);
         }
-        if !continuing && self.partial_bytes + length > MAX_PARTIAL_BYTES {
+        if !continuing && self.partial_bytes + length > self.partial_limit {
             return Err(Error::TooLarge {
-                what: "buffered partial messages",
+                what: if self.budget.is_some() {
+                    "buffered partial messages"
+                } else {
+                    "buffered partial messages before publishing"
+                },
                 size: self.partial_bytes + length,
-                limit: MAX_PARTIAL_BYTES,
+                limit: self.partial_limit,
             });
+        }
+        if !continuing {
+            if let Some(b) = &self.budget {
+                if !b.charge(length as u64) {
+                    return Err(Error::TooLarge {
+                        what: "ingest memory budget (ingest_memory_bytes)",
+                        size: b.used() as usize + length,
+                        limit: b.limit() as usize,
+                    });
+                }
+            }
         }
         // Commit: update the stream and move the chunk's payload into its message.
         let s = match index {
@@ -459,6 +509,9 @@ impl ChunkReader {
         }
         s.in_message = false;
         self.partial_bytes -= length;
+        if let Some(b) = &self.budget {
+            b.release(length as u64);
+        }
         Ok(Chunk::Done(Message {
             timestamp,
             type_id,
@@ -491,6 +544,13 @@ enum Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader of a connection that publishes (the large-message limits), on no budget.
+    fn publishing_reader() -> ChunkReader {
+        let mut r = ChunkReader::new();
+        r.publishing(MemoryBudget::unlimited());
+        r
+    }
 
     fn type0(csid: u8, ts: u32, ty: u8, sid: u32, payload: &[u8], chunk: usize) -> Vec<u8> {
         let mut out = vec![csid];
@@ -597,19 +657,79 @@ mod tests {
             results[MAX_CHUNK_STREAMS],
             Err(Error::TooLarge { .. })
         ));
-        // Three messages claiming 16 MiB each, all begun: over the partial-bytes limit.
-        let mut r = ChunkReader::new();
-        for csid in [5u8, 6, 7] {
+        // Before publishing, one message claiming 16 MiB is over the small pre-publish limit.
+        let begin_16mib = |r: &mut ChunkReader, csid: u8| {
             r.push(&[csid, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
-            r.push(&[0; 128]); // the first chunk of each
-        }
+            r.push(&[0; 128]); // its first chunk
+        };
+        let mut r = ChunkReader::new();
+        begin_16mib(&mut r, 5);
         assert!(matches!(
             r.next_message(),
             Err(Error::TooLarge {
-                what: "buffered partial messages",
+                what: "buffered partial messages before publishing",
+                limit: MAX_PARTIAL_BYTES_BEFORE_PUBLISH,
                 ..
             })
         ));
+        // Publishing, three begun: over the partial-bytes limit of a connection.
+        let mut r = ChunkReader::new();
+        r.publishing(MemoryBudget::unlimited());
+        for csid in [5u8, 6, 7] {
+            begin_16mib(&mut r, csid);
+        }
+        let err = (0..3).find_map(|_| r.next_message().err());
+        assert!(
+            matches!(
+                err,
+                Some(Error::TooLarge {
+                    what: "buffered partial messages",
+                    limit: MAX_PARTIAL_BYTES,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// A publishing connection's partial messages are charged to the ingest budget while they
+    /// are partial, given back when whole or when the connection goes, and one that does not
+    /// fit is an error.
+    #[test]
+    fn partial_messages_are_charged_to_the_ingest_budget() {
+        let budget = MemoryBudget::new(1000);
+        let mut r = ChunkReader::new();
+        r.publishing(budget.clone());
+        let m = type0(6, 0, 9, 1, &[1; 600], 128);
+        r.push(&m[..300]);
+        assert!(r.next_message().unwrap().is_none());
+        assert_eq!(budget.used(), 600);
+        r.push(&m[300..]);
+        assert_eq!(r.next_message().unwrap().unwrap().payload.len(), 600);
+        assert_eq!(budget.used(), 0);
+        // Another connection holds 700; this one's 600 does not fit.
+        assert!(budget.try_charge(700));
+        r.push(&m[..300]);
+        assert!(matches!(
+            r.next_message(),
+            Err(Error::TooLarge {
+                what: "ingest memory budget (ingest_memory_bytes)",
+                ..
+            })
+        ));
+        assert_eq!(budget.used(), 700);
+        budget.release(700);
+        let mut r = ChunkReader::new();
+        r.publishing(budget.clone());
+        r.push(&m[..300]);
+        assert!(r.next_message().unwrap().is_none());
+        assert_eq!(budget.used(), 600);
+        drop(r);
+        assert_eq!(
+            budget.used(),
+            0,
+            "a connection that goes gives its partials back"
+        );
     }
 
     #[test]
@@ -707,7 +827,7 @@ mod tests {
 
     #[test]
     fn the_read_buffer_keeps_its_size() {
-        let mut r = ChunkReader::new();
+        let mut r = publishing_reader();
         r.set_chunk_size(4096);
         let stream = type0(6, 0, 9, 1, &[3; 100_000], 4096);
         let mut got = 0;
@@ -728,14 +848,14 @@ mod tests {
     #[test]
     fn announced_lengths_allocate_only_as_bytes_arrive() {
         // A 16 MiB message announced, one chunk sent: only the first slab is allocated.
-        let mut r = ChunkReader::new();
+        let mut r = publishing_reader();
         r.push(&[6, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
         r.push(&[7; 128]);
         assert!(r.next_message().unwrap().is_none());
         assert_eq!(r.streams[0].assembler.slab.size, MIN_SLAB_BYTES);
         // A message much longer than a slab still arrives whole, its slab grown as it came.
         let long: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut r = ChunkReader::new();
+        let mut r = publishing_reader();
         r.push(&type0(6, 0, 9, 1, &long, 128));
         assert_eq!(&r.next_message().unwrap().unwrap().payload[..], &long[..]);
         assert!(r.streams[0].assembler.slab.size <= 2 * long.len());

@@ -47,6 +47,8 @@ pub struct RtmpConfig {
     pub merge_read: Duration,
     /// Connection counts, for metrics.
     pub stats: Arc<ConnectionStats>,
+    /// The ingest memory budget publishers' partial messages are charged to.
+    pub budget: Arc<media::budget::MemoryBudget>,
 }
 
 /// Most RTMP connections at once by default.
@@ -70,6 +72,7 @@ impl Default for RtmpConfig {
             max_access_unit_bytes: DEFAULT_MAX_ACCESS_UNIT_BYTES,
             merge_read: DEFAULT_MERGE_READ,
             stats: Arc::default(),
+            budget: media::budget::MemoryBudget::unlimited(),
         }
     }
 }
@@ -277,8 +280,8 @@ impl Connection {
         Connection {
             addr,
             sink,
+            session: Session::with_budget(config.budget.clone()),
             config,
-            session: Session::new(),
             publishing: None,
             admitted,
             publish_by: Some(publish_by),

@@ -14,6 +14,9 @@ use rml_rtmp::messages::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use media::budget::MemoryBudget;
 
 use super::chunk::{ChunkReader, Message};
 use crate::amf0::{self, Amf0Value};
@@ -77,6 +80,8 @@ enum State {
 
 /// One RTMP publish connection's protocol state.
 pub struct Session {
+    /// The ingest budget partial messages are charged to once publishing.
+    budget: Arc<MemoryBudget>,
     state: State,
     handshake: Handshake,
     reader: ChunkReader,
@@ -101,9 +106,16 @@ impl Default for Session {
 }
 
 impl Session {
-    /// A new connection, waiting for the handshake.
+    /// A new connection, waiting for the handshake, whose partial messages are not charged to
+    /// any budget (tools and tests).
     pub fn new() -> Session {
+        Self::with_budget(MemoryBudget::unlimited())
+    }
+
+    /// A new connection whose partial messages, once it publishes, are charged to `budget`.
+    pub fn with_budget(budget: Arc<MemoryBudget>) -> Session {
         Session {
+            budget,
             state: State::Handshaking,
             handshake: Handshake::new(PeerType::Server),
             reader: ChunkReader::new(),
@@ -383,6 +395,8 @@ impl Session {
                 };
                 self.publish_tx = tx;
                 self.state = State::PublishPending;
+                // Media may follow in the same read: from here on it is a publisher's.
+                self.reader.publishing(self.budget.clone());
                 events.push(Event::PublishRequested {
                     app: self.app.clone().unwrap_or_default(),
                     name: stream_name,
