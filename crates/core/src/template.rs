@@ -162,21 +162,26 @@ pub struct TemplateSpec {
     /// Take a picture every this many seconds, 1..=86400 (at the first keyframe at or after each
     /// due time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub interval_s: Option<u32>,
     /// Or every this many frames, 1..=[`MAX_EVERY_N_FRAMES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub every_n_frames: Option<u32>,
     /// `jpg` (default) or `png`.
     #[serde(default = "default_format")]
     pub format: String,
     /// JPEG quality 1..=100.
     #[serde(default = "default_quality")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quality: u8,
     /// Output width, 1..=8192 (alone: keeps the aspect ratio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 8192)]
     pub width: Option<u32>,
     /// Output height, 1..=8192.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 8192)]
     pub height: Option<u32>,
     /// Storage location name.
     #[serde(default = "default_storage")]
@@ -223,9 +228,11 @@ fn default_sequence_path() -> String {
 pub struct Retention {
     /// Keep at most this many (1..=[`MAX_KEEP_LAST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000000)]
     pub keep_last: Option<u64>,
     /// Delete those older than this many seconds (1..=[`MAX_RETENTION_AGE_S`], ten years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub max_age_s: Option<u64>,
 }
 
@@ -564,6 +571,33 @@ mod tests {
         let mut spec = parse(r#"{"name":"t","interval_s":5}"#).unwrap().spec;
         spec.retention.max_age_s = Some(u64::MAX);
         assert_eq!(spec.check().unwrap_err().field, "retention.max_age_s");
+    }
+
+    /// The OpenAPI schema's minimum and maximum of each number (attribute literals) are the
+    /// ranges the checks use.
+    #[test]
+    fn the_schema_shows_the_ranges() {
+        use utoipa::PartialSchema;
+        let spec = serde_json::to_value(TemplateSpec::schema()).unwrap();
+        let retention = serde_json::to_value(Retention::schema()).unwrap();
+        for f in NUMERIC_FIELDS {
+            let p = match f.field.split_once('.') {
+                Some((_, inner)) => &retention["properties"][inner],
+                None => &spec["properties"][f.field],
+            };
+            assert_eq!(
+                p["minimum"].as_f64(),
+                Some(f.min as f64),
+                "{}: {p}",
+                f.field
+            );
+            assert_eq!(
+                p["maximum"].as_f64(),
+                Some(f.max as f64),
+                "{}: {p}",
+                f.field
+            );
+        }
     }
 
     mod properties {

@@ -614,3 +614,36 @@ async fn automation_status(State(st): State<AppState>) -> Response {
     })
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `from` and `to` of any text: a time or a 400, never a panic.
+        #[test]
+        fn any_time_parameter_is_a_time_or_a_400(text in any::<String>()) {
+            match time_param("from", Some(text.clone())) {
+                Ok(ms) => prop_assert_eq!(ms, livesnap_store::time::rfc3339_to_ms(&text)),
+                Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+
+    #[test]
+    fn time_parameters_at_the_edges() {
+        assert_eq!(
+            time_param("to", Some("9999-12-31T23:59:59.999Z".into())).unwrap(),
+            Some(253_402_300_799_999)
+        );
+        for bad in [
+            "1e16",
+            "-1",
+            "18446744073709551615",
+            "10000-01-01T00:00:00Z",
+        ] {
+            assert!(time_param("to", Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+}
