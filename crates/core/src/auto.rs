@@ -667,7 +667,7 @@ impl Automation {
         match result {
             Ok(()) => self.indexed(row, callback_url, keep_last).await,
             Err(e) => {
-                warn!(storage = %row.storage, key = %row.key, error = %e, "storage write failed; picture spooled for retry");
+                // Said once, after the spool answers: "spooled" only for a picture it kept.
                 let meta = SpoolMeta {
                     row,
                     callback_url,
@@ -676,9 +676,9 @@ impl Automation {
                 // Metadata that cannot be written would be a picture stored but never indexed.
                 let meta_json = match serde_json::to_value(&meta) {
                     Ok(v) => v,
-                    Err(e) => {
+                    Err(spool_error) => {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        error!(key = %meta.row.key, error = %e, "picture dropped: its metadata cannot be serialised for the spool");
+                        error!(storage = %meta.row.storage, key = %meta.row.key, "picture lost: storage write failed ({e}) and its metadata cannot be serialised for the spool ({spool_error})");
                         return;
                     }
                 };
@@ -688,13 +688,15 @@ impl Automation {
                     data,
                     meta: meta_json,
                 };
+                let (storage, key) = (entry.location.clone(), entry.key.clone());
                 match self.spool.push(entry).await {
                     Ok(()) => {
                         self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                        warn!(%storage, %key, error = %e, "storage write failed; picture spooled for retry");
                     }
-                    Err(e) => {
+                    Err(spool_error) => {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, "picture dropped: the spool is full");
+                        error!(%storage, %key, "picture lost: storage write failed ({e}) and the spool could not keep it ({spool_error})");
                     }
                 }
             }
@@ -794,9 +796,10 @@ impl Automation {
         loop {
             clock.sleep_until(next).await;
             // A sweep that overran its period starts the next one a period after it ends.
-            let planned = next + self.config.sweep_every;
+            // Saturating: a period near Duration::MAX means "never again", not a panic.
+            let planned = next.saturating_add(self.config.sweep_every);
             next = if clock.now() > planned {
-                clock.now() + self.config.sweep_every
+                clock.now().saturating_add(self.config.sweep_every)
             } else {
                 planned
             };
@@ -808,7 +811,7 @@ impl Automation {
                 if r.keep_last.is_none() && r.max_age_s.is_none() {
                     continue;
                 }
-                let cutoff = r.max_age_s.map(|s| clock.unix_ms() - (s as i64) * 1000);
+                let cutoff = r.max_age_s.map(|s| retention_cutoff_ms(clock.unix_ms(), s));
                 let streams = match self.index.streams_with_sequence_rows(&t.spec.name).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -850,6 +853,16 @@ impl Automation {
     }
 }
 
+/// The capture time (Unix ms) before which retention deletes sequence pictures: `now_ms` less
+/// `max_age_s`. Saturating, so that no age (templates bound it to
+/// [`crate::template::MAX_RETENTION_AGE_S`], but a saved file may hold anything) can wrap into a
+/// cutoff in the future that would delete every picture: the cutoff is never after `now_ms`, and
+/// a longer age never gives a later cutoff.
+pub fn retention_cutoff_ms(now_ms: i64, max_age_s: u64) -> i64 {
+    let age_ms = i64::try_from(max_age_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(age_ms)
+}
+
 impl HubObserver for Automation {
     fn published(&self, stream: &Arc<LiveStream>) {
         let template = self.template_for(stream);
@@ -862,6 +875,181 @@ impl HubObserver for Automation {
 
     fn unpublished(&self, stream: &Arc<LiveStream>) {
         self.events.stream_unpublished(stream);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_ages_that_once_wrapped_give_a_cutoff_in_the_past() {
+        let now = 1_700_000_000_000;
+        assert_eq!(retention_cutoff_ms(now, 3), now - 3000);
+        // 2^64-1 s and 1e16 s wrapped `(s as i64) * 1000` to a cutoff after now.
+        assert_eq!(
+            retention_cutoff_ms(now, u64::MAX),
+            now.saturating_sub(i64::MAX)
+        );
+        assert!(retention_cutoff_ms(now, 10_000_000_000_000_000) < 0);
+        let ten_years = crate::template::MAX_RETENTION_AGE_S;
+        assert_eq!(retention_cutoff_ms(now, ten_years), now - 315_360_000_000);
+    }
+
+    proptest! {
+        /// For any clock and any age: the cutoff is never after now, is exact when nothing
+        /// saturates, and a longer age never moves it later.
+        #[test]
+        fn cutoff_never_wraps_and_is_monotone(
+            now in any::<i64>(),
+            a in any::<u64>(),
+            b in any::<u64>(),
+            accepted in 1..=crate::template::MAX_RETENTION_AGE_S,
+        ) {
+            for age in [a, b, accepted] {
+                prop_assert!(retention_cutoff_ms(now, age) <= now);
+            }
+            let (short, long) = (a.min(b), a.max(b));
+            prop_assert!(retention_cutoff_ms(now, long) <= retention_cutoff_ms(now, short));
+            // An accepted age on a clock after 1970 is computed exactly.
+            let now = now.rem_euclid(1 << 50);
+            prop_assert_eq!(
+                retention_cutoff_ms(now, accepted),
+                now - i64::try_from(accepted).unwrap() * 1000
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::snapshot::SnapshotConfig;
+
+    /// Log lines, captured.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl tracing_subscriber::fmt::MakeWriter<'_> for Logs {
+        type Writer = Logs;
+        fn make_writer(&self) -> Logs {
+            self.clone()
+        }
+    }
+
+    /// Storage fails, and the spool cannot keep the picture either (full: `max_bytes` 0; or its
+    /// folder gone): the picture is counted failed, not spooled, and the log says once that it
+    /// was lost and both reasons, never "spooled for retry".
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_picture_neither_storage_nor_the_spool_can_keep_is_lost_and_said_once() {
+        for spool_gone in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let logs = Logs::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .finish();
+            let _guard = tracing::subscriber::set_default(subscriber);
+            let root = dir.path().join("pictures");
+            let location = Arc::new(Location::local("local", &root).unwrap());
+            // A file where the picture's folder should be: every write under it fails.
+            std::fs::write(root.join("blocked"), b"not a folder").unwrap();
+            let spool_dir = dir.path().join("spool");
+            let max_bytes = if spool_gone { 1 << 20 } else { 0 };
+            let spool = Spool::open(&spool_dir, max_bytes).unwrap();
+            if spool_gone {
+                std::fs::remove_dir_all(&spool_dir).unwrap();
+                std::fs::write(&spool_dir, b"not a folder either").unwrap();
+            }
+            let index = Arc::new(
+                Index::open(&format!(
+                    "sqlite://{}",
+                    dir.path().join("index.db").display()
+                ))
+                .await
+                .unwrap(),
+            );
+            let life = Lifecycle::new();
+            let auto = Automation::start(
+                Hub::new(HubConfig::default()),
+                Snapshotter::new(SnapshotConfig::default()),
+                index,
+                spool.clone(),
+                HashMap::from([("local".to_string(), location)]),
+                Arc::new(NoEvents),
+                AutoConfig {
+                    save_path: None,
+                    source_ids: HashMap::new(),
+                    fallback: None,
+                    sweep_every: Duration::from_secs(3600),
+                },
+                &life,
+            )
+            .unwrap();
+            let row = NewSnapshot {
+                domain: "_default".into(),
+                app: "live".into(),
+                stream: "cam".into(),
+                job: "t".into(),
+                time_ms: 1_700_000_000_000,
+                sequence: Some(1),
+                mode: Mode::Sequence,
+                storage: "local".into(),
+                key: "blocked/1.jpg".into(),
+                size: 4,
+                width: 2,
+                height: 2,
+                format: "jpg".into(),
+            };
+            auto.write(row, Bytes::from_static(b"jpeg"), None, None)
+                .await;
+
+            let c = &auto.counters;
+            let counted = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            assert_eq!(
+                (counted(&c.failed), counted(&c.spooled), counted(&c.stored)),
+                (1, 0, 0),
+                "spool gone: {spool_gone}"
+            );
+            assert_eq!(spool.stats().dropped, 1);
+            assert_eq!(spool.stats().queued, 0);
+            let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+            let said = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+            assert_eq!(said("picture lost"), 1, "{text}");
+            assert_eq!(said("spooled for retry"), 0, "{text}");
+            let lost = text.lines().find(|l| l.contains("picture lost")).unwrap();
+            assert!(lost.contains("ERROR"), "{lost}");
+            assert!(lost.contains("storage write failed ("), "{lost}");
+            let spool_said = lost
+                .split_once("the spool could not keep it (")
+                .map_or("", |(_, why)| why);
+            let why = if spool_gone {
+                "00000000000000000001.spool: not a directory"
+            } else {
+                "spool is full"
+            };
+            assert!(spool_said.to_lowercase().contains(why), "{lost}");
+            // Only the one line is above debug.
+            let loud = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .count();
+            assert_eq!(loud, 1, "{text}");
+            life.token.cancel();
+        }
     }
 }
 

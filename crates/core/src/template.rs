@@ -13,6 +13,145 @@ pub const INTERVAL_RANGE: (u32, u32) = (1, 86_400);
 pub const MAX_EVERY_N_FRAMES: u32 = 1_000_000;
 /// Longest template name.
 pub const MAX_TEMPLATE_NAME: usize = 64;
+/// JPEG quality, lowest and highest.
+pub const QUALITY_RANGE: (u8, u8) = (1, 100);
+/// Largest `retention.keep_last`: far more than any stream is kept, far below where a count
+/// stops fitting the index's signed integers.
+pub const MAX_KEEP_LAST: u64 = 100_000_000;
+/// Longest `retention.max_age_s`: ten years. A larger age is a mistake, and an age that does not
+/// fit in milliseconds would wrap the sweeper's cutoff and delete nearly everything.
+pub const MAX_RETENTION_AGE_S: u64 = 10 * 365 * 86_400;
+
+/// One number of a template as the API takes it: where it is in the JSON and its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumericField {
+    /// The JSON field (`retention.` for the two inside `retention`).
+    pub field: &'static str,
+    /// Smallest value accepted.
+    pub min: u64,
+    /// Largest value accepted.
+    pub max: u64,
+    /// Whether `null` (or leaving it out) is allowed.
+    pub optional: bool,
+}
+
+/// Every number of a template, with its range: the one table the API's check of the JSON and
+/// [`TemplateSpec::check`] read.
+pub const NUMERIC_FIELDS: &[NumericField] = &[
+    NumericField {
+        field: "interval_s",
+        min: INTERVAL_RANGE.0 as u64,
+        max: INTERVAL_RANGE.1 as u64,
+        optional: true,
+    },
+    NumericField {
+        field: "every_n_frames",
+        min: 1,
+        max: MAX_EVERY_N_FRAMES as u64,
+        optional: true,
+    },
+    NumericField {
+        field: "quality",
+        min: QUALITY_RANGE.0 as u64,
+        max: QUALITY_RANGE.1 as u64,
+        optional: false,
+    },
+    NumericField {
+        field: "width",
+        min: 1,
+        max: MAX_OUTPUT_SIDE as u64,
+        optional: true,
+    },
+    NumericField {
+        field: "height",
+        min: 1,
+        max: MAX_OUTPUT_SIDE as u64,
+        optional: true,
+    },
+    NumericField {
+        field: "retention.keep_last",
+        min: 1,
+        max: MAX_KEEP_LAST,
+        optional: true,
+    },
+    NumericField {
+        field: "retention.max_age_s",
+        min: 1,
+        max: MAX_RETENTION_AGE_S,
+        optional: true,
+    },
+];
+
+impl NumericField {
+    /// The entry of `field` in [`NUMERIC_FIELDS`].
+    pub fn of(field: &str) -> &'static NumericField {
+        NUMERIC_FIELDS
+            .iter()
+            .find(|f| f.field == field)
+            .unwrap_or_else(|| unreachable!("{field} is not in NUMERIC_FIELDS"))
+    }
+
+    /// Refuses `v` outside the range.
+    pub fn check(&self, v: u64) -> Result<(), FieldError> {
+        if (self.min..=self.max).contains(&v) {
+            Ok(())
+        } else {
+            Err(self.refuse(&v.to_string()))
+        }
+    }
+
+    fn refuse(&self, got: &str) -> FieldError {
+        bad(
+            self.field,
+            format!(
+                "must be an integer in {}..={}, got {got}",
+                self.min, self.max
+            ),
+        )
+    }
+
+    /// Checks the JSON value given for this field, whatever its shape: a number outside the
+    /// range (negative, fractional, 1e16, 2^64-1) or anything that is not a number is refused
+    /// naming the field, before serde would refuse it with a message that names none.
+    pub fn check_json(&self, v: &serde_json::Value) -> Result<(), FieldError> {
+        use serde_json::Value;
+        match v {
+            Value::Null if self.optional => Ok(()),
+            Value::Number(n) => match n.as_u64() {
+                Some(u) => self.check(u),
+                None => Err(self.refuse(&n.to_string())),
+            },
+            other => {
+                let mut shown = other.to_string();
+                if shown.len() > 40 {
+                    let mut end = 40;
+                    while !shown.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    shown.truncate(end);
+                    shown.push_str("...");
+                }
+                Err(self.refuse(&shown))
+            }
+        }
+    }
+}
+
+/// Checks every number of a template's JSON against [`NUMERIC_FIELDS`] (see
+/// [`NumericField::check_json`]); what is not a number field is left to serde. Once this passes,
+/// each number fits its Rust type.
+pub fn check_json_numbers(json: &serde_json::Value) -> Result<(), FieldError> {
+    for f in NUMERIC_FIELDS {
+        let v = match f.field.split_once('.') {
+            Some((outer, inner)) => json.get(outer).and_then(|o| o.get(inner)),
+            None => json.get(f.field),
+        };
+        if let Some(v) = v {
+            f.check_json(v)?;
+        }
+    }
+    Ok(())
+}
 
 /// A template as the API reads and writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -20,23 +159,29 @@ pub const MAX_TEMPLATE_NAME: usize = 64;
 pub struct TemplateSpec {
     /// Unique name.
     pub name: String,
-    /// Take a picture every this many seconds (at the first keyframe at or after each due time).
+    /// Take a picture every this many seconds, 1..=86400 (at the first keyframe at or after each
+    /// due time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub interval_s: Option<u32>,
-    /// Or every this many frames.
+    /// Or every this many frames, 1..=[`MAX_EVERY_N_FRAMES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub every_n_frames: Option<u32>,
     /// `jpg` (default) or `png`.
     #[serde(default = "default_format")]
     pub format: String,
     /// JPEG quality 1..=100.
     #[serde(default = "default_quality")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quality: u8,
-    /// Output width (alone: keeps the aspect ratio).
+    /// Output width, 1..=8192 (alone: keeps the aspect ratio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 8192)]
     pub width: Option<u32>,
-    /// Output height.
+    /// Output height, 1..=8192.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 8192)]
     pub height: Option<u32>,
     /// Storage location name.
     #[serde(default = "default_storage")]
@@ -81,11 +226,13 @@ fn default_sequence_path() -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    /// Keep at most this many.
+    /// Keep at most this many (1..=[`MAX_KEEP_LAST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000000)]
     pub keep_last: Option<u64>,
-    /// Delete those older than this.
+    /// Delete those older than this many seconds (1..=[`MAX_RETENTION_AGE_S`], ten years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub max_age_s: Option<u64>,
 }
 
@@ -162,21 +309,11 @@ impl TemplateSpec {
         check_identifier("name", &self.name)?;
         let trigger = match (self.interval_s, self.every_n_frames) {
             (Some(s), None) => {
-                if !(INTERVAL_RANGE.0..=INTERVAL_RANGE.1).contains(&s) {
-                    return Err(bad(
-                        "interval_s",
-                        format!("must be {}..={}", INTERVAL_RANGE.0, INTERVAL_RANGE.1),
-                    ));
-                }
+                NumericField::of("interval_s").check(s.into())?;
                 Trigger::Interval(s)
             }
             (None, Some(n)) => {
-                if n == 0 || n > MAX_EVERY_N_FRAMES {
-                    return Err(bad(
-                        "every_n_frames",
-                        format!("must be 1..={MAX_EVERY_N_FRAMES}"),
-                    ));
-                }
+                NumericField::of("every_n_frames").check(n.into())?;
                 Trigger::EveryNFrames(n)
             }
             (None, None) => return Err(bad("interval_s", "give interval_s or every_n_frames")),
@@ -189,14 +326,10 @@ impl TemplateSpec {
         };
         let format =
             ImageFormat::parse(&self.format).ok_or_else(|| bad("format", "must be jpg or png"))?;
-        if !(1..=100).contains(&self.quality) {
-            return Err(bad("quality", "must be 1..=100"));
-        }
+        NumericField::of("quality").check(self.quality.into())?;
         for (field, v) in [("width", self.width), ("height", self.height)] {
             if let Some(v) = v {
-                if v == 0 || v > MAX_OUTPUT_SIDE {
-                    return Err(bad(field, format!("must be 1..={MAX_OUTPUT_SIDE}")));
-                }
+                NumericField::of(field).check(v.into())?;
             }
         }
         check_identifier("storage", &self.storage)?;
@@ -233,11 +366,13 @@ impl TemplateSpec {
         } else {
             None
         };
-        if self.retention.keep_last == Some(0) {
-            return Err(bad("retention", "keep_last must be at least 1"));
-        }
-        if self.retention.max_age_s == Some(0) {
-            return Err(bad("retention", "max_age_s must be at least 1"));
+        for (field, v) in [
+            ("retention.keep_last", self.retention.keep_last),
+            ("retention.max_age_s", self.retention.max_age_s),
+        ] {
+            if let Some(v) = v {
+                NumericField::of(field).check(v)?;
+            }
         }
         if let Some(url) = &self.callback_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
@@ -382,6 +517,147 @@ mod tests {
         assert!(spec(r#"{"name":"t","interval_s":5,"colour":"red"}"#)
             .unwrap_err()
             .contains("colour"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_or_of_the_wrong_shape_name_their_field() {
+        // What the API does: the numbers first, then serde, then the rest of the checks.
+        let parse = |json: &str| -> Result<Template, FieldError> {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            check_json_numbers(&v)?;
+            serde_json::from_value::<TemplateSpec>(v).unwrap().check()
+        };
+        for (json, field) in [
+            (r#"{"interval_s":1e16}"#, "interval_s"),
+            (r#"{"interval_s":-1}"#, "interval_s"),
+            (r#"{"interval_s":1.5}"#, "interval_s"),
+            (r#"{"interval_s":"5"}"#, "interval_s"),
+            (r#"{"interval_s":5,"quality":300}"#, "quality"),
+            (r#"{"interval_s":5,"quality":null}"#, "quality"),
+            (r#"{"interval_s":5,"width":18446744073709551615}"#, "width"),
+            (r#"{"every_n_frames":4294967296}"#, "every_n_frames"),
+            (
+                r#"{"interval_s":5,"retention":{"max_age_s":18446744073709551615}}"#,
+                "retention.max_age_s",
+            ),
+            (
+                r#"{"interval_s":5,"retention":{"max_age_s":1e16}}"#,
+                "retention.max_age_s",
+            ),
+            (
+                r#"{"interval_s":5,"retention":{"max_age_s":315360001}}"#,
+                "retention.max_age_s",
+            ),
+            (
+                r#"{"interval_s":5,"retention":{"keep_last":-1}}"#,
+                "retention.keep_last",
+            ),
+            (
+                r#"{"interval_s":5,"retention":{"keep_last":100000001}}"#,
+                "retention.keep_last",
+            ),
+        ] {
+            let json = json.replacen('{', r#"{"name":"t","#, 1);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(err.message.contains("..="), "{json}: {err}");
+        }
+        let t = parse(
+            r#"{"name":"t","interval_s":5,"retention":{"max_age_s":315360000,"keep_last":100000000}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.spec.retention.max_age_s, Some(MAX_RETENTION_AGE_S));
+        // A spec made in code (not from JSON) is held to the same ranges.
+        let mut spec = parse(r#"{"name":"t","interval_s":5}"#).unwrap().spec;
+        spec.retention.max_age_s = Some(u64::MAX);
+        assert_eq!(spec.check().unwrap_err().field, "retention.max_age_s");
+    }
+
+    /// The OpenAPI schema's minimum and maximum of each number (attribute literals) are the
+    /// ranges the checks use.
+    #[test]
+    fn the_schema_shows_the_ranges() {
+        use utoipa::PartialSchema;
+        let spec = serde_json::to_value(TemplateSpec::schema()).unwrap();
+        let retention = serde_json::to_value(Retention::schema()).unwrap();
+        for f in NUMERIC_FIELDS {
+            let p = match f.field.split_once('.') {
+                Some((_, inner)) => &retention["properties"][inner],
+                None => &spec["properties"][f.field],
+            };
+            assert_eq!(
+                p["minimum"].as_f64(),
+                Some(f.min as f64),
+                "{}: {p}",
+                f.field
+            );
+            assert_eq!(
+                p["maximum"].as_f64(),
+                Some(f.max as f64),
+                "{}: {p}",
+                f.field
+            );
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON number: u64, i64, f64 (finite, as serde_json reads them), and the edges.
+        fn any_number() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from), // NaN and inf become null
+                (0u64..=1_000_000_000).prop_map(serde_json::Value::from),
+                Just(serde_json::json!(1e16)),
+                Just(serde_json::json!(u64::MAX)),
+                Just(serde_json::json!(-1)),
+                Just(serde_json::json!(1.5)),
+            ]
+        }
+
+        proptest! {
+            /// Each numeric field, given any number, is either accepted with that very value
+            /// inside its range or refused with an error naming it; nothing panics.
+            #[test]
+            fn every_number_is_in_range_or_refused_by_name(
+                which in 0..NUMERIC_FIELDS.len(),
+                n in any_number(),
+            ) {
+                let f = NUMERIC_FIELDS[which];
+                let mut json = serde_json::json!({"name": "t"});
+                if f.field != "every_n_frames" {
+                    json["interval_s"] = 5.into();
+                }
+                match f.field.split_once('.') {
+                    Some((outer, inner)) => json[outer] = serde_json::json!({ inner: n.clone() }),
+                    None => json[f.field] = n.clone(),
+                }
+                let in_range = n.as_u64().filter(|v| (f.min..=f.max).contains(v));
+                let checked = check_json_numbers(&json).map(|()| {
+                    // Once the numbers pass, serde takes the body and the ranges hold.
+                    serde_json::from_value::<TemplateSpec>(json.clone())
+                        .expect("a checked number fits its type")
+                        .check()
+                });
+                match (in_range, checked) {
+                    (Some(v), Ok(Ok(t))) => {
+                        let got = serde_json::to_value(&t.spec).unwrap();
+                        let got = match f.field.split_once('.') {
+                            Some((outer, inner)) => got[outer][inner].clone(),
+                            None => got[f.field].clone(),
+                        };
+                        prop_assert_eq!(got.as_u64(), Some(v));
+                    }
+                    (None, Err(e)) => prop_assert_eq!(e.field, f.field),
+                    // null for an optional field is the field left out.
+                    (None, Ok(Ok(_))) if n.is_null() && f.optional => {}
+                    (r, c) => prop_assert!(false, "{} = {}: in range {:?}, got {:?}", f.field, n, r, c),
+                }
+            }
+        }
     }
 
     #[test]

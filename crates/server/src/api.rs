@@ -14,7 +14,8 @@ use livesnap_core::hub::{Hub, LiveStream, StreamStats};
 use livesnap_core::snapshot::{
     Precision, Snapshot, SnapshotCounters, SnapshotRequest, Snapshotter,
 };
-use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY};
+use livesnap_core::template::FieldError;
+use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY, MAX_OUTPUT_SIDE};
 use media::stream::{StreamKey, DEFAULT_DOMAIN};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -504,29 +505,57 @@ struct ImageQuery {
     domain: Option<String>,
 }
 
+/// Output width or height a request may ask for.
+pub const SIDE_RANGE: (u64, u64) = (1, MAX_OUTPUT_SIDE as u64);
+/// JPEG quality a request may ask for.
+pub const QUALITY_RANGE: (u64, u64) = (
+    livesnap_core::template::QUALITY_RANGE.0 as u64,
+    livesnap_core::template::QUALITY_RANGE.1 as u64,
+);
+
+/// Reads a number from outside (a query parameter's text, or a JSON number of a request body as
+/// serde_json prints it): a plain decimal integer within `range`, else a 400 naming `field` and
+/// the range. Negative, fractional (`1.5`), exponent (`1e16`) and overlong (`2^64`) forms are all
+/// refused, never wrapped or truncated.
+pub fn bounded<T: TryFrom<u64>>(
+    field: &'static str,
+    text: &str,
+    (min, max): (u64, u64),
+) -> Result<T, AppError> {
+    let refuse = || {
+        let mut shown: String = text.chars().take(40).collect();
+        if shown.len() < text.len() {
+            shown.push_str("...");
+        }
+        AppError::Field(FieldError {
+            field,
+            message: format!("must be an integer in {min}..={max}, got {shown:?}"),
+        })
+    };
+    let v: u64 = text.parse().map_err(|_| refuse())?;
+    if !(min..=max).contains(&v) {
+        return Err(refuse());
+    }
+    T::try_from(v).map_err(|_| refuse())
+}
+
+/// [`bounded`] for an optional parameter.
+fn bounded_opt<T: TryFrom<u64>>(
+    field: &'static str,
+    text: Option<&str>,
+    range: (u64, u64),
+) -> Result<Option<T>, AppError> {
+    text.map(|t| bounded(field, t, range)).transpose()
+}
+
 /// Reads `width`, `height`, `quality`, `precision`, `domain` from the query by hand, so that a
 /// bad value gets a JSON 400 naming the parameter.
 fn image_request(
     format: ImageFormat,
     q: ImageQuery,
 ) -> Result<(SnapshotRequest, Option<String>), AppError> {
-    let num = |name: &str, v: Option<String>| -> Result<Option<u32>, AppError> {
-        v.map(|v| {
-            v.parse::<u32>().map_err(|_| {
-                AppError::BadRequest(format!("{name} must be a positive integer, got {v:?}"))
-            })
-        })
-        .transpose()
-    };
-    let quality = match num("quality", q.quality)? {
-        Some(q @ 1..=100) => q as u8,
-        Some(q) => {
-            return Err(AppError::BadRequest(format!(
-                "quality must be 1..=100, got {q}"
-            )))
-        }
-        None => DEFAULT_JPEG_QUALITY,
-    };
+    let quality = bounded_opt("quality", q.quality.as_deref(), QUALITY_RANGE)?
+        .unwrap_or(DEFAULT_JPEG_QUALITY);
     let precision = match q.precision {
         None => Precision::Keyframe,
         Some(p) => Precision::parse(&p).ok_or_else(|| {
@@ -535,8 +564,8 @@ fn image_request(
     };
     let options = EncodeOptions {
         format,
-        width: num("width", q.width)?,
-        height: num("height", q.height)?,
+        width: bounded_opt("width", q.width.as_deref(), SIDE_RANGE)?,
+        height: bounded_opt("height", q.height.as_deref(), SIDE_RANGE)?,
         quality,
     };
     Ok((SnapshotRequest { options, precision }, q.domain))
@@ -671,15 +700,31 @@ struct WcsRequest {
     /// `png` (default) or `jpg`.
     #[schema(example = "png")]
     format: Option<String>,
+    // The numbers are read as any JSON value and checked by [`bounded`], so that 1e16, -1, 1.5
+    // or "5" are answered naming the field rather than as a bad body.
     /// Output width; given alone, the height keeps the aspect ratio.
-    #[schema(minimum = 1, maximum = 8192)]
-    width: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 8192)]
+    width: Option<serde_json::Value>,
     /// Output height; given alone, the width keeps the aspect ratio.
-    #[schema(minimum = 1, maximum = 8192)]
-    height: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 8192)]
+    height: Option<serde_json::Value>,
     /// JPEG quality (default 85).
-    #[schema(minimum = 1, maximum = 100)]
-    quality: Option<u8>,
+    #[schema(value_type = Option<u8>, minimum = 1, maximum = 100)]
+    quality: Option<serde_json::Value>,
+}
+
+impl WcsRequest {
+    /// Width, height and quality, each checked.
+    fn numbers(&self) -> Result<(Option<u32>, Option<u32>, u8), AppError> {
+        // A number as serde_json prints it (`1e16`, `-1`, `1.5`); anything else as JSON text.
+        let n = |n: &Option<serde_json::Value>| n.as_ref().map(|n| n.to_string());
+        Ok((
+            bounded_opt("width", n(&self.width).as_deref(), SIDE_RANGE)?,
+            bounded_opt("height", n(&self.height).as_deref(), SIDE_RANGE)?,
+            bounded_opt("quality", n(&self.quality).as_deref(), QUALITY_RANGE)?
+                .unwrap_or(DEFAULT_JPEG_QUALITY),
+        ))
+    }
 }
 
 /// The answer of the WCS snapshot call.
@@ -774,19 +819,15 @@ async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
             }
         },
     };
-    let quality = match req.quality {
-        None => DEFAULT_JPEG_QUALITY,
-        Some(q @ 1..=100) => q,
-        Some(q) => {
-            return AppError::BadRequest(format!("quality must be 1..=100, got {q}"))
-                .into_response()
-        }
+    let (width, height, quality) = match req.numbers() {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
     };
     let request = SnapshotRequest {
         options: EncodeOptions {
             format,
-            width: req.width,
-            height: req.height,
+            width,
+            height,
             quality,
         },
         precision: Precision::Keyframe,
@@ -805,5 +846,75 @@ async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
             wcs_timeout(st.hub.clock().wall())
         }
         Err(e) => AppError::Core(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The field a refusal names, and that it is a 400.
+    fn refused(e: AppError) -> &'static str {
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+        match e {
+            AppError::Field(f) => f.field,
+            e => panic!("not a field error: {e}"),
+        }
+    }
+
+    #[test]
+    fn numbers_from_outside_are_plain_integers_in_range() {
+        assert_eq!(bounded::<u32>("width", "8192", SIDE_RANGE).unwrap(), 8192);
+        assert_eq!(bounded::<u8>("quality", "1", QUALITY_RANGE).unwrap(), 1);
+        for text in [
+            "0",
+            "8193",
+            "-1",
+            "1.5",
+            "1e16",
+            "18446744073709551615",
+            "18446744073709551616",
+            "",
+            " 5",
+            "0x10",
+        ] {
+            let e = bounded::<u32>("width", text, SIDE_RANGE).unwrap_err();
+            assert_eq!(refused(e), "width", "{text:?}");
+        }
+        let e = bounded::<u32>("width", &"9".repeat(10_000), SIDE_RANGE).unwrap_err();
+        assert!(
+            e.to_string().len() < 200,
+            "the answer quotes at most a little: {e}"
+        );
+    }
+
+    proptest! {
+        /// Any text, and any integer written out, as a query parameter: an in-range value or a
+        /// 400 naming the parameter; never a panic, never a value outside the range.
+        #[test]
+        fn any_text_is_in_range_or_a_400_naming_the_parameter(
+            text in prop_oneof![
+                any::<String>(),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| n.to_string()),
+                (0u64..=10_000).prop_map(|n| n.to_string()),
+            ],
+        ) {
+            for (field, range) in [("width", SIDE_RANGE), ("quality", QUALITY_RANGE), ("limit", (1, 1000))] {
+                match bounded::<u32>(field, &text, range) {
+                    Ok(v) => {
+                        prop_assert!((range.0..=range.1).contains(&u64::from(v)));
+                        prop_assert_eq!(text.parse::<u64>().ok(), Some(u64::from(v)));
+                    }
+                    Err(e) => {
+                        let in_range = text.parse::<u64>().is_ok_and(|v| (range.0..=range.1).contains(&v));
+                        prop_assert!(!in_range, "{:?} refused: {}", text, e);
+                        prop_assert_eq!(refused(e), field);
+                    }
+                }
+            }
+        }
     }
 }

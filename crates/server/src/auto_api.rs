@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use livesnap_core::auto::{AutoCounters, LagSummary};
 use livesnap_core::template::{BindingSpec, TemplateSpec};
-use livesnap_store::index::{ListFilter, Mode, SnapshotRow};
+use livesnap_store::index::{ListFilter, Mode, SnapshotRow, MAX_LIST_LIMIT};
 use livesnap_store::SpoolStats;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,16 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AppError> {
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// A template from its JSON: its numbers first, so that one out of its range or of the wrong
+/// shape (1e16, 2^64-1, -1, 1.5, "5") is a 400 naming the field, as every other refused field
+/// is, rather than serde's message about the body.
+fn template_body(value: serde_json::Value) -> Result<TemplateSpec, AppError> {
+    livesnap_core::template::check_json_numbers(&value)
+        .map_err(|e| AppError::Config(livesnap_core::auto::ConfigError::Field(e)))?;
+    serde_json::from_value(value)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 /// `GET /v1/templates`.
 #[derive(Serialize, ToSchema)]
 struct TemplateList {
@@ -83,7 +93,7 @@ async fn list_templates(State(st): State<AppState>) -> Json<TemplateList> {
     )
 )]
 async fn create_template(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
-    let spec: TemplateSpec = body(&b)?;
+    let spec = template_body(body(&b)?)?;
     let saved = st.auto.put_template(spec, true).await?;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
@@ -132,17 +142,23 @@ async fn put_template(
     b: Bytes,
 ) -> Result<Json<TemplateSpec>, AppError> {
     let mut value: serde_json::Value = body(&b)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(AppError::BadRequest(
+            "invalid JSON body: a template is a JSON object".into(),
+        ));
+    };
     // The name comes from the path; a body that names another template is a mistake.
-    match value.get("name") {
+    match object.get("name") {
         Some(n) if n != &json!(name) => {
             return Err(AppError::BadRequest(format!(
                 "body names template {n} but the path names {name:?}"
             )))
         }
-        _ => value["name"] = json!(name),
+        _ => {
+            object.insert("name".into(), json!(name));
+        }
     }
-    let spec: TemplateSpec = serde_json::from_value(value)
-        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let spec = template_body(value)?;
     Ok(Json(st.auto.put_template(spec, false).await?))
 }
 
@@ -296,9 +312,10 @@ struct SnapshotQuery {
     /// Taken at or before this time (RFC 3339).
     #[param(format = DateTime)]
     to: Option<String>,
+    // Text, read by `crate::api::bounded`, so that a bad one is a 400 naming it.
     /// Rows per page (default 50).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
@@ -359,7 +376,11 @@ async fn list_snapshots(
         mode,
         from_ms: time_param("from", q.from)?,
         to_ms: time_param("to", q.to)?,
-        limit: q.limit,
+        limit: q
+            .limit
+            .as_deref()
+            .map(|l| crate::api::bounded("limit", l, (1, u64::from(MAX_LIST_LIMIT))))
+            .transpose()?,
         cursor: q.cursor,
     };
     let (items, next_cursor) = st.auto.index().list(&filter).await?;
@@ -592,4 +613,37 @@ async fn automation_status(State(st): State<AppState>) -> Response {
         index: st.auto.index().backend(),
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `from` and `to` of any text: a time or a 400, never a panic.
+        #[test]
+        fn any_time_parameter_is_a_time_or_a_400(text in any::<String>()) {
+            match time_param("from", Some(text.clone())) {
+                Ok(ms) => prop_assert_eq!(ms, livesnap_store::time::rfc3339_to_ms(&text)),
+                Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+
+    #[test]
+    fn time_parameters_at_the_edges() {
+        assert_eq!(
+            time_param("to", Some("9999-12-31T23:59:59.999Z".into())).unwrap(),
+            Some(253_402_300_799_999)
+        );
+        for bad in [
+            "1e16",
+            "-1",
+            "18446744073709551615",
+            "10000-01-01T00:00:00Z",
+        ] {
+            assert!(time_param("to", Some(bad.into())).is_err(), "{bad}");
+        }
+    }
 }

@@ -27,6 +27,8 @@ pub struct SettingDoc {
     pub default: &'static str,
     /// What it does.
     pub doc: &'static str,
+    /// For a number: the values accepted, inclusive (checked at start, naming the setting).
+    pub range: Option<(u64, u64)>,
 }
 
 /// A flag's help: its doc without the space a doc comment starts with.
@@ -35,10 +37,13 @@ fn help_text(doc: &'static str) -> &'static str {
 }
 
 /// Declares the settings. Four kinds: `value` (a plain setting), `optional` (none by default),
-/// `list` (comma-separated in the environment and flags), `table` (TOML only).
+/// `list` (comma-separated in the environment and flags), `table` (TOML only). A number's
+/// `range(MIN, MAX)` (inclusive, as u64) is checked at start and shown in the README.
 macro_rules! settings {
+    (@range) => { None };
+    (@range $min:expr, $max:expr) => { Some(($min, $max)) };
     (
-        value { $( $(#[doc = $vdoc:literal])* $vname:ident ($venv:literal): $vty:ty = $vdefault:expr, $vshown:literal; )* }
+        value { $( $(#[doc = $vdoc:literal])* $vname:ident ($venv:literal): $vty:ty = $vdefault:expr, $vshown:literal $(, range($vmin:expr, $vmax:expr))?; )* }
         optional { $( $(#[doc = $odoc:literal])* $oname:ident ($oenv:literal): $oty:ty, $oshown:literal; )* }
         list { $( $(#[doc = $ldoc:literal])* $lname:ident ($lenv:literal): $lty:ty = $ldefault:expr, $lshown:literal; )* }
         table { $( $(#[doc = $tdoc:literal])* $tname:ident: $tty:ty, $tshown:literal; )* }
@@ -80,11 +85,46 @@ macro_rules! settings {
 
         /// Every setting, in declaration order, as the docs show it.
         pub const SETTINGS: &[SettingDoc] = &[
-            $( SettingDoc { key: stringify!($vname), env: Some($venv), default: $vshown, doc: concat!($($vdoc),*) }, )*
-            $( SettingDoc { key: stringify!($oname), env: Some($oenv), default: $oshown, doc: concat!($($odoc),*) }, )*
-            $( SettingDoc { key: stringify!($lname), env: Some($lenv), default: $lshown, doc: concat!($($ldoc),*) }, )*
-            $( SettingDoc { key: stringify!($tname), env: None, default: $tshown, doc: concat!($($tdoc),*) }, )*
+            $( SettingDoc { key: stringify!($vname), env: Some($venv), default: $vshown, doc: concat!($($vdoc),*), range: settings!(@range $($vmin, $vmax)?) }, )*
+            $( SettingDoc { key: stringify!($oname), env: Some($oenv), default: $oshown, doc: concat!($($odoc),*), range: None }, )*
+            $( SettingDoc { key: stringify!($lname), env: Some($lenv), default: $lshown, doc: concat!($($ldoc),*), range: None }, )*
+            $( SettingDoc { key: stringify!($tname), env: None, default: $tshown, doc: concat!($($tdoc),*), range: None }, )*
         ];
+
+        impl Settings {
+            /// Refuses a number outside its declared range, naming the setting.
+            fn check_ranges(&self) -> Result<(), String> {
+                $( $(
+                    // Every numeric type here (u32, u64, usize) fits u64 on the platforms we build.
+                    let v = u64::try_from(self.$vname).unwrap_or(u64::MAX);
+                    if !($vmin..=$vmax).contains(&v) {
+                        return Err(format!(
+                            "{} must be {}..={}, got {v}", stringify!($vname), $vmin, $vmax
+                        ));
+                    }
+                )? )*
+                Ok(())
+            }
+
+            /// Sets a numeric setting by name (`false`: no such number, or `v` does not fit its
+            /// type), for tests that try any value.
+            #[cfg(test)]
+            fn set_number(&mut self, key: &str, v: u64) -> bool {
+                $( $(
+                    if key == stringify!($vname) {
+                        let _ = ($vmin, $vmax);
+                        return match <$vty>::try_from(v) {
+                            Ok(x) => {
+                                self.$vname = x;
+                                true
+                            }
+                            Err(_) => false,
+                        };
+                    }
+                )? )*
+                false
+            }
+        }
 
         impl ServeArgs {
             /// Puts every flag or variable given over `s`.
@@ -107,95 +147,110 @@ settings! {
         data_dir ("LIVESNAP_DATA_DIR"): PathBuf = PathBuf::from(DEFAULT_DATA_DIR), "./data";
         /// How long an on-demand snapshot may wait for a picture, in ms (WCS setting).
         snapshot_taking_interval_ms ("LIVESNAP_SNAPSHOT_TAKING_INTERVAL_MS"): u64 =
-            snapshot::DEFAULT_INTERVAL.as_millis() as u64, "3000";
+            snapshot::DEFAULT_INTERVAL.as_millis() as u64, "3000", range(1, MAX_INTERVAL_MS);
         /// How many keyframes an on-demand snapshot may try (WCS setting).
         snapshot_taking_attempts ("LIVESNAP_SNAPSHOT_TAKING_ATTEMPTS"): u32 =
-            snapshot::DEFAULT_ATTEMPTS, "30";
+            snapshot::DEFAULT_ATTEMPTS, "30", range(1, MAX_ATTEMPTS);
         /// Decodes at once (and decoders kept); 0 means one per CPU core.
-        workers ("LIVESNAP_WORKERS"): usize = 0, "0";
+        workers ("LIVESNAP_WORKERS"): usize = 0, "0", range(0, MAX_WORKERS);
         /// Threads of the async runtime (ingest, HTTP, storage, callbacks); decoding runs on the
         /// `workers` threads besides. 0 means one per CPU core.
-        io_threads ("LIVESNAP_IO_THREADS"): usize = DEFAULT_IO_THREADS, "0";
+        io_threads ("LIVESNAP_IO_THREADS"): usize = DEFAULT_IO_THREADS, "0", range(0, MAX_IO_THREADS);
         /// Pictures kept in the snapshot cache.
-        cache_entries ("LIVESNAP_CACHE_ENTRIES"): usize = snapshot::DEFAULT_CACHE_ENTRIES, "256";
+        cache_entries ("LIVESNAP_CACHE_ENTRIES"): usize = snapshot::DEFAULT_CACHE_ENTRIES, "256",
+            range(1, MAX_CACHE_ENTRIES);
         /// Bytes of pictures kept in the snapshot cache.
-        cache_bytes ("LIVESNAP_CACHE_BYTES"): usize = snapshot::DEFAULT_CACHE_BYTES, "67108864";
+        cache_bytes ("LIVESNAP_CACHE_BYTES"): usize = snapshot::DEFAULT_CACHE_BYTES, "67108864",
+            range(1, MAX_CACHE_BYTES);
         /// Memory all picture work at once may take (decoders' pictures and output buffers, as
         /// estimated per picture); work past it waits, a picture that alone needs more is
         /// refused. At least one 1080p picture's worth.
         picture_memory_bytes ("LIVESNAP_PICTURE_MEMORY_BYTES"): u64 =
-            snapshot::DEFAULT_PICTURE_MEMORY_BYTES, "1073741824";
+            snapshot::DEFAULT_PICTURE_MEMORY_BYTES, "1073741824",
+            range(MIN_PICTURE_MEMORY_BYTES, MAX_PICTURE_MEMORY_BYTES);
         /// Most live streams at once.
-        max_publishers ("LIVESNAP_MAX_PUBLISHERS"): usize = hub::DEFAULT_MAX_STREAMS, "1000";
+        max_publishers ("LIVESNAP_MAX_PUBLISHERS"): usize = hub::DEFAULT_MAX_STREAMS, "1000",
+            range(1, MAX_COUNT);
         /// Most RTMP connections at once.
-        max_connections ("LIVESNAP_MAX_CONNECTIONS"): usize = rtmp::DEFAULT_MAX_CONNECTIONS, "2000";
+        max_connections ("LIVESNAP_MAX_CONNECTIONS"): usize = rtmp::DEFAULT_MAX_CONNECTIONS, "2000",
+            range(1, MAX_COUNT);
         /// Most bytes buffered per stream for its current GOP.
-        max_gop_bytes ("LIVESNAP_MAX_GOP_BYTES"): usize = hub::DEFAULT_MAX_GOP_BYTES, "33554432";
+        max_gop_bytes ("LIVESNAP_MAX_GOP_BYTES"): usize = hub::DEFAULT_MAX_GOP_BYTES, "33554432",
+            range(1, MAX_GOP_BYTES);
         /// Memory all ingest may hold at once (every stream's GOP and every publisher's partial
         /// messages); past it the largest GOPs are trimmed to their keyframe. 0 means an eighth of
-        /// the machine's memory, within 256 MiB..8 GiB.
-        ingest_memory_bytes ("LIVESNAP_INGEST_MEMORY_BYTES"): u64 = 0, "0";
+        /// the machine's memory, within 256 MiB..8 GiB; at least `max_gop_bytes` is used.
+        ingest_memory_bytes ("LIVESNAP_INGEST_MEMORY_BYTES"): u64 = 0, "0",
+            range(0, MAX_INGEST_MEMORY_BYTES);
         /// Largest video access unit accepted, in bytes.
         max_access_unit_bytes ("LIVESNAP_MAX_ACCESS_UNIT_BYTES"): usize =
-            rtmp::DEFAULT_MAX_ACCESS_UNIT_BYTES, "8388608";
+            rtmp::DEFAULT_MAX_ACCESS_UNIT_BYTES, "8388608", range(1, MAX_ACCESS_UNIT_BYTES);
         /// Largest HTTP request body, in bytes.
-        max_request_bytes ("LIVESNAP_MAX_REQUEST_BYTES"): usize = DEFAULT_MAX_REQUEST_BYTES, "65536";
+        max_request_bytes ("LIVESNAP_MAX_REQUEST_BYTES"): usize = DEFAULT_MAX_REQUEST_BYTES, "65536",
+            range(1, MAX_REQUEST_BYTES);
         /// Seconds a connected publisher may send nothing before it is dropped.
         rtmp_idle_timeout_s ("LIVESNAP_RTMP_IDLE_TIMEOUT_S"): u64 =
-            rtmp::DEFAULT_IDLE_TIMEOUT.as_secs(), "30";
+            rtmp::DEFAULT_IDLE_TIMEOUT.as_secs(), "30", range(1, MAX_TIMEOUT_S);
         /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
         /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
         rtmp_merge_read_ms ("LIVESNAP_RTMP_MERGE_READ_MS"): u64 =
-            rtmp::DEFAULT_MERGE_READ.as_millis() as u64, "0";
+            rtmp::DEFAULT_MERGE_READ.as_millis() as u64, "0", range(0, MAX_MERGE_READ_MS);
         /// Seconds from an RTMP connection's accept to its publish accepted, however slowly its
         /// bytes trickle in; then it is closed.
         rtmp_handshake_timeout_s ("LIVESNAP_RTMP_HANDSHAKE_TIMEOUT_S"): u64 =
-            rtmp::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(), "10";
+            rtmp::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(), "10",
+            range(1, rtmp::MAX_HANDSHAKE_TIMEOUT.as_secs());
         /// Most connections from one address (an IPv6 /64) on each listener (RTMP, HTTP).
         max_connections_per_address ("LIVESNAP_MAX_CONNECTIONS_PER_ADDRESS"): usize =
-            frontend::DEFAULT_MAX_PER_ADDRESS, "100";
+            frontend::DEFAULT_MAX_PER_ADDRESS, "100", range(1, MAX_COUNT);
         /// Most connections on each listener that have not yet published (RTMP) or sent a whole
         /// request head (HTTP); one address may hold an eighth of them.
         max_pending_connections ("LIVESNAP_MAX_PENDING_CONNECTIONS"): usize =
-            frontend::DEFAULT_MAX_PENDING, "256";
+            frontend::DEFAULT_MAX_PENDING, "256", range(1, MAX_COUNT);
         /// Most HTTP connections at once; more are answered 503 and closed.
         http_max_connections ("LIVESNAP_HTTP_MAX_CONNECTIONS"): usize =
-            http::DEFAULT_MAX_CONNECTIONS, "1024";
+            http::DEFAULT_MAX_CONNECTIONS, "1024", range(1, MAX_COUNT);
         /// Seconds an HTTP connection may take to send a request head, from its accept or the
         /// end of its previous request (so also how long an idle keep-alive connection stays).
         http_header_timeout_s ("LIVESNAP_HTTP_HEADER_TIMEOUT_S"): u64 =
-            http::DEFAULT_HEADER_TIMEOUT.as_secs(), "10";
+            http::DEFAULT_HEADER_TIMEOUT.as_secs(), "10", range(1, http::MAX_TIMEOUT_S);
         /// Seconds an HTTP request body may take to arrive whole, from its head; then 408.
         http_body_timeout_s ("LIVESNAP_HTTP_BODY_TIMEOUT_S"): u64 =
-            http::DEFAULT_BODY_TIMEOUT.as_secs(), "10";
+            http::DEFAULT_BODY_TIMEOUT.as_secs(), "10", range(1, http::MAX_TIMEOUT_S);
         /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
         log ("LIVESNAP_LOG"): String = "info".to_string(), "info";
         /// Log lines as `text` or `json` (one object per line).
         log_format ("LIVESNAP_LOG_FORMAT"): String = "text".to_string(), "text";
         /// Seconds a shutdown may take: pictures in flight are finished and callbacks queued in
         /// the index before the server gives up on them and exits.
-        shutdown_timeout_s ("LIVESNAP_SHUTDOWN_TIMEOUT_S"): u64 = DEFAULT_SHUTDOWN_TIMEOUT_S, "10";
+        shutdown_timeout_s ("LIVESNAP_SHUTDOWN_TIMEOUT_S"): u64 = DEFAULT_SHUTDOWN_TIMEOUT_S, "10",
+            range(1, MAX_SHUTDOWN_TIMEOUT_S);
         /// Seconds an HTTP request may take before it is answered 408.
-        request_timeout_s ("LIVESNAP_REQUEST_TIMEOUT_S"): u64 = DEFAULT_REQUEST_TIMEOUT_S, "60";
+        request_timeout_s ("LIVESNAP_REQUEST_TIMEOUT_S"): u64 = DEFAULT_REQUEST_TIMEOUT_S, "60",
+            range(1, MAX_TIMEOUT_S);
         /// Most bytes the spool holds before it drops pictures.
         spool_max_bytes ("LIVESNAP_SPOOL_MAX_BYTES"): u64 =
-            livesnap_store::spool::DEFAULT_MAX_BYTES, "268435456";
+            livesnap_store::spool::DEFAULT_MAX_BYTES, "268435456", range(0, MAX_SPOOL_BYTES);
         /// Seconds between retention sweeps.
-        retention_sweep_s ("LIVESNAP_RETENTION_SWEEP_S"): u64 = DEFAULT_RETENTION_SWEEP_S, "10";
+        retention_sweep_s ("LIVESNAP_RETENTION_SWEEP_S"): u64 = DEFAULT_RETENTION_SWEEP_S, "10",
+            range(1, MAX_RETENTION_SWEEP_S);
         /// Tries per callback delivery.
         callback_max_attempts ("LIVESNAP_CALLBACK_MAX_ATTEMPTS"): u32 =
-            DEFAULT_CALLBACK_MAX_ATTEMPTS, "6";
+            DEFAULT_CALLBACK_MAX_ATTEMPTS, "6", range(1, MAX_CALLBACK_ATTEMPTS);
         /// Milliseconds before the first callback retry (doubled each time).
-        callback_backoff_ms ("LIVESNAP_CALLBACK_BACKOFF_MS"): u64 = DEFAULT_CALLBACK_BACKOFF_MS, "1000";
+        callback_backoff_ms ("LIVESNAP_CALLBACK_BACKOFF_MS"): u64 = DEFAULT_CALLBACK_BACKOFF_MS, "1000",
+            range(0, MAX_CALLBACK_BACKOFF_MS);
         /// WCS: automatic snapshots of every stream no binding matches.
         snapshot_auto_enabled ("LIVESNAP_SNAPSHOT_AUTO_ENABLED"): bool = false, "false";
         /// WCS: folder per stream named by `streamName` or `mediaSessionId`.
         snapshot_auto_naming ("LIVESNAP_SNAPSHOT_AUTO_NAMING"): String =
             "streamName".to_string(), "streamName";
         /// WCS: a picture every this many frames.
-        snapshot_auto_rate ("LIVESNAP_SNAPSHOT_AUTO_RATE"): u32 = DEFAULT_WCS_AUTO_RATE, "30";
+        snapshot_auto_rate ("LIVESNAP_SNAPSHOT_AUTO_RATE"): u32 = DEFAULT_WCS_AUTO_RATE, "30",
+            range(1, template::MAX_EVERY_N_FRAMES as u64);
         /// WCS: keep the last this many pictures per stream (0 keeps all).
-        snapshot_auto_retention ("LIVESNAP_SNAPSHOT_AUTO_RETENTION"): u64 = 0, "0";
+        snapshot_auto_retention ("LIVESNAP_SNAPSHOT_AUTO_RETENTION"): u64 = 0, "0",
+            range(0, template::MAX_KEEP_LAST);
     }
     optional {
         /// The index: `sqlite://PATH` or `postgres://...`.
@@ -227,7 +282,7 @@ settings! {
 use crate::http;
 use ingest::frontend;
 use ingest::rtmp::server as rtmp;
-use livesnap_core::{hub, snapshot};
+use livesnap_core::{hub, snapshot, template};
 
 /// The HTTP API's address by default.
 pub const DEFAULT_HTTP: SocketAddr =
@@ -254,7 +309,43 @@ pub const DEFAULT_WCS_AUTO_RATE: u32 = 30;
 /// tokio's.
 pub const DEFAULT_IO_THREADS: usize = 0;
 /// Most async runtime threads accepted.
-pub const MAX_IO_THREADS: usize = 256;
+pub const MAX_IO_THREADS: u64 = 256;
+/// Most decode workers accepted.
+pub const MAX_WORKERS: u64 = 256;
+/// Most keyframes an on-demand snapshot may try.
+pub const MAX_ATTEMPTS: u64 = 1000;
+/// Most of anything counted (cached pictures, publishers, connections): far above what one
+/// process serves, far below where a sum of two of them could overflow.
+pub const MAX_COUNT: u64 = 1_000_000;
+/// Largest snapshot cache.
+pub const MAX_CACHE_ENTRIES: u64 = MAX_COUNT;
+/// Largest snapshot cache in bytes (64 GiB).
+pub const MAX_CACHE_BYTES: u64 = 64 << 30;
+/// Smallest picture_memory_bytes: one 1080p picture's work (a test holds it to
+/// `snapshot::work_bytes`).
+pub const MIN_PICTURE_MEMORY_BYTES: u64 = 1920 * 1080 * (9 + 8);
+/// Largest picture_memory_bytes (1 TiB).
+pub const MAX_PICTURE_MEMORY_BYTES: u64 = 1 << 40;
+/// Largest max_gop_bytes (1 GiB per stream).
+pub const MAX_GOP_BYTES: u64 = 1 << 30;
+/// Largest max_access_unit_bytes (256 MiB).
+pub const MAX_ACCESS_UNIT_BYTES: u64 = 256 << 20;
+/// Largest max_request_bytes (64 MiB).
+pub const MAX_REQUEST_BYTES: u64 = 64 << 20;
+/// Longest rtmp_idle_timeout_s and request_timeout_s: an hour. Every timeout is bounded, so
+/// that adding it to a clock reading can never overflow.
+pub const MAX_TIMEOUT_S: u64 = 3600;
+/// Longest rtmp_merge_read_ms (ingest's MAX_MERGE_READ).
+pub const MAX_MERGE_READ_MS: u64 =
+    rtmp::MAX_MERGE_READ.as_secs() * 1000 + rtmp::MAX_MERGE_READ.subsec_millis() as u64;
+/// Largest spool (1 TiB; 0 spools nothing).
+pub const MAX_SPOOL_BYTES: u64 = 1 << 40;
+/// Longest time between retention sweeps: a day.
+pub const MAX_RETENTION_SWEEP_S: u64 = 86_400;
+/// Most tries per callback delivery.
+pub const MAX_CALLBACK_ATTEMPTS: u64 = 100;
+/// Longest first callback retry delay: the longest backoff between retries.
+pub const MAX_CALLBACK_BACKOFF_MS: u64 = crate::callbacks::MAX_BACKOFF.as_secs() * 1000;
 
 /// Seconds a shutdown may take by default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 10;
@@ -299,26 +390,16 @@ impl ServeArgs {
 }
 
 impl Settings {
-    /// Refuses values that cannot work.
+    /// Refuses values that cannot work: every number outside its declared range (so that no
+    /// setting overflows where it is multiplied or added to a clock reading), and the checks
+    /// that span settings.
     pub fn validate(&self) -> Result<(), String> {
-        if self.snapshot_taking_interval_ms == 0
-            || self.snapshot_taking_interval_ms > MAX_INTERVAL_MS
-        {
-            return Err(format!(
-                "snapshot_taking_interval_ms must be 1..={MAX_INTERVAL_MS}"
-            ));
-        }
+        self.check_ranges()?;
         if !matches!(
             self.snapshot_auto_naming.as_str(),
             "streamName" | "mediaSessionId"
         ) {
             return Err("snapshot_auto_naming must be streamName or mediaSessionId".into());
-        }
-        if self.snapshot_auto_rate == 0 {
-            return Err("snapshot_auto_rate must be at least 1".into());
-        }
-        if self.retention_sweep_s == 0 {
-            return Err("retention_sweep_s must be at least 1".into());
         }
         for (name, cfg) in &self.storage {
             livesnap_core::template::check_identifier("storage", name)
@@ -330,24 +411,10 @@ impl Settings {
             }
             let _ = cfg;
         }
-        let max_merge = ingest::rtmp::server::MAX_MERGE_READ.as_millis() as u64;
-        if self.rtmp_merge_read_ms > max_merge {
-            return Err(format!(
-                "rtmp_merge_read_ms must be at most {max_merge} (it delays every frame that much)"
-            ));
-        }
-        if self.io_threads > MAX_IO_THREADS {
-            return Err(format!("io_threads must be at most {MAX_IO_THREADS}"));
-        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(
                 "log_format must be text or json, got {:?}",
                 self.log_format
-            ));
-        }
-        if self.shutdown_timeout_s == 0 || self.shutdown_timeout_s > MAX_SHUTDOWN_TIMEOUT_S {
-            return Err(format!(
-                "shutdown_timeout_s must be 1..={MAX_SHUTDOWN_TIMEOUT_S}"
             ));
         }
         if self.request_timeout_s.saturating_mul(1000) <= self.snapshot_taking_interval_ms {
@@ -356,70 +423,15 @@ impl Settings {
                 self.snapshot_taking_interval_ms
             ));
         }
-        let max_handshake = rtmp::MAX_HANDSHAKE_TIMEOUT.as_secs();
-        for (name, v, max) in [
-            (
-                "rtmp_handshake_timeout_s",
-                self.rtmp_handshake_timeout_s,
-                max_handshake,
-            ),
-            (
-                "http_header_timeout_s",
-                self.http_header_timeout_s,
-                http::MAX_TIMEOUT_S,
-            ),
-            (
-                "http_body_timeout_s",
-                self.http_body_timeout_s,
-                http::MAX_TIMEOUT_S,
-            ),
-        ] {
-            if v == 0 || v > max {
-                return Err(format!("{name} must be 1..={max}"));
-            }
-        }
-        if self.snapshot_taking_attempts == 0 {
-            return Err("snapshot_taking_attempts must be at least 1".into());
-        }
-        if self.ingest_memory_bytes != 0 && self.ingest_memory_bytes < self.max_gop_bytes as u64 {
-            return Err(format!(
-                "ingest_memory_bytes must be 0 (from the machine's memory) or at least max_gop_bytes ({})",
-                self.max_gop_bytes
-            ));
-        }
-        let one_1080p = snapshot::work_bytes((1920, 1080), (1920, 1080));
-        if self.picture_memory_bytes < one_1080p {
-            return Err(format!(
-                "picture_memory_bytes must be at least {one_1080p} (one 1080p picture)"
-            ));
-        }
-        for (name, v) in [
-            ("cache_entries", self.cache_entries),
-            ("cache_bytes", self.cache_bytes),
-            ("max_publishers", self.max_publishers),
-            ("max_connections", self.max_connections),
-            (
-                "max_connections_per_address",
-                self.max_connections_per_address,
-            ),
-            ("max_pending_connections", self.max_pending_connections),
-            ("http_max_connections", self.http_max_connections),
-            ("max_gop_bytes", self.max_gop_bytes),
-            ("max_access_unit_bytes", self.max_access_unit_bytes),
-            ("max_request_bytes", self.max_request_bytes),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
         Ok(())
     }
 
     /// The ingest memory budget, resolving 0 to an eighth of the machine's memory within
     /// [`MIN_AUTO_INGEST_MEMORY`]..[`MAX_AUTO_INGEST_MEMORY`].
+    /// A budget below one full GOP would trim every stream: at least `max_gop_bytes` is used.
     pub fn ingest_memory(&self) -> u64 {
         if self.ingest_memory_bytes > 0 {
-            return self.ingest_memory_bytes;
+            return self.ingest_memory_bytes.max(self.max_gop_bytes as u64);
         }
         media::budget::machine_memory()
             .map_or(MIN_AUTO_INGEST_MEMORY, |m| m / 8)
@@ -465,6 +477,8 @@ impl Settings {
     }
 }
 
+/// Largest ingest budget accepted.
+pub const MAX_INGEST_MEMORY_BYTES: u64 = 1 << 40;
 /// Least ingest budget chosen from the machine's memory.
 pub const MIN_AUTO_INGEST_MEMORY: u64 = 256 * 1024 * 1024;
 /// Most ingest budget chosen from the machine's memory.
@@ -553,12 +567,16 @@ mod tests {
             let cells: Vec<&str> = line.split(" | ").collect();
             let key = cells[0].trim_start_matches("| ").trim_matches('`');
             assert!(
-                rows.insert(key, cells[1]).is_none(),
+                cells.len() >= 4,
+                "README's row for {key} has no range column"
+            );
+            assert!(
+                rows.insert(key, (cells[1], cells[2])).is_none(),
                 "README lists {key} twice"
             );
         }
         for s in SETTINGS {
-            let cell = rows
+            let (cell, range) = rows
                 .remove(s.key)
                 .unwrap_or_else(|| panic!("README's settings table has no row for {}", s.key));
             assert!(
@@ -567,6 +585,10 @@ mod tests {
                 s.key,
                 s.default
             );
+            let want = s
+                .range
+                .map_or("-".to_string(), |(min, max)| format!("`{min}..={max}`"));
+            assert_eq!(range, want, "README's range of {}", s.key);
         }
         assert!(
             rows.is_empty(),
@@ -637,6 +659,145 @@ mod tests {
         .settings()
         .unwrap_err();
         assert!(err.contains("io_threads"), "{err}");
+    }
+
+    #[test]
+    fn the_smallest_picture_memory_is_one_1080p_picture() {
+        assert_eq!(
+            MIN_PICTURE_MEMORY_BYTES,
+            snapshot::work_bytes((1920, 1080), (1920, 1080))
+        );
+        assert_eq!(MAX_MERGE_READ_MS, rtmp::MAX_MERGE_READ.as_millis() as u64);
+    }
+
+    #[test]
+    fn every_number_has_a_range_and_the_defaults_are_in_it() {
+        let defaults = Settings::default();
+        defaults.validate().unwrap();
+        for s in SETTINGS.iter().filter(|s| s.range.is_some()) {
+            let (min, max) = s.range.unwrap();
+            assert!(min <= max, "{}", s.key);
+            let mut t = defaults.clone();
+            assert!(t.set_number(s.key, min), "{}", s.key);
+        }
+        // The numbers without a range: none (a bool or text is not a number).
+        let numbers = [
+            "snapshot_taking_interval_ms",
+            "snapshot_taking_attempts",
+            "workers",
+            "io_threads",
+            "cache_entries",
+            "cache_bytes",
+            "picture_memory_bytes",
+            "max_publishers",
+            "max_connections",
+            "max_gop_bytes",
+            "ingest_memory_bytes",
+            "max_access_unit_bytes",
+            "max_request_bytes",
+            "rtmp_idle_timeout_s",
+            "rtmp_merge_read_ms",
+            "rtmp_handshake_timeout_s",
+            "max_connections_per_address",
+            "max_pending_connections",
+            "http_max_connections",
+            "http_header_timeout_s",
+            "http_body_timeout_s",
+            "shutdown_timeout_s",
+            "request_timeout_s",
+            "spool_max_bytes",
+            "retention_sweep_s",
+            "callback_max_attempts",
+            "callback_backoff_ms",
+            "snapshot_auto_rate",
+            "snapshot_auto_retention",
+        ];
+        let ranged: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.range.is_some())
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(ranged, numbers);
+    }
+
+    #[test]
+    fn the_values_that_would_overflow_are_refused_by_name() {
+        for (key, v) in [
+            ("retention_sweep_s", u64::MAX),
+            ("callback_backoff_ms", u64::MAX),
+            ("rtmp_idle_timeout_s", u64::MAX),
+            ("request_timeout_s", u64::MAX),
+            ("snapshot_auto_retention", u64::MAX),
+            ("max_connections", u64::MAX),
+            ("http_max_connections", u64::MAX),
+            ("snapshot_auto_rate", 0),
+            ("callback_max_attempts", 0),
+        ] {
+            let mut s = Settings::default();
+            assert!(s.set_number(key, v));
+            let err = s.validate().unwrap_err();
+            assert!(err.starts_with(key), "{key} = {v}: {err}");
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Settings in which every number may take any value of its range: the one check that
+        /// spans two numbers (request_timeout_s longer than snapshot_taking_interval_ms) holds
+        /// for all of them.
+        fn permissive() -> Settings {
+            Settings {
+                snapshot_taking_interval_ms: 1,
+                request_timeout_s: MAX_TIMEOUT_S,
+                ..Settings::default()
+            }
+        }
+
+        fn any_value() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                any::<u64>(),
+                0u64..=2_000_000,
+                Just(u64::MAX),
+                Just(u64::from(u32::MAX) + 1),
+            ]
+        }
+
+        proptest! {
+            /// Any value of any numeric setting: accepted exactly when inside its declared
+            /// range, else refused naming the setting; never a panic.
+            #[test]
+            fn numbers_are_accepted_exactly_in_their_range(
+                which in 0..SETTINGS.iter().filter(|s| s.range.is_some()).count(),
+                v in any_value(),
+                edge in 0..4usize,
+            ) {
+                let doc = SETTINGS.iter().filter(|s| s.range.is_some()).nth(which).unwrap();
+                let (min, max) = doc.range.unwrap();
+                // Now and then the edges themselves and just past them.
+                let v = match edge {
+                    0 => min.saturating_sub(1),
+                    1 => max.saturating_add(1),
+                    _ => v,
+                };
+                let mut s = permissive();
+                if s.set_number(doc.key, v) {
+                    let checked = s.validate();
+                    if (min..=max).contains(&v) {
+                        prop_assert!(checked.is_ok(), "{} = {}: {:?}", doc.key, v, checked);
+                    } else {
+                        let err = checked.unwrap_err();
+                        prop_assert!(err.starts_with(doc.key), "{} = {}: {}", doc.key, v, err);
+                        prop_assert!(err.contains(&format!("{min}..={max}")), "{}", err);
+                    }
+                } else {
+                    // Too large for its type: a TOML file, a flag or a variable cannot hold it
+                    // either; the range must not reach past the type.
+                    prop_assert!(v > max, "{} = {} fits the range but not the type", doc.key, v);
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// A number (or other value) of the request, in its query or body, is refused; the answer
+    /// names it in `field`.
+    #[error("{0}")]
+    Field(livesnap_core::template::FieldError),
     /// Nothing at this path.
     #[error("{0}")]
     NotFound(String),
@@ -54,7 +58,9 @@ impl AppError {
         match self {
             AppError::Core(C::NotLive(_)) | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Core(C::Ambiguous { .. }) => StatusCode::CONFLICT,
-            AppError::Core(C::BadRequest(_)) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Core(C::BadRequest(_)) | AppError::BadRequest(_) | AppError::Field(_) => {
+                StatusCode::BAD_REQUEST
+            }
             // No picture in time: the service is up but cannot answer now.
             AppError::Core(C::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
             // Superseded is the scheduled path's own; it never answers a request.
@@ -94,7 +100,9 @@ impl AppError {
         if let AppError::Core(livesnap_core::Error::Ambiguous { candidates, .. }) = self {
             body["candidates"] = json!(candidates);
         }
-        if let AppError::Config(livesnap_core::auto::ConfigError::Field(f)) = self {
+        if let AppError::Config(livesnap_core::auto::ConfigError::Field(f)) | AppError::Field(f) =
+            self
+        {
             body["field"] = json!(f.field);
         }
         body

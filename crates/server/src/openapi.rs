@@ -44,7 +44,8 @@ pub struct ApiDoc;
 
 // `AppError::into_response` writes this shape; a test below holds the two together.
 /// The body of every error answer: `{"error", "status"}`, with `field` when a template or
-/// binding field was refused and `candidates` when a bare stream name is ambiguous.
+/// binding field or a numeric parameter was refused and `candidates` when a bare stream name is
+/// ambiguous.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
@@ -52,7 +53,7 @@ pub struct ErrorBody {
     pub error: String,
     /// The HTTP status again.
     pub status: u16,
-    /// The template or binding field that was refused (400).
+    /// The template or binding field, query parameter or request number that was refused (400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<String>,

@@ -294,6 +294,104 @@ fn templates_and_bindings_with_their_errors() {
     });
 }
 
+/// Numbers from outside (template fields, query parameters, the WCS body) out of their range or
+/// of the wrong shape: 1e16, 2^64-1, 2^64, -1, 1.5, "5". Each is a 400 with the one JSON error
+/// body naming the field, never serde's message about the body, a wrap or a panic.
+#[test]
+fn numbers_from_outside_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let refused = |a: Answer, field: &str, what: &str| {
+            let v = a.json();
+            assert_eq!(v["status"], 400, "{what}: {v}");
+            assert_eq!(v["field"], field, "{what}: {v}");
+            let error = v["error"].as_str().unwrap_or_default();
+            assert!(error.starts_with(&format!("{field}: ")), "{what}: {v}");
+            assert!(error.contains("..="), "{what}: the range is said: {v}");
+        };
+        let shapes = [
+            "1e16",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.5",
+            "\"5\"",
+            "0",
+        ];
+        for field in [
+            "interval_s",
+            "every_n_frames",
+            "quality",
+            "width",
+            "height",
+            "retention.keep_last",
+            "retention.max_age_s",
+        ] {
+            for n in shapes {
+                let trigger = if matches!(field, "interval_s" | "every_n_frames") {
+                    ""
+                } else {
+                    r#""interval_s":5,"#
+                };
+                let number = match field.split_once('.') {
+                    Some((outer, inner)) => format!(r#""{outer}":{{"{inner}":{n}}}"#),
+                    None => format!(r#""{field}":{n}"#),
+                };
+                let body = format!(r#"{{"name":"t",{trigger}{number}}}"#);
+                let a = expect(&app, "POST", "/v1/templates", Some(&body), 400).await;
+                refused(a, field, &body);
+                let body = format!(r#"{{{trigger}{number}}}"#).replace(",}", "}");
+                let a = expect(&app, "PUT", "/v1/templates/t", Some(&body), 400).await;
+                refused(a, field, &body);
+            }
+        }
+        // The largest accepted values are accepted as given.
+        let body = r#"{"name":"t","interval_s":86400,"quality":100,"width":8192,"height":8192,
+            "retention":{"keep_last":100000000,"max_age_s":315360000}}"#;
+        let v = expect(&app, "POST", "/v1/templates", Some(body), 201)
+            .await
+            .json();
+        assert_eq!(v["retention"]["max_age_s"], 315_360_000u64, "{v}");
+        // A body that is not an object is refused, not a panic.
+        for body in ["[]", "5", "\"t\"", "null"] {
+            expect(&app, "PUT", "/v1/templates/t", Some(body), 400).await;
+        }
+
+        for (field, values) in [
+            ("width", &shapes[..]),
+            ("height", &shapes[..]),
+            ("quality", &shapes[..]),
+        ] {
+            for n in values {
+                let q = format!("{field}={}", n.trim_matches('"').replace('\\', ""));
+                // Checked before the stream is looked up: no stream needs to be live.
+                let uri = format!("/v1/streams/live/cam/snapshot.jpg?{q}");
+                if q.ends_with("=5") {
+                    continue; // "5" in a query is just 5
+                }
+                refused(expect(&app, "GET", &uri, None, 400).await, field, &uri);
+                let body = format!(r#"{{"streamName":"cam","{field}":{n}}}"#);
+                let a = expect(&app, "POST", "/rest-api/stream/snapshot", Some(&body), 400).await;
+                refused(a, field, &body);
+            }
+        }
+        for q in [
+            "limit=1e16",
+            "limit=-1",
+            "limit=1001",
+            "limit=1.5",
+            "limit=18446744073709551616",
+            "limit=0",
+        ] {
+            let uri = format!("/v1/snapshots?{q}");
+            refused(expect(&app, "GET", &uri, None, 400).await, "limit", &uri);
+        }
+        expect(&app, "GET", "/v1/snapshots?limit=1000", None, 200).await;
+        assert!(server.shutdown().await.clean);
+    });
+}
+
 #[test]
 fn snapshots_list_get_delete_and_batch_delete_with_their_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -978,11 +978,11 @@ fn auto_bad_input() {
         ),
         (
             ok(json!({"interval_s": 5, "retention": {"keep_last": 0}})),
-            &["retention"],
+            &["retention.keep_last"],
         ),
         (
             ok(json!({"interval_s": 5, "retention": {"max_age_s": 0}})),
-            &["retention"],
+            &["retention.max_age_s"],
         ),
         (
             ok(json!({"interval_s": 5, "callback_url": "ftp://example.com/x"})),

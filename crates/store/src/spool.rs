@@ -395,14 +395,17 @@ impl Spool {
         Ok(())
     }
 
+    /// Counts a refused picture. The caller holds the picture and the error [`Spool::push`]
+    /// returns, and says once what became of it (lost, with both reasons); a warning here too
+    /// would tell the same loss twice.
     fn drop_one(&self, location: &str, key: &str, reason: &str) {
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(
+        tracing::debug!(
             location,
             key,
             reason,
             dropped_total = dropped,
-            "spool: picture dropped"
+            "spool: refused a picture"
         );
     }
 
