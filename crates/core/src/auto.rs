@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use livesnap_store::index::{Index, Mode, NewSnapshot, SnapshotRow};
+use livesnap_store::index::{Index, Mode, NewSnapshot, QueuedDelivery, SnapshotRow};
 use livesnap_store::location::Location;
 use livesnap_store::spool::{Spool, SpoolEntry};
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,12 @@ pub const MAX_SHOTS_IN_FLIGHT: usize = 256;
 
 /// What other systems are told (the server turns these into signed webhooks).
 pub trait EventSink: Send + Sync {
-    /// A picture was stored and indexed; `callback_url` is the template's own, if any.
-    fn snapshot_stored(&self, row: &SnapshotRow, callback_url: Option<&str>);
+    /// The deliveries announcing a stored picture (`callback_url` is the template's own, if
+    /// any); they are queued in the index in the transaction that indexes the picture.
+    fn stored_deliveries(&self, row: &SnapshotRow, callback_url: Option<&str>)
+        -> Vec<QueuedDelivery>;
+    /// Sends deliveries that are in the index's queue already.
+    fn send_queued(&self, deliveries: Vec<QueuedDelivery>);
     /// A stream started.
     fn stream_published(&self, stream: &LiveStream);
     /// A stream ended.
@@ -44,7 +48,10 @@ pub trait EventSink: Send + Sync {
 pub struct NoEvents;
 
 impl EventSink for NoEvents {
-    fn snapshot_stored(&self, _: &SnapshotRow, _: Option<&str>) {}
+    fn stored_deliveries(&self, _: &SnapshotRow, _: Option<&str>) -> Vec<QueuedDelivery> {
+        Vec::new()
+    }
+    fn send_queued(&self, _: Vec<QueuedDelivery>) {}
     fn stream_published(&self, _: &LiveStream) {}
     fn stream_unpublished(&self, _: &LiveStream) {}
 }
@@ -203,6 +210,8 @@ pub struct Automation {
     /// queue.
     waiting: Mutex<HashMap<(u64, String), (u64, CancellationToken)>>,
     generation: AtomicU64,
+    /// Set once what an earlier run left half done is undone; writes wait for it.
+    reconciled: tokio::sync::OnceCell<()>,
 }
 
 impl Automation {
@@ -260,6 +269,7 @@ impl Automation {
             save_lock: tokio::sync::Mutex::new(()),
             waiting: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            reconciled: tokio::sync::OnceCell::new(),
         });
         let (tx, rx) = mpsc::channel(SHOT_QUEUE);
         hub.set_automation(auto.clone(), tx);
@@ -468,7 +478,69 @@ impl Automation {
             .map_err(|e| ConfigError::Save(format!("{}: {e}", path.display())))
     }
 
+    /// Waits until [`Automation::reconcile`] has run once (the first caller runs it).
+    async fn reconciled(&self) {
+        self.reconciled.get_or_init(|| self.reconcile()).await;
+    }
+
+    /// Undoes what a crash left half done, before any new picture is written: staging files
+    /// in local locations, and objects of writes whose intent is still in the index but that
+    /// were never indexed (an object whose key has a row, an overwritten picture, stays).
+    async fn reconcile(&self) {
+        for location in self.locations.values() {
+            let loc = location.clone();
+            match tokio::task::spawn_blocking(move || loc.remove_temp_files()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    info!(storage = location.name(), files = n, "staging files left by an earlier run removed")
+                }
+                Ok(Err(e)) => {
+                    warn!(storage = location.name(), error = %e, "staging files could not be removed")
+                }
+                Err(e) => warn!(error = %e, "staging file sweep failed"),
+            }
+        }
+        let intents = match self.index.write_intents().await {
+            Ok(i) => i,
+            Err(e) => return warn!(error = %e, "write intents could not be read; left for the next start"),
+        };
+        let mut removed = 0u64;
+        for intent in &intents {
+            match self
+                .index
+                .has_object(&intent.storage, &intent.object_key)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(location) = self.locations.get(&intent.storage) {
+                        if let Err(e) = location.delete(&intent.object_key).await {
+                            warn!(storage = %intent.storage, key = %intent.object_key, error = %e, "unindexed object of an unfinished write not removed; left for the next start");
+                            continue;
+                        }
+                        removed += 1;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "write intent not reconciled; left for the next start");
+                    continue;
+                }
+            }
+            if let Err(e) = self.index.drop_intent(&intent.id).await {
+                warn!(error = %e, "write intent not dropped; reconciled again at the next start");
+            }
+        }
+        if !intents.is_empty() {
+            info!(
+                unfinished = intents.len(),
+                objects_removed = removed,
+                "unfinished picture writes of an earlier run reconciled (objects without a row removed)"
+            );
+        }
+    }
+
     async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<Shot>, life: Lifecycle) {
+        self.reconciled().await;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SHOTS_IN_FLIGHT));
         loop {
             let shot = tokio::select! {
@@ -653,19 +725,43 @@ impl Automation {
             return;
         };
         // While older pictures for this location wait in the spool, new ones queue behind them,
-        // so that pictures are stored in the order they were taken.
+        // so that pictures are stored in the order they were taken. A write begins with its
+        // intent in the index, so a crash between the object and its row leaves a trace the
+        // next start reconciles (`reconcile`); without the index the picture waits in the spool.
+        self.reconciled().await;
         let result = if self.spool.has_pending(&row.storage) {
             Err("older pictures for this location are still spooled".to_string())
         } else {
-            let put = location.put(&row.key, data.clone()).await;
-            if let Some(c) = self.location_counters.get(&row.storage) {
-                let counter = if put.is_ok() { &c.writes } else { &c.failures };
-                counter.fetch_add(1, Ordering::Relaxed);
+            match self
+                .index
+                .intend_write(&row.storage, &row.key, row.time_ms)
+                .await
+            {
+                Err(e) => Err(format!("the index cannot record the write: {e}")),
+                Ok(intent) => {
+                    let put = location.put(&row.key, data.clone()).await;
+                    if let Some(c) = self.location_counters.get(&row.storage) {
+                        let counter = if put.is_ok() { &c.writes } else { &c.failures };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match put {
+                        Ok(()) => Ok(intent),
+                        Err(e) => {
+                            // Nothing was stored: the intent has nothing to reconcile.
+                            if let Err(de) = self.index.drop_intent(&intent).await {
+                                debug!(error = %de, "write intent left for the next start");
+                            }
+                            Err(e.to_string())
+                        }
+                    }
+                }
             }
-            put.map_err(|e| e.to_string())
         };
         match result {
-            Ok(()) => self.indexed(row, callback_url, keep_last).await,
+            Ok(intent) => {
+                self.indexed(row, Some(&intent), callback_url, keep_last)
+                    .await
+            }
             Err(e) => {
                 // Said once, after the spool answers: "spooled" only for a picture it kept.
                 let meta = SpoolMeta {
@@ -706,7 +802,7 @@ impl Automation {
     async fn spooled_stored(&self, entry: SpoolEntry) {
         match serde_json::from_value::<SpoolMeta>(entry.meta) {
             Ok(meta) => {
-                self.indexed(meta.row, meta.callback_url, meta.keep_last)
+                self.indexed(meta.row, None, meta.callback_url, meta.keep_last)
                     .await
             }
             Err(e) => {
@@ -715,22 +811,25 @@ impl Automation {
         }
     }
 
+    /// Indexes a stored picture with its `snapshot.stored` deliveries and ends its write
+    /// intent, in one transaction; then sends the deliveries.
     async fn indexed(
         &self,
         row: NewSnapshot,
+        intent: Option<&str>,
         callback_url: Option<String>,
         keep_last: Option<u64>,
     ) {
-        let result = match row.mode {
-            Mode::Overwrite => self.index.upsert_overwrite(&row).await,
-            Mode::Sequence => self.index.insert(&row).await,
+        let events = self.events.clone();
+        let announce = move |stored: &SnapshotRow| {
+            events.stored_deliveries(stored, callback_url.as_deref())
         };
+        let result = self.index.insert_announced(&row, intent, &announce).await;
         match result {
-            Ok(stored) => {
+            Ok((stored, deliveries)) => {
                 self.counters.stored.fetch_add(1, Ordering::Relaxed);
                 debug!(key = %stored.key, id = %stored.id, "snapshot stored");
-                self.events
-                    .snapshot_stored(&stored, callback_url.as_deref());
+                self.events.send_queued(deliveries);
                 if row.mode == Mode::Sequence && keep_last.is_some() {
                     self.enforce(
                         &row.domain,
@@ -743,7 +842,15 @@ impl Automation {
                     .await;
                 }
             }
-            Err(e) => error!(key = %row.key, error = %e, "picture stored but not indexed"),
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let after = if intent.is_some() {
+                    "its object is removed at the next start"
+                } else {
+                    "its object stays"
+                };
+                error!(key = %row.key, error = %e, "picture stored but not indexed; {after}")
+            }
         }
     }
 

@@ -206,6 +206,18 @@ impl Callbacks {
 
     /// Queues `data` as event `event` to `template_url` and the global URL.
     pub fn emit(&self, event: &str, data: Value, template_url: Option<&str>) {
+        let deliveries = self.deliveries_of(event, data, template_url);
+        self.send(deliveries, false);
+    }
+
+    /// The deliveries of one event: one body (with the event's id) to the template's URL and
+    /// the global one.
+    fn deliveries_of(
+        &self,
+        event: &str,
+        data: Value,
+        template_url: Option<&str>,
+    ) -> Vec<QueuedDelivery> {
         let mut urls: Vec<&str> = template_url.into_iter().collect();
         if let Some(g) = self.config.global_url.as_deref() {
             if !urls.contains(&g) {
@@ -213,7 +225,7 @@ impl Callbacks {
             }
         }
         if urls.is_empty() {
-            return;
+            return Vec::new();
         }
         let now = self.config.clock.wall();
         let body = json!({
@@ -223,21 +235,32 @@ impl Callbacks {
             "data": data,
         });
         let text = body.to_string();
-        for url in urls {
-            let delivery = QueuedDelivery {
+        urls.into_iter()
+            .map(|url| QueuedDelivery {
                 id: new_id(unix_ms(now)),
                 event: event.to_string(),
                 url: url.to_string(),
                 body: text.clone(),
                 created_ms: unix_ms(now),
-            };
-            self.log_queued(&delivery, body.clone());
-            let id = delivery.id.clone();
+            })
+            .collect()
+    }
+
+    /// Hands deliveries to the sender; `persisted` when they are in the index's queue already.
+    fn send(&self, deliveries: Vec<QueuedDelivery>, persisted: bool) {
+        for delivery in deliveries {
+            let body = serde_json::from_str(&delivery.body).unwrap_or(Value::Null);
+            self.log_queued(&delivery, body);
+            let (id, event, url) = (
+                delivery.id.clone(),
+                delivery.event.clone(),
+                delivery.url.clone(),
+            );
             if self
                 .tx
                 .try_send(Job {
                     delivery,
-                    persisted: false,
+                    persisted,
                 })
                 .is_err()
             {
@@ -246,7 +269,12 @@ impl Callbacks {
                     d.state = "failed";
                     d.last_error = Some("callback queue full".into());
                 });
-                warn!(event, url, "callback dropped: the queue is full");
+                if persisted {
+                    // Still in the index's queue: the next start sends it.
+                    warn!(%event, %url, "callback queue full; the delivery waits in the index for the next start");
+                } else {
+                    warn!(%event, %url, "callback dropped: the queue is full");
+                }
             }
         }
     }
@@ -419,12 +447,16 @@ fn stream_json(stream: &LiveStream) -> Value {
 }
 
 impl EventSink for Callbacks {
-    fn snapshot_stored(&self, row: &SnapshotRow, callback_url: Option<&str>) {
-        self.emit(
+    fn stored_deliveries(&self, row: &SnapshotRow, callback_url: Option<&str>) -> Vec<QueuedDelivery> {
+        self.deliveries_of(
             "snapshot.stored",
             snapshot_json(row, &self.config.public_url),
             callback_url,
-        );
+        )
+    }
+
+    fn send_queued(&self, deliveries: Vec<QueuedDelivery>) {
+        self.send(deliveries, true);
     }
 
     fn stream_published(&self, stream: &LiveStream) {

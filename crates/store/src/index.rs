@@ -276,6 +276,40 @@ macro_rules! with_db {
     };
 }
 
+/// The upsert of an overwrite-mode row: the one row of its (storage, key) keeps its id.
+fn upsert_overwrite_sql() -> String {
+    format!(
+        "INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (storage, object_key) WHERE mode = 'overwrite' DO UPDATE SET \
+         domain = excluded.domain, app = excluded.app, stream = excluded.stream, job = excluded.job, \
+         time_ms = excluded.time_ms, sequence = excluded.sequence, size = excluded.size, \
+         width = excluded.width, height = excluded.height, format = excluded.format \
+         RETURNING {COLUMNS}"
+    )
+}
+
+/// The bind parameters of a new row, with a fresh id, in [`COLUMNS`] order.
+fn row_args(row: &NewSnapshot) -> Result<Vec<Arg>> {
+    let sequence = row.sequence.map(|s| to_i64("sequence", s)).transpose()?;
+    let size = to_i64("size", row.size)?;
+    Ok(vec![
+        Arg::Text(new_id(row.time_ms)),
+        Arg::Text(row.domain.clone()),
+        Arg::Text(row.app.clone()),
+        Arg::Text(row.stream.clone()),
+        Arg::Text(row.job.clone()),
+        Arg::Int(row.time_ms),
+        Arg::OptInt(sequence),
+        Arg::Text(row.mode.as_str().into()),
+        Arg::Text(row.storage.clone()),
+        Arg::Text(row.key.clone()),
+        Arg::Int(size),
+        Arg::Int(i64::from(row.width)),
+        Arg::Int(i64::from(row.height)),
+        Arg::Text(row.format.clone()),
+    ])
+}
+
 /// One bind parameter, so queries built at run time can be bound on either backend.
 #[derive(Clone, Debug)]
 enum Arg {
@@ -495,39 +529,14 @@ impl Index {
     pub async fn upsert_overwrite(&self, row: &NewSnapshot) -> Result<SnapshotRow> {
         let mut row = row.clone();
         row.mode = Mode::Overwrite;
-        let sql = format!(
-            "INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (storage, object_key) WHERE mode = 'overwrite' DO UPDATE SET \
-             domain = excluded.domain, app = excluded.app, stream = excluded.stream, job = excluded.job, \
-             time_ms = excluded.time_ms, sequence = excluded.sequence, size = excluded.size, \
-             width = excluded.width, height = excluded.height, format = excluded.format \
-             RETURNING {COLUMNS}"
-        );
-        self.insert_with_fresh_id(&sql, &row).await
+        self.insert_with_fresh_id(&upsert_overwrite_sql(), &row).await
     }
 
     async fn insert_with_fresh_id(&self, sql: &str, row: &NewSnapshot) -> Result<SnapshotRow> {
-        let sequence = row.sequence.map(|s| to_i64("sequence", s)).transpose()?;
-        let size = to_i64("size", row.size)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let args = vec![
-                Arg::Text(new_id(row.time_ms)),
-                Arg::Text(row.domain.clone()),
-                Arg::Text(row.app.clone()),
-                Arg::Text(row.stream.clone()),
-                Arg::Text(row.job.clone()),
-                Arg::Int(row.time_ms),
-                Arg::OptInt(sequence),
-                Arg::Text(row.mode.as_str().into()),
-                Arg::Text(row.storage.clone()),
-                Arg::Text(row.key.clone()),
-                Arg::Int(size),
-                Arg::Int(i64::from(row.width)),
-                Arg::Int(i64::from(row.height)),
-                Arg::Text(row.format.clone()),
-            ];
+            let args = row_args(row)?;
             match self.fetch_optional(sql, args).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {
@@ -747,12 +756,121 @@ pub struct QueuedDelivery {
     pub created_ms: i64,
 }
 
+/// A picture write begun and not yet indexed ([`Index::intend_write`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WriteIntent {
+    /// Its id.
+    pub id: String,
+    /// Storage location.
+    pub storage: String,
+    /// Object key.
+    pub object_key: String,
+    /// When the write began (Unix ms).
+    pub created_ms: i64,
+}
+
+/// Builds the deliveries that announce a stored picture, from its row (with its id).
+pub type Announce<'a> = &'a (dyn Fn(&SnapshotRow) -> Vec<QueuedDelivery> + Send + Sync);
+
+const QUEUE_DELIVERY_SQL: &str = "INSERT INTO callback_queue (id, event, url, body, created_ms) \
+                                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+
 impl Index {
+    /// Records that the object `key` of `storage` is about to be written; the row goes in the
+    /// transaction that indexes it ([`Index::insert_announced`]), or at the next start
+    /// ([`Index::write_intents`]).
+    pub async fn intend_write(&self, storage: &str, key: &str, now_ms: i64) -> Result<String> {
+        let id = new_id(now_ms);
+        with_db!(&self.db, pool => sqlx::query(
+            "INSERT INTO write_intents (id, storage, object_key, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(&id).bind(storage).bind(key).bind(now_ms)
+            .execute(pool).await.map(|_| ()))?;
+        Ok(id)
+    }
+
+    /// Forgets a write intent (its write failed and nothing was stored, or it was reconciled).
+    pub async fn drop_intent(&self, id: &str) -> Result<()> {
+        with_db!(&self.db, pool => sqlx::query("DELETE FROM write_intents WHERE id = $1")
+            .bind(id).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Every write intent left, oldest first: after a crash, writes that may have stored an
+    /// object without its row.
+    pub async fn write_intents(&self) -> Result<Vec<WriteIntent>> {
+        let sql = "SELECT id, storage, object_key, created_ms FROM write_intents ORDER BY created_ms, id";
+        let rows: Vec<WriteIntent> = with_db!(&self.db, pool =>
+            sqlx::query_as::<_, WriteIntent>(sql).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// Whether a row names the object `key` of `storage`.
+    pub async fn has_object(&self, storage: &str, key: &str) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM snapshots WHERE storage = $1 AND object_key = $2";
+        let n: i64 = with_db!(&self.db, pool =>
+            sqlx::query_scalar::<_, i64>(sql).bind(storage).bind(key).fetch_one(pool).await)?;
+        Ok(n > 0)
+    }
+
+    /// Indexes a stored picture, queues the deliveries `announce` makes of its row and ends its
+    /// write intent, in one transaction: the row and its `snapshot.stored` deliveries are in
+    /// the index together or not at all, and a failed commit is an error, never a row that
+    /// silently is not there. Returns the row and the deliveries queued.
+    pub async fn insert_announced(
+        &self,
+        row: &NewSnapshot,
+        intent: Option<&str>,
+        announce: Announce<'_>,
+    ) -> Result<(SnapshotRow, Vec<QueuedDelivery>)> {
+        let sql = if row.mode == Mode::Overwrite {
+            upsert_overwrite_sql()
+        } else {
+            format!(
+                "INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+            )
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let args = row_args(row)?;
+            let done = with_db!(&self.db, pool => async {
+                let mut tx = pool.begin().await?;
+                let raw: Option<RawRow> = bind_args!(sqlx::query_as::<_, RawRow>(&sql), args)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let raw = raw.ok_or_else(|| {
+                    Error::Database(sqlx::Error::Protocol("INSERT returned no row".into()))
+                })?;
+                let stored = SnapshotRow::try_from(raw)?;
+                let deliveries = announce(&stored);
+                for d in &deliveries {
+                    sqlx::query(QUEUE_DELIVERY_SQL)
+                        .bind(&d.id).bind(&d.event).bind(&d.url).bind(&d.body).bind(d.created_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(id) = intent {
+                    sqlx::query("DELETE FROM write_intents WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, Error>((stored, deliveries))
+            }.await);
+            match done {
+                // The only other unique constraint an upsert can hit is the id's.
+                Err(Error::Database(e)) if is_unique_violation(&e) && attempt < ID_ATTEMPTS => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Records a delivery as queued; recording the same id again changes nothing.
     pub async fn queue_delivery(&self, d: &QueuedDelivery) -> Result<()> {
-        let sql = "INSERT INTO callback_queue (id, event, url, body, created_ms) \
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
-        with_db!(&self.db, pool => sqlx::query(sql)
+        with_db!(&self.db, pool => sqlx::query(QUEUE_DELIVERY_SQL)
             .bind(&d.id).bind(&d.event).bind(&d.url).bind(&d.body).bind(d.created_ms)
             .execute(pool).await.map(|_| ()))?;
         Ok(())

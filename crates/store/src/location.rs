@@ -335,6 +335,30 @@ impl Location {
         }
     }
 
+    /// Removes the staging files a crash left in a local location (object_store writes
+    /// `name#N` and renames it into place, so a `#digits` suffix is never a picture); returns
+    /// how many went. An S3 location has none (a PUT is whole or absent).
+    pub fn remove_temp_files(&self) -> std::io::Result<usize> {
+        let LocationKind::Local { root } = &self.kind else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    dirs.push(path);
+                } else if is_staging_name(&entry.file_name().to_string_lossy()) {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn storage_error(&self, op: &'static str, key: &str, source: object_store::Error) -> Error {
         match source {
             object_store::Error::NotFound { .. } => Error::NotFound {
@@ -365,9 +389,20 @@ impl Location {
     }
 }
 
+/// `x.jpg#123`: an object_store staging file of a picture (the picture name, then `#` and a
+/// counter).
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        [".jpg", ".jpeg", ".png"].iter().any(|ext| base.ends_with(ext))
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Refuses keys that could address anything outside the location's root, before any I/O.
 /// Keys come from our own path renderer, so a refusal here means a bug or a hostile name got
 /// through: better an error than a file in the wrong place.
+
 pub fn check_key(key: &str) -> Result<()> {
     let refuse = |reason| {
         Err(Error::InvalidKey {
@@ -407,6 +442,24 @@ pub fn check_key(key: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_files_left_by_a_crash_are_removed_and_pictures_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::local("local", dir.path()).unwrap();
+        let sub = dir.path().join("cam");
+        std::fs::create_dir_all(&sub).unwrap();
+        for name in ["a.jpg", "a.jpg#1", "b.png#12", "c#1", "d.jpg#x", "e.jpg#"] {
+            std::fs::write(sub.join(name), b"x").unwrap();
+        }
+        assert_eq!(loc.remove_temp_files().unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.jpg", "c#1", "d.jpg#x", "e.jpg#"]);
+    }
 
     #[test]
     fn hostile_keys_are_refused() {

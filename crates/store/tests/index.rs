@@ -64,7 +64,60 @@ on_both!(
     streams_with_sequence_rows_lists_each_stream_once,
     migrations_are_idempotent,
     callback_queue_survives_reopen_in_order,
+    a_row_its_deliveries_and_its_intent_commit_together,
 );
+
+/// The write path's transaction: the row, the deliveries made from it (with its id) and the
+/// end of its write intent; an intent without a row is what a crash leaves, found at start.
+async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
+    use livesnap_store::index::{new_id, QueuedDelivery};
+    let index = db.open().await;
+    let mut row = snap("_default", "live", "cam", "t", 1_700_000_000_000, Mode::Sequence);
+    row.key = "cam/1.jpg".into();
+    let done = index.intend_write("local", "cam/1.jpg", 1).await.unwrap();
+    let crashed = index.intend_write("local", "cam/2.jpg", 2).await.unwrap();
+    let announce = |stored: &SnapshotRow| {
+        ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+            .iter()
+            .enumerate()
+            .map(|(i, url)| QueuedDelivery {
+                id: new_id(1_700_000_000_000 + i as i64),
+                event: "snapshot.stored".into(),
+                url: url.to_string(),
+                body: format!(r#"{{"id":"{}"}}"#, stored.id),
+                created_ms: 1_700_000_000_000 + i as i64,
+            })
+            .collect()
+    };
+    let (stored, deliveries) = index
+        .insert_announced(&row, Some(&done), &announce)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(index.queued_deliveries(10).await.unwrap(), deliveries);
+    assert!(deliveries[0].body.contains(&stored.id));
+    assert_eq!(index.get(&stored.id).await.unwrap().unwrap(), stored);
+    // Only the write that never reached its row is left.
+    let left = index.write_intents().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].id.as_str(), left[0].storage.as_str(), left[0].object_key.as_str()),
+        (crashed.as_str(), "local", "cam/2.jpg")
+    );
+    assert!(index.has_object("local", "cam/1.jpg").await.unwrap());
+    assert!(!index.has_object("local", "cam/2.jpg").await.unwrap());
+    index.drop_intent(&crashed).await.unwrap();
+    assert!(index.write_intents().await.unwrap().is_empty());
+    // An overwrite row through the same path keeps one row per key.
+    let mut over = row.clone();
+    over.mode = Mode::Overwrite;
+    over.key = "cam/latest.jpg".into();
+    let (a, _) = index.insert_announced(&over, None, &announce).await.unwrap();
+    over.time_ms += 1000;
+    let (b, _) = index.insert_announced(&over, None, &announce).await.unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(index.queued_delivery_count().await.unwrap(), 6);
+}
 
 async fn callback_queue_survives_reopen_in_order(db: Db) {
     use livesnap_store::index::{new_id, QueuedDelivery};
