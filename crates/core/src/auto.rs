@@ -34,8 +34,11 @@ pub const MAX_SHOTS_IN_FLIGHT: usize = 256;
 pub trait EventSink: Send + Sync {
     /// The deliveries announcing a stored picture (`callback_url` is the template's own, if
     /// any); they are queued in the index in the transaction that indexes the picture.
-    fn stored_deliveries(&self, row: &SnapshotRow, callback_url: Option<&str>)
-        -> Vec<QueuedDelivery>;
+    fn stored_deliveries(
+        &self,
+        row: &SnapshotRow,
+        callback_url: Option<&str>,
+    ) -> Vec<QueuedDelivery>;
     /// Sends deliveries that are in the index's queue already.
     fn send_queued(&self, deliveries: Vec<QueuedDelivery>);
     /// A stream started.
@@ -492,7 +495,11 @@ impl Automation {
             match tokio::task::spawn_blocking(move || loc.remove_temp_files()).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => {
-                    info!(storage = location.name(), files = n, "staging files left by an earlier run removed")
+                    info!(
+                        storage = location.name(),
+                        files = n,
+                        "staging files left by an earlier run removed"
+                    )
                 }
                 Ok(Err(e)) => {
                     warn!(storage = location.name(), error = %e, "staging files could not be removed")
@@ -502,7 +509,9 @@ impl Automation {
         }
         let intents = match self.index.write_intents().await {
             Ok(i) => i,
-            Err(e) => return warn!(error = %e, "write intents could not be read; left for the next start"),
+            Err(e) => {
+                return warn!(error = %e, "write intents could not be read; left for the next start")
+            }
         };
         let mut removed = 0u64;
         for intent in &intents {
@@ -821,9 +830,8 @@ impl Automation {
         keep_last: Option<u64>,
     ) {
         let events = self.events.clone();
-        let announce = move |stored: &SnapshotRow| {
-            events.stored_deliveries(stored, callback_url.as_deref())
-        };
+        let announce =
+            move |stored: &SnapshotRow| events.stored_deliveries(stored, callback_url.as_deref());
         let result = self.index.insert_announced(&row, intent, &announce).await;
         match result {
             Ok((stored, deliveries)) => {

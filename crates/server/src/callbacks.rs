@@ -447,7 +447,11 @@ fn stream_json(stream: &LiveStream) -> Value {
 }
 
 impl EventSink for Callbacks {
-    fn stored_deliveries(&self, row: &SnapshotRow, callback_url: Option<&str>) -> Vec<QueuedDelivery> {
+    fn stored_deliveries(
+        &self,
+        row: &SnapshotRow,
+        callback_url: Option<&str>,
+    ) -> Vec<QueuedDelivery> {
         self.deliveries_of(
             "snapshot.stored",
             snapshot_json(row, &self.config.public_url),

@@ -529,7 +529,8 @@ impl Index {
     pub async fn upsert_overwrite(&self, row: &NewSnapshot) -> Result<SnapshotRow> {
         let mut row = row.clone();
         row.mode = Mode::Overwrite;
-        self.insert_with_fresh_id(&upsert_overwrite_sql(), &row).await
+        self.insert_with_fresh_id(&upsert_overwrite_sql(), &row)
+            .await
     }
 
     async fn insert_with_fresh_id(&self, sql: &str, row: &NewSnapshot) -> Result<SnapshotRow> {
@@ -798,7 +799,8 @@ impl Index {
     /// Every write intent left, oldest first: after a crash, writes that may have stored an
     /// object without its row.
     pub async fn write_intents(&self) -> Result<Vec<WriteIntent>> {
-        let sql = "SELECT id, storage, object_key, created_ms FROM write_intents ORDER BY created_ms, id";
+        let sql =
+            "SELECT id, storage, object_key, created_ms FROM write_intents ORDER BY created_ms, id";
         let rows: Vec<WriteIntent> = with_db!(&self.db, pool =>
             sqlx::query_as::<_, WriteIntent>(sql).fetch_all(pool).await)?;
         Ok(rows)

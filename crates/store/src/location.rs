@@ -393,7 +393,9 @@ impl Location {
 /// counter).
 fn is_staging_name(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(base, n)| {
-        [".jpg", ".jpeg", ".png"].iter().any(|ext| base.ends_with(ext))
+        [".jpg", ".jpeg", ".png"]
+            .iter()
+            .any(|ext| base.ends_with(ext))
             && !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
     })

@@ -72,7 +72,14 @@ on_both!(
 async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
     use livesnap_store::index::{new_id, QueuedDelivery};
     let index = db.open().await;
-    let mut row = snap("_default", "live", "cam", "t", 1_700_000_000_000, Mode::Sequence);
+    let mut row = snap(
+        "_default",
+        "live",
+        "cam",
+        "t",
+        1_700_000_000_000,
+        Mode::Sequence,
+    );
     row.key = "cam/1.jpg".into();
     let done = index.intend_write("local", "cam/1.jpg", 1).await.unwrap();
     let crashed = index.intend_write("local", "cam/2.jpg", 2).await.unwrap();
@@ -101,7 +108,11 @@ async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
     let left = index.write_intents().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(
-        (left[0].id.as_str(), left[0].storage.as_str(), left[0].object_key.as_str()),
+        (
+            left[0].id.as_str(),
+            left[0].storage.as_str(),
+            left[0].object_key.as_str()
+        ),
         (crashed.as_str(), "local", "cam/2.jpg")
     );
     assert!(index.has_object("local", "cam/1.jpg").await.unwrap());
@@ -112,9 +123,15 @@ async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
     let mut over = row.clone();
     over.mode = Mode::Overwrite;
     over.key = "cam/latest.jpg".into();
-    let (a, _) = index.insert_announced(&over, None, &announce).await.unwrap();
+    let (a, _) = index
+        .insert_announced(&over, None, &announce)
+        .await
+        .unwrap();
     over.time_ms += 1000;
-    let (b, _) = index.insert_announced(&over, None, &announce).await.unwrap();
+    let (b, _) = index
+        .insert_announced(&over, None, &announce)
+        .await
+        .unwrap();
     assert_eq!(a.id, b.id);
     assert_eq!(index.queued_delivery_count().await.unwrap(), 6);
 }
