@@ -276,6 +276,10 @@ macro_rules! with_db {
     };
 }
 
+// After `with_db!`, which it uses.
+mod automation;
+pub use automation::{BindingRow, TemplateRow};
+
 /// One bind parameter, so queries built at run time can be bound on either backend.
 #[derive(Clone, Debug)]
 enum Arg {
