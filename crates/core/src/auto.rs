@@ -3,6 +3,7 @@
 //! other systems are told about.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,13 +16,17 @@ use livesnap_store::spool::{Spool, SpoolEntry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::auto_rows::{binding_order, binding_row, template_json};
 use crate::hub::{Hub, HubObserver, LiveStream, Shot};
 use crate::lifecycle::Lifecycle;
 use crate::path::PathVars;
 use crate::snapshot::{SnapshotRequest, Snapshotter};
-use crate::template::{resolve, BindingSpec, FieldError, Template, TemplateSpec};
+use crate::template::{
+    resolve, BindingSpec, FieldError, Template, TemplateSpec, MAX_BINDINGS, MAX_TEMPLATES,
+};
 use crate::work::Priority;
 
 /// How many due pictures may wait for a worker before new ones are dropped (and counted).
@@ -71,16 +76,22 @@ pub enum ConfigError {
     /// The change conflicts with what exists.
     #[error("{0}")]
     Conflict(String),
-    /// Saving failed.
+    /// A create would pass a limit on how many are kept ([`MAX_TEMPLATES`], [`MAX_BINDINGS`]).
+    #[error("at most {max} {what} are kept ({limit}); delete one first")]
+    TooMany {
+        /// `templates` or `bindings`.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+        /// The limit's name.
+        limit: &'static str,
+    },
+    /// Saving the change to the index failed; nothing was changed.
     #[error("cannot save automation settings: {0}")]
     Save(String),
-}
-
-/// Templates and bindings as saved on disk.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Saved {
-    templates: Vec<TemplateSpec>,
-    bindings: Vec<BindingSpec>,
+    /// The saved templates and bindings could not be loaded (or imported) at start.
+    #[error("cannot load automation settings: {0}")]
+    Load(String),
 }
 
 /// Counters for the API and metrics.
@@ -181,8 +192,9 @@ struct SpoolMeta {
 
 /// Settings of the automation.
 pub struct AutoConfig {
-    /// Where templates and bindings are saved (`None`: not saved, for tests).
-    pub save_path: Option<PathBuf>,
+    /// The file that kept templates and bindings before the index did (`automation.json`):
+    /// imported once, into an index that holds none, then renamed (`None`: nothing to import).
+    pub import_path: Option<PathBuf>,
     /// Domain -> SourceID (a domain not listed is its own SourceID).
     pub source_ids: HashMap<String, String>,
     /// A template for streams that no binding matches (the WCS automatic-snapshot shortcut).
@@ -207,7 +219,11 @@ pub struct Automation {
     pub counters: AutoCounters,
     /// Due-to-stored lag of recent pictures.
     pub lag: LagStats,
-    save_lock: tokio::sync::Mutex<()>,
+    /// Held through each template or binding change, so that the index and memory agree on
+    /// what exists when the next change is checked.
+    change_lock: tokio::sync::Mutex<()>,
+    /// Runs each change to its end (see [`Automation::change`]).
+    tracker: TaskTracker,
     /// The picture of each stream and template that waits for a decoder, by generation: a newer
     /// due picture supersedes it, so a stream that falls behind waits with one picture, never a
     /// queue.
@@ -218,13 +234,14 @@ pub struct Automation {
 }
 
 impl Automation {
-    /// Builds the automation, loads saved templates and bindings, hooks into the hub, and starts
+    /// Builds the automation, loads templates and bindings from the index (importing
+    /// [`AutoConfig::import_path`] once, see [`crate::auto_rows`]), hooks into the hub, and starts
     /// the worker, the spool and the retention sweeper on `life`. When its token is cancelled,
     /// the worker takes no new due pictures and the pictures already in the making are finished
     /// (stored, or spooled) before its tasks end; the spool and the sweeper stop at once (a
     /// spooled picture whose upload is cut off stays on disk for the next start).
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub async fn start(
         hub: Arc<Hub>,
         snapshots: Arc<Snapshotter>,
         index: Arc<Index>,
@@ -234,25 +251,9 @@ impl Automation {
         config: AutoConfig,
         life: &Lifecycle,
     ) -> Result<Arc<Automation>, ConfigError> {
-        let saved: Saved = match &config.save_path {
-            Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::Save(format!("{}: {e}", p.display())))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| ConfigError::Save(format!("{}: {e}", p.display())))?
-            }
-            _ => Saved::default(),
-        };
-        let mut templates = HashMap::new();
-        for spec in saved.templates {
-            let name = spec.name.clone();
-            match spec.check() {
-                Ok(t) => {
-                    templates.insert(name, Arc::new(t));
-                }
-                Err(e) => warn!(template = %name, error = %e, "saved template is invalid; skipped"),
-            }
-        }
+        let saved =
+            crate::auto_rows::load(&index, config.import_path.as_deref(), hub.clock().unix_ms())
+                .await?;
         let auto = Arc::new(Automation {
             hub: hub.clone(),
             snapshots,
@@ -264,12 +265,13 @@ impl Automation {
                 .collect(),
             locations,
             events,
-            templates: RwLock::new(templates),
+            templates: RwLock::new(saved.templates),
             bindings: RwLock::new(saved.bindings),
             config,
             counters: AutoCounters::default(),
             lag: LagStats::default(),
-            save_lock: tokio::sync::Mutex::new(()),
+            change_lock: tokio::sync::Mutex::new(()),
+            tracker: life.tracker.clone(),
             waiting: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             reconciled: tokio::sync::OnceCell::new(),
@@ -336,9 +338,31 @@ impl Automation {
         }
     }
 
-    /// Creates (`create`) or replaces a template. Live streams using it switch at once.
+    /// Runs one change to its end on a task of its own: a request dropped halfway (its client
+    /// gone) must not leave a change saved in the index but not applied, or the reverse.
+    async fn change<T, F>(
+        self: &Arc<Self>,
+        change: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, ConfigError>
+    where
+        F: Future<Output = Result<T, ConfigError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tracker
+            .spawn(change(self.clone()))
+            .await
+            .map_err(|e| ConfigError::Save(format!("the change did not finish: {e}")))?
+    }
+
+    /// Saves a change to the index; its failure is the answer and nothing else changes.
+    fn saved<T>(r: livesnap_store::Result<T>) -> Result<T, ConfigError> {
+        r.map_err(|e| ConfigError::Save(e.to_string()))
+    }
+
+    /// Creates (`create`) or replaces a template: saved in the index first, then live streams
+    /// using it switch at once.
     pub async fn put_template(
-        &self,
+        self: &Arc<Self>,
         spec: TemplateSpec,
         create: bool,
     ) -> Result<TemplateSpec, ConfigError> {
@@ -349,136 +373,154 @@ impl Automation {
                 message: format!("no storage location named {:?}", template.spec.storage),
             }));
         }
-        {
-            let mut t = self.templates.write().unwrap_or_else(|p| p.into_inner());
-            let exists = t.contains_key(&template.spec.name);
+        self.change(move |me| async move {
+            let _change = me.change_lock.lock().await;
+            let name = &template.spec.name;
+            let (exists, count) = {
+                let t = me.read_templates();
+                (t.contains_key(name), t.len())
+            };
             if create && exists {
-                return Err(ConfigError::Conflict(format!(
-                    "template {} exists",
-                    template.spec.name
-                )));
+                return Err(ConfigError::Conflict(format!("template {name} exists")));
             }
             if !create && !exists {
-                return Err(ConfigError::NotFound(format!(
-                    "template {}",
-                    template.spec.name
+                return Err(ConfigError::NotFound(format!("template {name}")));
+            }
+            if create && count >= MAX_TEMPLATES {
+                return Err(ConfigError::TooMany {
+                    what: "templates",
+                    max: MAX_TEMPLATES,
+                    limit: "MAX_TEMPLATES",
+                });
+            }
+            let json = template_json(&template.spec)?;
+            let now = me.hub.clock().unix_ms();
+            Self::saved(me.index.upsert_template(name, &json, now).await)?;
+            me.templates
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), template.clone());
+            for s in me.hub.list() {
+                if s.template().is_some_and(|t| t.spec.name == *name) {
+                    s.set_template(Some(template.clone()));
+                }
+            }
+            Ok(template.spec.clone())
+        })
+        .await
+    }
+
+    /// Deletes a template no binding uses: from the index first, then from live streams.
+    pub async fn delete_template(self: &Arc<Self>, name: &str) -> Result<(), ConfigError> {
+        let name = name.to_string();
+        self.change(move |me| async move {
+            let _change = me.change_lock.lock().await;
+            if let Some(b) = me.read_bindings().iter().find(|b| b.template == name) {
+                return Err(ConfigError::Conflict(format!(
+                    "template {name} is used by the binding {}/{}/{}",
+                    b.domain, b.app, b.stream
                 )));
             }
-            t.insert(template.spec.name.clone(), template.clone());
-        }
-        for s in self.hub.list() {
-            if s.template()
-                .is_some_and(|t| t.spec.name == template.spec.name)
-            {
-                s.set_template(Some(template.clone()));
+            if !me.read_templates().contains_key(&name) {
+                return Err(ConfigError::NotFound(format!("template {name}")));
             }
-        }
-        self.save().await?;
-        Ok(template.spec.clone())
+            Self::saved(me.index.delete_template(&name).await)?;
+            me.templates
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            for s in me.hub.list() {
+                if s.template().is_some_and(|t| t.spec.name == name) {
+                    s.set_template(me.template_for(&s));
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Deletes a template no binding uses.
-    pub async fn delete_template(&self, name: &str) -> Result<(), ConfigError> {
-        if let Some(b) = self.read_bindings().iter().find(|b| b.template == name) {
-            return Err(ConfigError::Conflict(format!(
-                "template {name} is used by the binding {}/{}/{}",
-                b.domain, b.app, b.stream
-            )));
-        }
-        if self
-            .templates
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .is_none()
-        {
-            return Err(ConfigError::NotFound(format!("template {name}")));
-        }
-        for s in self.hub.list() {
-            if s.template().is_some_and(|t| t.spec.name == name) {
-                s.set_template(self.template_for(&s));
-            }
-        }
-        self.save().await
-    }
-
-    /// Adds or replaces the binding for (domain, app, stream). With `apply_to_live`, live
-    /// streams take their (new) most specific binding at once; otherwise at their next publish.
+    /// Adds or replaces the binding for (domain, app, stream), saved in the index first. With
+    /// `apply_to_live`, live streams take their (new) most specific binding at once; otherwise
+    /// at their next publish.
     pub async fn put_binding(
-        &self,
+        self: &Arc<Self>,
         spec: BindingSpec,
         apply_to_live: bool,
     ) -> Result<BindingSpec, ConfigError> {
         spec.check().map_err(ConfigError::Field)?;
-        if !self.read_templates().contains_key(&spec.template) {
-            return Err(ConfigError::Field(FieldError {
-                field: "template",
-                message: format!("no template named {:?}", spec.template),
-            }));
-        }
-        {
-            let mut b = self.bindings.write().unwrap_or_else(|p| p.into_inner());
-            b.retain(|x| {
-                !(x.domain == spec.domain && x.app == spec.app && x.stream == spec.stream)
-            });
-            b.push(spec.clone());
-        }
-        if apply_to_live {
-            self.apply_to_live();
-        }
-        self.save().await?;
-        Ok(spec)
+        self.change(move |me| async move {
+            let _change = me.change_lock.lock().await;
+            if !me.read_templates().contains_key(&spec.template) {
+                return Err(ConfigError::Field(FieldError {
+                    field: "template",
+                    message: format!("no template named {:?}", spec.template),
+                }));
+            }
+            let (exists, count) = {
+                let b = me.read_bindings();
+                let same = |x: &&BindingSpec| {
+                    x.domain == spec.domain && x.app == spec.app && x.stream == spec.stream
+                };
+                (b.iter().any(|x| same(&x)), b.len())
+            };
+            if !exists && count >= MAX_BINDINGS {
+                return Err(ConfigError::TooMany {
+                    what: "bindings",
+                    max: MAX_BINDINGS,
+                    limit: "MAX_BINDINGS",
+                });
+            }
+            Self::saved(me.index.upsert_binding(&binding_row(&spec)?).await)?;
+            {
+                let mut b = me.bindings.write().unwrap_or_else(|p| p.into_inner());
+                b.retain(|x| {
+                    !(x.domain == spec.domain && x.app == spec.app && x.stream == spec.stream)
+                });
+                b.push(spec.clone());
+                b.sort_by(binding_order);
+            }
+            if apply_to_live {
+                me.apply_to_live();
+            }
+            Ok(spec)
+        })
+        .await
     }
 
-    /// Removes the binding for (domain, app, stream).
+    /// Removes the binding for (domain, app, stream), from the index first.
     pub async fn delete_binding(
-        &self,
+        self: &Arc<Self>,
         domain: &str,
         app: &str,
         stream: &str,
         apply_to_live: bool,
     ) -> Result<(), ConfigError> {
-        let removed = {
-            let mut b = self.bindings.write().unwrap_or_else(|p| p.into_inner());
-            let before = b.len();
-            b.retain(|x| !(x.domain == domain && x.app == app && x.stream == stream));
-            before != b.len()
-        };
-        if !removed {
-            return Err(ConfigError::NotFound(format!(
-                "binding {domain}/{app}/{stream}"
-            )));
-        }
-        if apply_to_live {
-            self.apply_to_live();
-        }
-        self.save().await
+        let (domain, app, stream) = (domain.to_string(), app.to_string(), stream.to_string());
+        self.change(move |me| async move {
+            let _change = me.change_lock.lock().await;
+            let key = |x: &BindingSpec| x.domain == domain && x.app == app && x.stream == stream;
+            if !me.read_bindings().iter().any(key) {
+                return Err(ConfigError::NotFound(format!(
+                    "binding {domain}/{app}/{stream}"
+                )));
+            }
+            Self::saved(me.index.delete_binding(&domain, &app, &stream).await)?;
+            me.bindings
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| !key(x));
+            if apply_to_live {
+                me.apply_to_live();
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn apply_to_live(&self) {
         for s in self.hub.list() {
             s.set_template(self.template_for(&s));
         }
-    }
-
-    async fn save(&self) -> Result<(), ConfigError> {
-        let Some(path) = &self.config.save_path else {
-            return Ok(());
-        };
-        let _guard = self.save_lock.lock().await;
-        let saved = Saved {
-            templates: self.templates(),
-            bindings: self.bindings(),
-        };
-        let text =
-            serde_json::to_string_pretty(&saved).map_err(|e| ConfigError::Save(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        tokio::fs::write(&tmp, text)
-            .await
-            .map_err(|e| ConfigError::Save(format!("{}: {e}", tmp.display())))?;
-        tokio::fs::rename(&tmp, path)
-            .await
-            .map_err(|e| ConfigError::Save(format!("{}: {e}", path.display())))
     }
 
     /// Waits until [`Automation::reconcile`] has run once (the first caller runs it).
@@ -1106,13 +1148,14 @@ mod write_tests {
                 HashMap::from([("local".to_string(), location)]),
                 Arc::new(NoEvents),
                 AutoConfig {
-                    save_path: None,
+                    import_path: None,
                     source_ids: HashMap::new(),
                     fallback: None,
                     sweep_every: Duration::from_secs(3600),
                 },
                 &life,
             )
+            .await
             .unwrap();
             let row = NewSnapshot {
                 domain: "_default".into(),

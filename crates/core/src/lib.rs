@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod auto;
+pub mod auto_rows;
 pub mod clock;
 pub mod error;
 pub mod hub;

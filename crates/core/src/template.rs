@@ -1,5 +1,6 @@
 //! Snapshot templates (what to take, how often, where to put it) and bindings (which streams use
-//! which template). Both are plain data, checked here; storing them is the server's business.
+//! which template). Both are plain data, checked here; [`crate::auto_rows`] keeps them in the
+//! index.
 
 use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY, MAX_OUTPUT_SIDE};
 use media::stream::StreamKey;
@@ -21,6 +22,12 @@ pub const MAX_KEEP_LAST: u64 = 100_000_000;
 /// Longest `retention.max_age_s`: ten years. A larger age is a mistake, and an age that does not
 /// fit in milliseconds would wrap the sweeper's cutoff and delete nearly everything.
 pub const MAX_RETENTION_AGE_S: u64 = 10 * 365 * 86_400;
+/// Most templates a server keeps: each is a row loaded at start and held in memory, and a few
+/// hundred already describe every kind of picture a deployment takes.
+pub const MAX_TEMPLATES: usize = 1000;
+/// Most bindings a server keeps (one per domain, app or stream that is bound); each stream's
+/// publish looks through them.
+pub const MAX_BINDINGS: usize = 10_000;
 
 /// One number of a template as the API takes it: where it is in the JSON and its range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -321,13 +321,14 @@ async fn scheduled_pictures_that_fall_behind_are_coalesced_per_stream() {
         HashMap::from([("local".to_string(), local)]),
         Arc::new(NoEvents),
         AutoConfig {
-            save_path: None,
+            import_path: None,
             source_ids: HashMap::new(),
             fallback: None,
             sweep_every: Duration::from_secs(3600),
         },
         &life,
     )
+    .await
     .unwrap();
     let t = serde_json::from_str(r#"{"name":"t","interval_s":1,"width":320}"#).unwrap();
     auto.put_template(t, true).await.unwrap();

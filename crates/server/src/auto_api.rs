@@ -88,8 +88,10 @@ async fn list_templates(State(st): State<AppState>) -> Json<TemplateList> {
             body = TemplateSpec),
         (status = 400, description = "Bad JSON, or a refused field (named in `field`)",
             body = ErrorBody),
-        (status = 409, description = "A template of that name exists", body = ErrorBody),
-        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+        (status = 409, description = "A template of that name exists, or `MAX_TEMPLATES` \
+            are kept already", body = ErrorBody),
+        (status = 500, description = "The template could not be saved in the index; nothing \
+            changed", body = ErrorBody),
     )
 )]
 async fn create_template(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
@@ -133,7 +135,8 @@ async fn get_template(
         (status = 400, description = "Bad JSON, a body naming another template, or a refused \
             field (named in `field`)", body = ErrorBody),
         (status = 404, description = "No such template", body = ErrorBody),
-        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+        (status = 500, description = "The change could not be saved in the index; nothing \
+            changed", body = ErrorBody),
     )
 )]
 async fn put_template(
@@ -172,7 +175,8 @@ async fn put_template(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such template", body = ErrorBody),
         (status = 409, description = "A binding uses the template", body = ErrorBody),
-        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+        (status = 500, description = "The change could not be saved in the index; nothing \
+            changed", body = ErrorBody),
     )
 )]
 async fn delete_template(
@@ -235,7 +239,10 @@ struct BindingRequest {
         (status = 201, description = "Created or replaced", body = BindingSpec),
         (status = 400, description = "Bad JSON, no template, or a refused field (named in \
             `field`)", body = ErrorBody),
-        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+        (status = 409, description = "A new binding, and `MAX_BINDINGS` are kept already",
+            body = ErrorBody),
+        (status = 500, description = "The binding could not be saved in the index; nothing \
+            changed", body = ErrorBody),
     )
 )]
 async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
@@ -265,7 +272,8 @@ async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response
         (status = 204, description = "Deleted"),
         (status = 400, description = "A bad query or body", body = ErrorBody),
         (status = 404, description = "No such binding", body = ErrorBody),
-        (status = 500, description = "The settings could not be saved", body = ErrorBody),
+        (status = 500, description = "The change could not be saved in the index; nothing \
+            changed", body = ErrorBody),
     )
 )]
 async fn delete_binding(

@@ -74,8 +74,9 @@ impl AppError {
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,
                 ConfigError::NotFound(_) => StatusCode::NOT_FOUND,
-                ConfigError::Conflict(_) => StatusCode::CONFLICT,
-                ConfigError::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                // A count limit is a conflict with what is kept, like a name that exists.
+                ConfigError::Conflict(_) | ConfigError::TooMany { .. } => StatusCode::CONFLICT,
+                ConfigError::Save(_) | ConfigError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }

@@ -249,7 +249,8 @@ pub async fn start_with_clock(
         index.clone(),
         callbacks.clone(),
         &front,
-    )?;
+    )
+    .await?;
 
     let listening: Vec<FrontEndInfo> = front_ends
         .iter()
@@ -424,8 +425,9 @@ async fn open_index(settings: &Settings) -> Result<Arc<Index>, StartError> {
     Ok(Arc::new(index))
 }
 
-/// Opens the storage locations and the spool, and starts automatic snapshots on `life`.
-fn start_automation(
+/// Opens the storage locations and the spool, and starts automatic snapshots on `life`
+/// (templates and bindings come from the index; `automation.json` is imported once).
+async fn start_automation(
     settings: &Settings,
     hub: Arc<Hub>,
     snapshots: Arc<Snapshotter>,
@@ -501,11 +503,12 @@ fn start_automation(
         locations,
         callbacks,
         AutoConfig {
-            save_path: Some(data.join("automation.json")),
+            import_path: Some(data.join("automation.json")),
             source_ids: settings.source_ids.clone(),
             fallback,
             sweep_every: Duration::from_secs(settings.retention_sweep_s),
         },
         life,
-    )?)
+    )
+    .await?)
 }

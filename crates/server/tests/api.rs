@@ -1022,3 +1022,221 @@ fn every_error_of_the_layers_is_the_json_error_body() {
         assert!(server.shutdown().await.clean);
     });
 }
+
+/// The width of the template the live stream `live/{name}` takes pictures with now.
+fn applied_width(state: &AppState, name: &str) -> Option<u32> {
+    let s = state
+        .hub
+        .list()
+        .into_iter()
+        .find(|s| s.key.app == "live" && s.key.stream == name)
+        .expect("stream is live");
+    s.template().and_then(|t| t.spec.width)
+}
+
+/// Templates and bindings are saved in the index before they are applied: a change the index
+/// does not take answers 500 and changes nothing (not the list, not a live stream's template),
+/// and a change it took is there after a restart.
+#[test]
+fn a_change_the_index_refuses_is_not_applied_and_a_saved_one_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        let t = r#"{"name":"t1","interval_s":5,"format":"jpg","width":320}"#;
+        expect(&app, "POST", "/v1/templates", Some(t), 201).await;
+        let b = r#"{"app":"live","template":"t1"}"#;
+        expect(&app, "POST", "/v1/bindings", Some(b), 201).await;
+        let _w = publish(server.state(), "live", "cam");
+        assert_eq!(applied_width(server.state(), "cam"), Some(320));
+        let put = r#"{"interval_s":5,"format":"jpg","width":640}"#;
+        expect(&app, "PUT", "/v1/templates/t1", Some(put), 200).await;
+        assert_eq!(applied_width(server.state(), "cam"), Some(640));
+        let listed = expect(&app, "GET", "/v1/templates", None, 200).await.json();
+        let bindings = expect(&app, "GET", "/v1/bindings", None, 200).await.json();
+
+        // The index fails from here on.
+        server.state().auto.index().close().await;
+        let put = r#"{"interval_s":5,"format":"jpg","width":1280}"#;
+        let v = expect(&app, "PUT", "/v1/templates/t1", Some(put), 500)
+            .await
+            .json();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot save automation settings"),
+            "{v}"
+        );
+        let t2 = r#"{"name":"t2","interval_s":5}"#;
+        expect(&app, "POST", "/v1/templates", Some(t2), 500).await;
+        let b2 = r#"{"app":"other","template":"t1","apply_to_live":true}"#;
+        expect(&app, "POST", "/v1/bindings", Some(b2), 500).await;
+        let del = "/v1/bindings?app=live&apply_to_live=true";
+        expect(&app, "DELETE", del, None, 500).await;
+        assert_eq!(
+            expect(&app, "GET", "/v1/templates", None, 200).await.json(),
+            listed
+        );
+        assert_eq!(
+            expect(&app, "GET", "/v1/bindings", None, 200).await.json(),
+            bindings
+        );
+        assert_eq!(applied_width(server.state(), "cam"), Some(640));
+        drop(_w);
+        server.shutdown().await;
+
+        // A restart on the same data folder: what was saved, and only that.
+        let (server, app) = started(dir.path()).await;
+        assert_eq!(
+            expect(&app, "GET", "/v1/templates", None, 200).await.json(),
+            listed
+        );
+        assert_eq!(
+            expect(&app, "GET", "/v1/bindings", None, 200).await.json(),
+            bindings
+        );
+        let _w = publish(server.state(), "live", "cam");
+        assert_eq!(applied_width(server.state(), "cam"), Some(640));
+        drop(_w);
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+/// `automation.json`, where templates and bindings were kept before the index, is imported
+/// once into an empty index and renamed; what it holds that is no longer valid is skipped.
+#[test]
+fn automation_json_is_imported_once_and_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("automation.json");
+    let saved = json!({
+        "templates": [
+            {"name": "t1", "interval_s": 5, "format": "jpg", "width": 320},
+            {"name": "bad", "interval_s": 0},
+        ],
+        "bindings": [
+            {"domain": "_default", "app": "live", "stream": "*", "template": "t1"},
+            {"domain": "_default", "app": "gone", "stream": "*", "template": "missing"},
+        ],
+    });
+    std::fs::write(&file, saved.to_string()).unwrap();
+    runtime().block_on(async {
+        let (server, app) = started(dir.path()).await;
+        assert!(!file.exists(), "the imported file is renamed");
+        let renamed = dir.path().join("automation.json.imported");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&std::fs::read(&renamed).unwrap()).unwrap(),
+            saved
+        );
+        let v = expect(&app, "GET", "/v1/templates", None, 200).await.json();
+        let names: Vec<&str> = v["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["t1"], "{v}");
+        assert_eq!(v["templates"][0]["width"], 320, "{v}");
+        let v = expect(&app, "GET", "/v1/bindings", None, 200).await.json();
+        assert_eq!(v["bindings"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["bindings"][0]["template"], "t1", "{v}");
+        let t2 = r#"{"name":"t2","interval_s":7}"#;
+        expect(&app, "POST", "/v1/templates", Some(t2), 201).await;
+        assert!(server.shutdown().await.clean);
+
+        // A file that appears again is not imported over what the index holds, nor renamed.
+        let again = json!({"templates": [{"name": "t9", "interval_s": 5}], "bindings": []});
+        std::fs::write(&file, again.to_string()).unwrap();
+        let (server, app) = started(dir.path()).await;
+        let v = expect(&app, "GET", "/v1/templates", None, 200).await.json();
+        let names: Vec<&str> = v["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["t1", "t2"], "{v}");
+        assert!(file.exists());
+        assert!(server.shutdown().await.clean);
+    });
+}
+
+/// At `MAX_TEMPLATES` templates and `MAX_BINDINGS` bindings, one more is a 409 naming the
+/// limit; replacing one still works, and so does a create once one is deleted.
+#[test]
+fn the_count_limits_refuse_one_more() {
+    use livesnap_core::template::{MAX_BINDINGS, MAX_TEMPLATES};
+    use livesnap_store::index::{BindingRow, Index, TemplateRow};
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        // Filled straight through the index (one transaction), as fast as a test should be.
+        let url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index = Index::open(&url).await.unwrap();
+        let templates: Vec<TemplateRow> = (0..MAX_TEMPLATES)
+            .map(|i| TemplateRow {
+                name: format!("t{i}"),
+                spec: json!({"name": format!("t{i}"), "interval_s": 60}).to_string(),
+                created_ms: 1,
+                updated_ms: 1,
+            })
+            .collect();
+        let bindings: Vec<BindingRow> = (0..MAX_BINDINGS)
+            .map(|i| BindingRow {
+                domain: "_default".into(),
+                app: format!("a{i}"),
+                stream: "*".into(),
+                template: "t0".into(),
+                spec: json!({"domain": "_default", "app": format!("a{i}"), "stream": "*",
+                    "template": "t0"})
+                .to_string(),
+            })
+            .collect();
+        assert!(index
+            .import_automation(&templates, &bindings)
+            .await
+            .unwrap());
+        index.close().await;
+
+        let (server, app) = started(dir.path()).await;
+        let v = expect(&app, "GET", "/v1/templates", None, 200).await.json();
+        assert_eq!(v["templates"].as_array().unwrap().len(), MAX_TEMPLATES);
+        let one_more = r#"{"name":"extra","interval_s":5}"#;
+        let v = expect(&app, "POST", "/v1/templates", Some(one_more), 409)
+            .await
+            .json();
+        let said = v["error"].as_str().unwrap();
+        assert!(said.contains("MAX_TEMPLATES"), "{v}");
+        assert!(said.contains(&MAX_TEMPLATES.to_string()), "{v}");
+        let put = r#"{"interval_s":30}"#;
+        expect(&app, "PUT", "/v1/templates/t5", Some(put), 200).await;
+        expect(&app, "DELETE", "/v1/templates/t5", None, 204).await;
+        expect(&app, "POST", "/v1/templates", Some(one_more), 201).await;
+        expect(
+            &app,
+            "POST",
+            "/v1/templates",
+            Some(r#"{"name":"x2","interval_s":5}"#),
+            409,
+        )
+        .await;
+
+        let b = r#"{"app":"b-extra","template":"t1"}"#;
+        let v = expect(&app, "POST", "/v1/bindings", Some(b), 409)
+            .await
+            .json();
+        assert!(v["error"].as_str().unwrap().contains("MAX_BINDINGS"), "{v}");
+        // Replacing a binding at the limit is no new one.
+        expect(
+            &app,
+            "POST",
+            "/v1/bindings",
+            Some(r#"{"app":"a7","template":"t1"}"#),
+            201,
+        )
+        .await;
+        expect(&app, "DELETE", "/v1/bindings?app=a8", None, 204).await;
+        expect(&app, "POST", "/v1/bindings", Some(b), 201).await;
+        let v = expect(&app, "GET", "/v1/bindings", None, 200).await.json();
+        assert_eq!(v["bindings"].as_array().unwrap().len(), MAX_BINDINGS);
+        assert!(server.shutdown().await.clean);
+    });
+}

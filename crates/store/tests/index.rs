@@ -65,6 +65,9 @@ on_both!(
     migrations_are_idempotent,
     callback_queue_survives_reopen_in_order,
     a_row_its_deliveries_and_its_intent_commit_together,
+    templates_and_bindings_upsert_load_delete_and_survive_reopen,
+    a_binding_cannot_outlive_its_template,
+    automation_import_is_all_or_nothing_and_only_into_an_empty_index,
 );
 
 /// The write path's transaction: the row, the deliveries made from it (with its id) and the
@@ -134,6 +137,137 @@ async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
         .unwrap();
     assert_eq!(a.id, b.id);
     assert_eq!(index.queued_delivery_count().await.unwrap(), 6);
+
+fn template_row(name: &str, ms: i64) -> livesnap_store::index::TemplateRow {
+    livesnap_store::index::TemplateRow {
+        name: name.into(),
+        spec: format!(r#"{{"name":"{name}","interval_s":{ms}}}"#),
+        created_ms: ms,
+        updated_ms: ms,
+    }
+}
+
+fn binding_row(app: &str, stream: &str, template: &str) -> livesnap_store::index::BindingRow {
+    livesnap_store::index::BindingRow {
+        domain: "_default".into(),
+        app: app.into(),
+        stream: stream.into(),
+        template: template.into(),
+        spec: format!(r#"{{"app":"{app}","stream":"{stream}","template":"{template}"}}"#),
+    }
+}
+
+async fn templates_and_bindings_upsert_load_delete_and_survive_reopen(db: Db) {
+    let index = db.open().await;
+    assert!(index.load_templates().await.unwrap().is_empty());
+    assert!(index.load_bindings().await.unwrap().is_empty());
+    let (b, a) = (template_row("b", 5), template_row("a", 7));
+    for t in [&b, &a] {
+        index
+            .upsert_template(&t.name, &t.spec, t.created_ms)
+            .await
+            .unwrap();
+    }
+    // Replacing keeps the creation time and the one row.
+    let b2 = livesnap_store::index::TemplateRow {
+        spec: r#"{"name":"b","interval_s":9}"#.into(),
+        updated_ms: 11,
+        ..b.clone()
+    };
+    index.upsert_template("b", &b2.spec, 11).await.unwrap();
+    let x = binding_row("live", "*", "a");
+    let y = binding_row("live", "cam", "b");
+    index.upsert_binding(&y).await.unwrap();
+    index.upsert_binding(&x).await.unwrap();
+    // The same key again replaces, template and spec both.
+    let x2 = binding_row("live", "*", "b");
+    index.upsert_binding(&x2).await.unwrap();
+    index.close().await;
+
+    let index = db.open().await;
+    assert_eq!(index.load_templates().await.unwrap(), vec![a.clone(), b2]);
+    assert_eq!(
+        index.load_bindings().await.unwrap(),
+        vec![x2.clone(), y.clone()],
+        "by (domain, app, stream)"
+    );
+    assert!(index
+        .delete_binding("_default", "live", "cam")
+        .await
+        .unwrap());
+    assert!(!index
+        .delete_binding("_default", "live", "cam")
+        .await
+        .unwrap());
+    assert!(index.delete_template("a").await.unwrap());
+    assert!(!index.delete_template("a").await.unwrap());
+    index.close().await;
+
+    let index = db.open().await;
+    assert_eq!(index.load_bindings().await.unwrap(), vec![x2]);
+    let names: Vec<String> = index
+        .load_templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["b"]);
+}
+
+async fn a_binding_cannot_outlive_its_template(db: Db) {
+    let index = db.open().await;
+    let t = template_row("t", 1);
+    index.upsert_template("t", &t.spec, 1).await.unwrap();
+    // No binding to a template that does not exist...
+    let e = index
+        .upsert_binding(&binding_row("live", "*", "nope"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Database(_)), "{e}");
+    // ...and no deleting a template a binding uses.
+    index
+        .upsert_binding(&binding_row("live", "*", "t"))
+        .await
+        .unwrap();
+    let e = index.delete_template("t").await.unwrap_err();
+    assert!(matches!(e, Error::Database(_)), "{e}");
+    assert_eq!(index.load_templates().await.unwrap(), vec![t]);
+    assert!(index.delete_binding("_default", "live", "*").await.unwrap());
+    assert!(index.delete_template("t").await.unwrap());
+}
+
+async fn automation_import_is_all_or_nothing_and_only_into_an_empty_index(db: Db) {
+    let index = db.open().await;
+    let templates = vec![template_row("a", 1), template_row("b", 2)];
+    // A binding to a template that is not imported fails the whole import: nothing is written.
+    let broken = vec![binding_row("live", "*", "a"), binding_row("x", "*", "gone")];
+    assert!(index.import_automation(&templates, &broken).await.is_err());
+    assert!(index.load_templates().await.unwrap().is_empty());
+    assert!(index.load_bindings().await.unwrap().is_empty());
+
+    let bindings = vec![binding_row("live", "*", "a")];
+    assert!(index
+        .import_automation(&templates, &bindings)
+        .await
+        .unwrap());
+    assert_eq!(index.load_templates().await.unwrap(), templates);
+    assert_eq!(index.load_bindings().await.unwrap(), bindings);
+    // Once anything is held, an import writes nothing.
+    assert!(!index
+        .import_automation(&[template_row("c", 3)], &[])
+        .await
+        .unwrap());
+    assert_eq!(index.load_templates().await.unwrap().len(), 2);
+    index.delete_binding("_default", "live", "*").await.unwrap();
+    index.delete_template("a").await.unwrap();
+    index.delete_template("b").await.unwrap();
+    // Empty again (everything deleted): an import may run, but the server only tries one when
+    // its file is still there, and renames the file once it is imported.
+    assert!(index
+        .import_automation(&[template_row("c", 3)], &[])
+        .await
+        .unwrap());
 }
 
 async fn callback_queue_survives_reopen_in_order(db: Db) {
