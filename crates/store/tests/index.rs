@@ -137,6 +137,7 @@ async fn a_row_its_deliveries_and_its_intent_commit_together(db: Db) {
         .unwrap();
     assert_eq!(a.id, b.id);
     assert_eq!(index.queued_delivery_count().await.unwrap(), 6);
+}
 
 fn template_row(name: &str, ms: i64) -> livesnap_store::index::TemplateRow {
     livesnap_store::index::TemplateRow {
