@@ -178,6 +178,10 @@ fn grab_key(stream: &str) -> Result<StreamKey, String> {
     StreamKey::new(DEFAULT_DOMAIN, "grab", stream).map_err(|e| e.to_string())
 }
 
+/// How long the picture of a file may take: its one keyframe is there already, so this bounds
+/// only the decode and encode (the largest output of a DCI 8K source takes seconds).
+const FILE_PICTURE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Pictures `stream` with the snapshot service, waiting at most `interval` and trying at most
 /// `attempts` keyframes: the one path of files and URLs.
 async fn picture(
@@ -249,8 +253,9 @@ async fn grab_file(input: &Path, request: SnapshotRequest) -> Result<Snapshot, S
             input.display()
         ));
     }
-    // The whole file is in the hub: nothing more will come.
-    let snap = picture(clock, &stream, request, Duration::from_millis(1), 1).await;
+    // The whole file is in the hub: nothing more will come, so one attempt, whose decode may
+    // take as long as a large picture takes.
+    let snap = picture(clock, &stream, request, FILE_PICTURE_TIMEOUT, 1).await;
     drop(writer);
     snap
 }
