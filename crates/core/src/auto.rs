@@ -280,16 +280,13 @@ impl Automation {
         hub.set_automation(auto.clone(), tx);
         life.spawn(auto.clone().work(rx, life.clone()));
         let a = auto.clone();
-        let resolver = move |name: &str| a.locations.get(name).cloned();
-        let a = auto.clone();
-        let tracker = life.tracker.clone();
-        let on_stored = move |entry: SpoolEntry| {
+        let deliver = move |entry: SpoolEntry| {
             let a = a.clone();
-            tracker.spawn(async move { a.spooled_stored(entry).await });
+            async move { a.deliver_spooled(entry).await }
         };
         let clock = hub.clock().clone();
         let sleep = move |d| clock.sleep(d);
-        life.spawn_until_cancelled(async move { spool.run(resolver, on_stored, sleep).await });
+        life.spawn_until_cancelled(async move { spool.run(deliver, sleep).await });
         life.spawn_until_cancelled(auto.clone().sweep());
         Ok(auto)
     }
@@ -762,7 +759,8 @@ impl Automation {
         Ok(())
     }
 
-    /// Writes one picture; on failure it goes to the spool and is indexed once stored.
+    /// Writes one picture and indexes it; when either fails, the picture goes to the spool,
+    /// which retries both until it is stored and indexed.
     async fn write(
         &self,
         row: NewSnapshot,
@@ -776,132 +774,144 @@ impl Automation {
             return;
         };
         // While older pictures for this location wait in the spool, new ones queue behind them,
-        // so that pictures are stored in the order they were taken. A write begins with its
-        // intent in the index, so a crash between the object and its row leaves a trace the
-        // next start reconciles (`reconcile`); without the index the picture waits in the spool.
+        // so that pictures are stored in the order they were taken.
         self.reconciled().await;
-        let result = if self.spool.has_pending(&row.storage) {
-            Err("older pictures for this location are still spooled".to_string())
+        let e = if self.spool.has_pending(&row.storage) {
+            "older pictures for this location are still spooled".to_string()
         } else {
             match self
-                .index
-                .intend_write(&row.storage, &row.key, row.time_ms)
+                .store_and_index(
+                    location,
+                    &row,
+                    data.clone(),
+                    callback_url.as_deref(),
+                    keep_last,
+                )
                 .await
             {
-                Err(e) => Err(format!("the index cannot record the write: {e}")),
-                Ok(intent) => {
-                    let put = location.put(&row.key, data.clone()).await;
-                    if let Some(c) = self.location_counters.get(&row.storage) {
-                        let counter = if put.is_ok() { &c.writes } else { &c.failures };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    match put {
-                        Ok(()) => Ok(intent),
-                        Err(e) => {
-                            // Nothing was stored: the intent has nothing to reconcile.
-                            if let Err(de) = self.index.drop_intent(&intent).await {
-                                debug!(error = %de, "write intent left for the next start");
-                            }
-                            Err(e.to_string())
-                        }
-                    }
-                }
+                Ok(()) => return,
+                Err(e) => e.to_string(),
             }
         };
-        match result {
-            Ok(intent) => {
-                self.indexed(row, Some(&intent), callback_url, keep_last)
-                    .await
-            }
-            Err(e) => {
-                // Said once, after the spool answers: "spooled" only for a picture it kept.
-                let meta = SpoolMeta {
-                    row,
-                    callback_url,
-                    keep_last,
-                };
-                // Metadata that cannot be written would be a picture stored but never indexed.
-                let meta_json = match serde_json::to_value(&meta) {
-                    Ok(v) => v,
-                    Err(spool_error) => {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        error!(storage = %meta.row.storage, key = %meta.row.key, "picture lost: storage write failed ({e}) and its metadata cannot be serialised for the spool ({spool_error})");
-                        return;
-                    }
-                };
-                let entry = SpoolEntry {
-                    location: meta.row.storage.clone(),
-                    key: meta.row.key.clone(),
-                    data,
-                    meta: meta_json,
-                };
-                let (storage, key) = (entry.location.clone(), entry.key.clone());
-                match self.spool.push(entry).await {
-                    Ok(()) => {
-                        self.counters.spooled.fetch_add(1, Ordering::Relaxed);
-                        warn!(%storage, %key, error = %e, "storage write failed; picture spooled for retry");
-                    }
-                    Err(spool_error) => {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        error!(%storage, %key, "picture lost: storage write failed ({e}) and the spool could not keep it ({spool_error})");
-                    }
-                }
-            }
-        }
-    }
-
-    async fn spooled_stored(&self, entry: SpoolEntry) {
-        match serde_json::from_value::<SpoolMeta>(entry.meta) {
-            Ok(meta) => {
-                self.indexed(meta.row, None, meta.callback_url, meta.keep_last)
-                    .await
-            }
-            Err(e) => {
-                error!(key = %entry.key, error = %e, "spooled picture stored but its metadata is unreadable; not indexed")
-            }
-        }
-    }
-
-    /// Indexes a stored picture with its `snapshot.stored` deliveries and ends its write
-    /// intent, in one transaction; then sends the deliveries.
-    async fn indexed(
-        &self,
-        row: NewSnapshot,
-        intent: Option<&str>,
-        callback_url: Option<String>,
-        keep_last: Option<u64>,
-    ) {
-        let events = self.events.clone();
-        let announce =
-            move |stored: &SnapshotRow| events.stored_deliveries(stored, callback_url.as_deref());
-        let result = self.index.insert_announced(&row, intent, &announce).await;
-        match result {
-            Ok((stored, deliveries)) => {
-                self.counters.stored.fetch_add(1, Ordering::Relaxed);
-                debug!(key = %stored.key, id = %stored.id, "snapshot stored");
-                self.events.send_queued(deliveries);
-                if row.mode == Mode::Sequence && keep_last.is_some() {
-                    self.enforce(
-                        &row.domain,
-                        &row.app,
-                        &row.stream,
-                        &row.job,
-                        keep_last,
-                        None,
-                    )
-                    .await;
-                }
-            }
-            Err(e) => {
+        // Said once, after the spool answers: "spooled" only for a picture it kept.
+        let meta = SpoolMeta {
+            row,
+            callback_url,
+            keep_last,
+        };
+        // Metadata that cannot be written would be a picture stored but never indexed.
+        let meta_json = match serde_json::to_value(&meta) {
+            Ok(v) => v,
+            Err(spool_error) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let after = if intent.is_some() {
-                    "its object is removed at the next start"
-                } else {
-                    "its object stays"
-                };
-                error!(key = %row.key, error = %e, "picture stored but not indexed; {after}")
+                error!(storage = %meta.row.storage, key = %meta.row.key, "picture lost: its write failed ({e}) and its metadata cannot be serialised for the spool ({spool_error})");
+                return;
+            }
+        };
+        let entry = SpoolEntry {
+            location: meta.row.storage.clone(),
+            key: meta.row.key.clone(),
+            data,
+            meta: meta_json,
+        };
+        let (storage, key) = (entry.location.clone(), entry.key.clone());
+        match self.spool.push(entry).await {
+            Ok(()) => {
+                self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                warn!(%storage, %key, error = %e, "picture not stored and indexed; spooled for retry");
+            }
+            Err(spool_error) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                error!(%storage, %key, "picture lost: its write failed ({e}) and the spool could not keep it ({spool_error})");
             }
         }
+    }
+
+    /// Delivers a spooled picture: stored and indexed, or an error for the spool to retry (or,
+    /// when permanent, to move aside). A picture already indexed, delivered before a crash
+    /// cut the spool off from removing it, is done.
+    async fn deliver_spooled(&self, entry: SpoolEntry) -> livesnap_store::Result<()> {
+        self.reconciled().await;
+        let meta: SpoolMeta = serde_json::from_value(entry.meta).map_err(|e| {
+            livesnap_store::Error::Undeliverable(format!("its metadata is unreadable: {e}"))
+        })?;
+        let row = &meta.row;
+        let location = self.locations.get(&row.storage).ok_or_else(|| {
+            livesnap_store::Error::Undeliverable(format!(
+                "storage location {:?} is no longer configured",
+                row.storage
+            ))
+        })?;
+        if self
+            .index
+            .has_picture(&row.storage, &row.key, row.time_ms)
+            .await?
+        {
+            return Ok(());
+        }
+        self.store_and_index(
+            location,
+            row,
+            entry.data,
+            meta.callback_url.as_deref(),
+            meta.keep_last,
+        )
+        .await
+    }
+
+    /// Stores one picture and indexes it, in an order a crash cannot break: the write intent
+    /// in the index first, then the object, then in one transaction the row, its
+    /// `snapshot.stored` deliveries and the intent's end; then sends the deliveries and
+    /// applies `keep_last`. A crash between the object and its row leaves the intent, which
+    /// the next start reconciles (`reconcile`).
+    async fn store_and_index(
+        &self,
+        location: &Location,
+        row: &NewSnapshot,
+        data: Bytes,
+        callback_url: Option<&str>,
+        keep_last: Option<u64>,
+    ) -> livesnap_store::Result<()> {
+        let intent = self
+            .index
+            .intend_write(&row.storage, &row.key, row.time_ms)
+            .await?;
+        let put = location.put(&row.key, data).await;
+        if let Some(c) = self.location_counters.get(&row.storage) {
+            let counter = if put.is_ok() { &c.writes } else { &c.failures };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = put {
+            // Nothing was stored: the intent has nothing to reconcile.
+            if let Err(de) = self.index.drop_intent(&intent).await {
+                debug!(error = %de, "write intent left for the next start");
+            }
+            return Err(e);
+        }
+        let events = self.events.clone();
+        let announce = move |stored: &SnapshotRow| events.stored_deliveries(stored, callback_url);
+        // On failure the intent stays: the caller spools the picture, whose delivery stores
+        // and indexes it again; should the process end first, the next start removes the
+        // object and the spool then writes it anew.
+        let (stored, deliveries) = self
+            .index
+            .insert_announced(row, Some(&intent), &announce)
+            .await?;
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        debug!(key = %stored.key, id = %stored.id, "snapshot stored");
+        self.events.send_queued(deliveries);
+        if row.mode == Mode::Sequence && keep_last.is_some() {
+            self.enforce(
+                &row.domain,
+                &row.app,
+                &row.stream,
+                &row.job,
+                keep_last,
+                None,
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// Deletes what retention no longer keeps for one stream: objects first, then rows.
@@ -1190,7 +1200,10 @@ mod write_tests {
             assert_eq!(said("spooled for retry"), 0, "{text}");
             let lost = text.lines().find(|l| l.contains("picture lost")).unwrap();
             assert!(lost.contains("ERROR"), "{lost}");
-            assert!(lost.contains("storage write failed ("), "{lost}");
+            assert!(
+                lost.contains("its write failed (storage location"),
+                "{lost}"
+            );
             let spool_said = lost
                 .split_once("the spool could not keep it (")
                 .map_or("", |(_, why)| why);
@@ -1208,6 +1221,88 @@ mod write_tests {
             assert_eq!(loud, 1, "{text}");
             life.token.cancel();
         }
+    }
+
+    /// A spooled picture delivered again (the process ended after its row, before its spool
+    /// file was removed) is indexed once: one row, no intent left, one `stored`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spooled_picture_delivered_twice_is_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pictures");
+        let location = Arc::new(Location::local("local", &root).unwrap());
+        let spool = Spool::open(dir.path().join("spool"), 1 << 20).unwrap();
+        let index = Arc::new(
+            Index::open(&format!(
+                "sqlite://{}",
+                dir.path().join("index.db").display()
+            ))
+            .await
+            .unwrap(),
+        );
+        let life = Lifecycle::new();
+        let auto = Automation::start(
+            Hub::new(HubConfig::default()),
+            Snapshotter::new(SnapshotConfig::default()),
+            index.clone(),
+            spool,
+            HashMap::from([("local".to_string(), location)]),
+            Arc::new(NoEvents),
+            AutoConfig {
+                import_path: None,
+                source_ids: HashMap::new(),
+                fallback: None,
+                sweep_every: Duration::from_secs(3600),
+            },
+            &life,
+        )
+        .await
+        .unwrap();
+        let meta = SpoolMeta {
+            row: NewSnapshot {
+                domain: "_default".into(),
+                app: "live".into(),
+                stream: "cam".into(),
+                job: "t".into(),
+                time_ms: 1_700_000_000_000,
+                sequence: Some(7),
+                mode: Mode::Sequence,
+                storage: "local".into(),
+                key: "live/cam/7.jpg".into(),
+                size: 4,
+                width: 2,
+                height: 2,
+                format: "jpg".into(),
+            },
+            callback_url: None,
+            keep_last: None,
+        };
+        let entry = SpoolEntry {
+            location: "local".into(),
+            key: meta.row.key.clone(),
+            data: Bytes::from_static(b"jpeg"),
+            meta: serde_json::to_value(&meta).unwrap(),
+        };
+        for _ in 0..2 {
+            auto.deliver_spooled(entry.clone()).await.unwrap();
+        }
+        let (rows, _) = index
+            .list(&livesnap_store::index::ListFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].sequence, Some(7));
+        assert!(index.write_intents().await.unwrap().is_empty());
+        assert_eq!(auto.counters.stored.load(Ordering::Relaxed), 1);
+        assert_eq!(std::fs::read(root.join("live/cam/7.jpg")).unwrap(), b"jpeg");
+
+        // Metadata that no retry can read is refused as permanent (the spool moves it aside).
+        let bad = SpoolEntry {
+            meta: serde_json::json!({"not": "a row"}),
+            ..entry
+        };
+        let e = auto.deliver_spooled(bad).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        life.token.cancel();
     }
 }
 

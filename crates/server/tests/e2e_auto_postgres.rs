@@ -13,51 +13,6 @@ use auto::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// The PostgreSQL server for the tests; a missing variable is a failure, not a skip.
-fn postgres_url() -> String {
-    match std::env::var("LIVESNAP_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "LIVESNAP_TEST_POSTGRES_URL is not set: the end-to-end index test must also run on PostgreSQL. \
-             Start a throwaway server with `export LIVESNAP_TEST_POSTGRES_URL=\"$(scripts/postgres-test-server)\"` \
-             (scripts/test does this)"
-        ),
-    }
-}
-
-/// Creates a database of its own for this test on the server and returns its URL.
-fn fresh_database(tag: &str) -> String {
-    use sqlx::Connection;
-    let base = postgres_url();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!(
-        "lse2e_{}_{}_{tag}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    );
-    rt().block_on(async {
-        let mut conn = sqlx::PgConnection::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to LIVESNAP_TEST_POSTGRES_URL {base}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let _ = conn.close().await;
-    });
-    let (head, tail) = base
-        .rsplit_once('/')
-        .expect("postgres URL has a database part");
-    let query = tail
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{head}/{name}{query}")
-}
-
 #[test]
 fn auto_postgres_index_end_to_end() {
     let url = fresh_database("auto");

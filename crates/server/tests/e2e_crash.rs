@@ -8,7 +8,6 @@
 mod auto;
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use auto::*;
@@ -57,53 +56,13 @@ fn kill_9_loses_nothing_accepted() {
 
     // The last start: what the crashes left is reconciled before anything else is written.
     let s = Server::start_in(work.path(), &env, &[], None);
-    let rows = s.settled_rows("job=fast", Duration::from_millis(700));
-    assert!(rows.len() as u64 >= 2 * CYCLES, "{} rows", rows.len());
-
-    // Rows and objects are the same set.
-    let root = s.local_root();
-    let objects: HashSet<String> = files_under(&root)
-        .into_iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let staging: Vec<&String> = objects.iter().filter(|k| k.contains('#')).collect();
-    assert!(staging.is_empty(), "staging files left: {staging:?}");
-    let keys: HashSet<String> = rows
-        .iter()
-        .map(|r| r["key"].as_str().unwrap().to_string())
-        .collect();
-    let orphans: Vec<&String> = objects.difference(&keys).collect();
-    let missing: Vec<&String> = keys.difference(&objects).collect();
-    assert!(orphans.is_empty(), "objects without a row: {orphans:?}");
-    assert!(missing.is_empty(), "rows without an object: {missing:?}");
-
-    // No sequence number twice.
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for r in rows.iter().filter(|r| r["mode"] == "sequence") {
-        *seen.entry(r["sequence"].as_u64().unwrap()).or_default() += 1;
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "sequence numbers used twice: {twice:?}");
-
-    // Every stored picture was announced: its row's id is in a delivered snapshot.stored.
-    let ids: HashSet<String> = rows
-        .iter()
-        .filter(|r| r["mode"] == "sequence")
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    let announced = poll(WAIT, "every stored picture's snapshot.stored", || {
-        let got: HashSet<String> = hooks
-            .events("snapshot.stored")
-            .iter()
-            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_string))
-            .collect();
-        ids.is_subset(&got).then_some(got)
-    });
-    eprintln!(
-        "{CYCLES} kills: {} rows ({} sequence), {} objects, {} distinct snapshot.stored ids",
-        rows.len(),
-        ids.len(),
-        objects.len(),
-        announced.len()
+    let rows = assert_nothing_lost(
+        &s,
+        &s.local_root(),
+        &hooks,
+        "job=fast",
+        Duration::from_millis(700),
     );
+    assert!(rows.len() as u64 >= 2 * CYCLES, "{} rows", rows.len());
+    eprintln!("after {CYCLES} kills");
 }

@@ -105,6 +105,10 @@ pub enum Error {
         /// The spool's limit.
         max: u64,
     },
+    /// A spooled picture that no retry can deliver (its location is gone, its metadata is
+    /// unreadable): its entry is moved aside for an operator.
+    #[error("cannot be delivered: {0}")]
+    Undeliverable(String),
     /// The spool folder could not be read or written.
     #[error("spool {path}: {source}")]
     SpoolIo {
@@ -133,5 +137,19 @@ impl Error {
             Error::SpoolIo { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether this error is about the picture itself (its key, its metadata, its location's
+    /// existence, a value the index cannot hold), so that delivering it again cannot succeed.
+    /// Any other failure, of the store or of the index, may pass.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidKey { .. }
+                | Error::InvalidLocation { .. }
+                | Error::Undeliverable(_)
+                | Error::OutOfRange { .. }
+                | Error::CorruptRow { .. }
+        )
     }
 }

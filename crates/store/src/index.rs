@@ -276,6 +276,31 @@ macro_rules! with_db {
     };
 }
 
+/// Runs `$body` (a `Result`, using `$tx`, a transaction) in a transaction on a connection of
+/// its own and commits it; the commit's failure is the result's. On any error the connection is
+/// closed rather than given back to the pool: once SQLite has rolled a transaction back by
+/// itself (a full disk makes COMMIT fail), sqlx 0.8 still counts it open on that connection
+/// (its ROLLBACK then fails too), runs the next transaction there as a savepoint inside it, and
+/// the work of "rolled back" transactions comes back at a later commit.
+macro_rules! in_transaction {
+    ($db:expr, $tx:ident => $body:expr) => {
+        with_db!($db, pool => async {
+            let mut conn = pool.acquire().await.map_err($crate::Error::from)?;
+            let done = async {
+                let mut $tx = sqlx::Connection::begin(&mut *conn).await?;
+                let value = $body?;
+                $tx.commit().await?;
+                Ok::<_, $crate::Error>(value)
+            }
+            .await;
+            if done.is_err() {
+                conn.close_on_drop();
+            }
+            done
+        }.await)
+    };
+}
+
 /// The upsert of an overwrite-mode row: the one row of its (storage, key) keeps its id.
 fn upsert_overwrite_sql() -> String {
     format!(
@@ -516,6 +541,16 @@ impl Index {
         raw.map(SnapshotRow::try_from).transpose()
     }
 
+    /// [`Index::fetch_optional`] for a write (`... RETURNING`), in a transaction of its own:
+    /// SQLite can hand back the returned row and then fail to commit (a full disk), and sqlx
+    /// does not report that failure when the row is read with `fetch_optional` or `fetch_one`
+    /// on the pool (sqlx issues #2099, #3430); an explicit commit does.
+    async fn write_returning(&self, sql: &str, args: Vec<Arg>) -> Result<Option<SnapshotRow>> {
+        let raw: Option<RawRow> = in_transaction!(&self.db, tx =>
+            bind_args!(sqlx::query_as::<_, RawRow>(sql), args).fetch_optional(&mut *tx).await)?;
+        raw.map(SnapshotRow::try_from).transpose()
+    }
+
     /// Indexes a new picture. An overwrite-mode row goes through [`Index::upsert_overwrite`],
     /// since there is one row per overwritten object.
     pub async fn insert(&self, row: &NewSnapshot) -> Result<SnapshotRow> {
@@ -542,7 +577,7 @@ impl Index {
         loop {
             attempt += 1;
             let args = row_args(row)?;
-            match self.fetch_optional(sql, args).await {
+            match self.write_returning(sql, args).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {
                     return Err(Error::Database(sqlx::Error::Protocol(
@@ -637,7 +672,7 @@ impl Index {
     /// deletes the object.
     pub async fn delete(&self, id: &str) -> Result<Option<SnapshotRow>> {
         let sql = format!("DELETE FROM snapshots WHERE id = $1 RETURNING {COLUMNS}");
-        self.fetch_optional(&sql, vec![Arg::Text(id.into())]).await
+        self.write_returning(&sql, vec![Arg::Text(id.into())]).await
     }
 
     /// The next sequence number for (domain, app, stream, job): 1 the first time, then one
@@ -652,8 +687,11 @@ impl Index {
         let sql = "INSERT INTO sequence_counters (domain, app, stream, job, value) VALUES ($1, $2, $3, $4, 1) \
                    ON CONFLICT (domain, app, stream, job) DO UPDATE SET value = sequence_counters.value + 1 \
                    RETURNING value";
-        let value: i64 = with_db!(&self.db, pool =>
-            sqlx::query_scalar::<_, i64>(sql).bind(domain).bind(app).bind(stream).bind(job).fetch_one(pool).await)?;
+        // In a transaction: see `write_returning`.
+        let value: i64 = in_transaction!(&self.db, tx => sqlx::query_scalar::<_, i64>(sql)
+            .bind(domain).bind(app).bind(stream).bind(job)
+            .fetch_one(&mut *tx)
+            .await)?;
         u64::try_from(value).map_err(|_| Error::CorruptRow {
             id: format!("sequence_counters {domain}/{app}/{stream}/{job}"),
             reason: format!("value {value}"),
@@ -818,6 +856,16 @@ impl Index {
         Ok(n > 0)
     }
 
+    /// Whether the picture taken at `time_ms` is indexed as the object `key` of `storage`:
+    /// a spooled picture delivered again after a crash is then already done.
+    pub async fn has_picture(&self, storage: &str, key: &str, time_ms: i64) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM snapshots WHERE storage = $1 AND object_key = $2 AND time_ms = $3";
+        let n: i64 = with_db!(&self.db, pool =>
+            sqlx::query_scalar::<_, i64>(sql).bind(storage).bind(key).bind(time_ms)
+                .fetch_one(pool).await)?;
+        Ok(n > 0)
+    }
+
     /// Indexes a stored picture, queues the deliveries `announce` makes of its row and ends its
     /// write intent, in one transaction: the row and its `snapshot.stored` deliveries are in
     /// the index together or not at all, and a failed commit is an error, never a row that
@@ -839,8 +887,7 @@ impl Index {
         loop {
             attempt += 1;
             let args = row_args(row)?;
-            let done = with_db!(&self.db, pool => async {
-                let mut tx = pool.begin().await?;
+            let done = in_transaction!(&self.db, tx => async {
                 let raw: Option<RawRow> = bind_args!(sqlx::query_as::<_, RawRow>(&sql), args)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -861,7 +908,6 @@ impl Index {
                         .execute(&mut *tx)
                         .await?;
                 }
-                tx.commit().await?;
                 Ok::<_, Error>((stored, deliveries))
             }.await);
             match done {

@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::location::Location;
 use crate::{Error, Result};
 
 /// Default bound on the bytes held in the spool (header and data of every entry).
@@ -452,19 +451,22 @@ impl Spool {
         }
     }
 
-    /// Delivers entries for ever: the oldest first, retried with exponential backoff
-    /// ([`INITIAL_BACKOFF`] doubling up to [`MAX_BACKOFF`]) until its location takes it, then
-    /// its file is deleted and `on_stored` is called with it. `resolver` maps a location name
-    /// to the location (an entry whose location no longer exists is moved to `bad/`).
+    /// Delivers entries for ever: the oldest first, handed to `deliver` and retried with
+    /// exponential backoff ([`INITIAL_BACKOFF`] doubling up to [`MAX_BACKOFF`]) until it
+    /// answers `Ok`; then its file is deleted. `deliver` does the whole delivery (store the
+    /// picture, index it), so an entry leaves the spool only once nothing of it can be lost.
+    /// An entry it refuses with a permanent error ([`Error::is_permanent`]: bad key, unknown
+    /// location, unreadable metadata) is moved to `bad/`.
     ///
-    /// Cancel it by dropping the future (e.g. aborting its task): an entry whose upload was
-    /// interrupted stays on disk and is delivered again (at least once). Only one loop runs
-    /// per spool; a second call returns at once. `sleep` waits out a backoff: the server's
-    /// clock, so that tests move it by hand.
-    pub async fn run<R, S, Z, F>(&self, resolver: R, on_stored: S, sleep: Z)
+    /// Cancel it by dropping the future (e.g. aborting its task): an entry whose delivery was
+    /// interrupted stays on disk and is delivered again (at least once: `deliver` must take a
+    /// second delivery of the same entry as done). Only one loop runs per spool; a second call
+    /// returns at once. `sleep` waits out a backoff: the server's clock, so that tests move it
+    /// by hand.
+    pub async fn run<D, G, Z, F>(&self, deliver: D, sleep: Z)
     where
-        R: Fn(&str) -> Option<Arc<Location>> + Send + Sync,
-        S: Fn(SpoolEntry) + Send + Sync,
+        D: Fn(SpoolEntry) -> G + Send + Sync,
+        G: std::future::Future<Output = Result<()>> + Send,
         Z: Fn(Duration) -> F + Send + Sync,
         F: std::future::Future<Output = ()> + Send,
     {
@@ -510,15 +512,7 @@ impl Spool {
                     }
                 }
             };
-            let Some(location) = resolver(&entry.location) else {
-                self.move_aside(
-                    &path,
-                    &format!("unknown storage location {:?}", entry.location),
-                );
-                self.pop_head(head.seq);
-                continue;
-            };
-            match location.put(&entry.key, entry.data.clone()).await {
+            match deliver(entry.clone()).await {
                 Ok(()) => {
                     if let Err(e) = fs::remove_file(&path) {
                         // It would be delivered again after a restart: harmless, but say so.
@@ -527,9 +521,8 @@ impl Spool {
                     self.pop_head(head.seq);
                     self.stored.fetch_add(1, Ordering::Relaxed);
                     backoff = INITIAL_BACKOFF;
-                    on_stored(entry);
                 }
-                Err(e @ Error::InvalidKey { .. }) => {
+                Err(e) if e.is_permanent() => {
                     // Retrying cannot help.
                     self.move_aside(&path, &e.to_string());
                     self.pop_head(head.seq);

@@ -25,7 +25,8 @@ fn entry(location: &str, i: usize) -> SpoolEntry {
     }
 }
 
-/// Starts the delivery loop; returns the keys delivered (in order) and the task.
+/// Starts the delivery loop, whose delivery is a put to the entry's location; returns the
+/// entries delivered (in order) and the task.
 fn run(
     spool: &Arc<Spool>,
     locations: Vec<Arc<Location>>,
@@ -33,14 +34,22 @@ fn run(
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let (spool, sink) = (spool.clone(), delivered.clone());
     let task = tokio::spawn(async move {
-        let resolver = move |name: &str| locations.iter().find(|l| l.name() == name).cloned();
-        spool
-            .run(
-                resolver,
-                move |e| sink.lock().unwrap().push(e),
-                tokio::time::sleep,
-            )
-            .await
+        let deliver = move |e: SpoolEntry| {
+            let location = locations.iter().find(|l| l.name() == e.location).cloned();
+            let sink = sink.clone();
+            async move {
+                let Some(location) = location else {
+                    return Err(Error::Undeliverable(format!(
+                        "unknown storage location {:?}",
+                        e.location
+                    )));
+                };
+                location.put(&e.key, e.data.clone()).await?;
+                sink.lock().unwrap().push(e);
+                Ok(())
+            }
+        };
+        spool.run(deliver, tokio::time::sleep).await
     });
     (delivered, task)
 }

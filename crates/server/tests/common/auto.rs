@@ -11,6 +11,7 @@
 //! ```
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -391,4 +392,116 @@ pub fn template_json(name: &str, fields: Value) -> Value {
         v[k] = x.clone();
     }
     v
+}
+
+// ---------------------------------------------------------------------------------------------
+// nothing accepted lost
+
+/// What the pictures of `query` look like when nothing accepted was lost, once they have
+/// settled (no change in `quiet`): every row has its object in `root` and every object there
+/// its row, no staging file is left, no sequence number is used twice, and every sequence
+/// row's `snapshot.stored` reached `hooks` (at least once, by its id). Returns the rows.
+pub fn assert_nothing_lost(
+    s: &Server,
+    root: &Path,
+    hooks: &Receiver,
+    query: &str,
+    quiet: Duration,
+) -> Vec<Value> {
+    let rows = s.settled_rows(query, quiet);
+    let objects: HashSet<String> = files_under(root)
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let staging: Vec<&String> = objects.iter().filter(|k| k.contains('#')).collect();
+    assert!(staging.is_empty(), "staging files left: {staging:?}");
+    let keys: HashSet<String> = rows
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    let orphans: Vec<&String> = objects.difference(&keys).collect();
+    let missing: Vec<&String> = keys.difference(&objects).collect();
+    assert!(orphans.is_empty(), "objects without a row: {orphans:?}");
+    assert!(missing.is_empty(), "rows without an object: {missing:?}");
+
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for r in rows.iter().filter(|r| r["mode"] == "sequence") {
+        *seen.entry(r["sequence"].as_u64().unwrap()).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sequence numbers used twice: {twice:?}");
+
+    let ids: HashSet<String> = rows
+        .iter()
+        .filter(|r| r["mode"] == "sequence")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    poll(WAIT, "every stored picture's snapshot.stored", || {
+        let got: HashSet<String> = hooks
+            .events("snapshot.stored")
+            .iter()
+            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_string))
+            .collect();
+        ids.is_subset(&got).then_some(())
+    });
+    eprintln!(
+        "{} rows ({} sequence), {} objects, every snapshot.stored delivered",
+        rows.len(),
+        ids.len(),
+        objects.len()
+    );
+    rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// The PostgreSQL server for the tests; a missing variable is a failure, not a skip.
+pub fn postgres_url() -> String {
+    match std::env::var("LIVESNAP_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "LIVESNAP_TEST_POSTGRES_URL is not set: the end-to-end index tests must also run on PostgreSQL. \
+             Start a throwaway server with `export LIVESNAP_TEST_POSTGRES_URL=\"$(scripts/postgres-test-server)\"` \
+             (scripts/test does this)"
+        ),
+    }
+}
+
+/// Creates a database of its own for this test on the server and returns its URL.
+pub fn fresh_database(tag: &str) -> String {
+    let base = postgres_url();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "lse2e_{}_{}_{tag}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
+    postgres_execute(&base, &format!("CREATE DATABASE {name}"));
+    let (head, tail) = base
+        .rsplit_once('/')
+        .expect("postgres URL has a database part");
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{head}/{name}{query}")
+}
+
+/// Runs one statement on the database at `url`, from a connection of its own.
+pub fn postgres_execute(url: &str, sql: &str) {
+    use sqlx::Connection;
+    rt().block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {url}: {e}"));
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    });
 }

@@ -101,32 +101,29 @@ impl Index {
         templates: &[TemplateRow],
         bindings: &[BindingRow],
     ) -> Result<bool> {
-        let imported = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+        let imported = in_transaction!(&self.db, tx => async {
             let held: i64 = sqlx::query_scalar(
                 "SELECT (SELECT COUNT(*) FROM templates) + (SELECT COUNT(*) FROM bindings)",
             )
             .fetch_one(&mut *tx)
             .await?;
             if held > 0 {
-                tx.rollback().await?;
-                Ok::<bool, sqlx::Error>(false)
-            } else {
-                for t in templates {
-                    sqlx::query(UPSERT_TEMPLATE)
-                        .bind(&t.name).bind(&t.spec).bind(t.created_ms).bind(t.updated_ms)
-                        .execute(&mut *tx).await?;
-                }
-                for b in bindings {
-                    sqlx::query(UPSERT_BINDING)
-                        .bind(&b.domain).bind(&b.app).bind(&b.stream).bind(&b.template)
-                        .bind(&b.spec)
-                        .execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(true)
+                // Nothing was written: the commit ends a transaction that only read.
+                return Ok::<bool, sqlx::Error>(false);
             }
-        })?;
+            for t in templates {
+                sqlx::query(UPSERT_TEMPLATE)
+                    .bind(&t.name).bind(&t.spec).bind(t.created_ms).bind(t.updated_ms)
+                    .execute(&mut *tx).await?;
+            }
+            for b in bindings {
+                sqlx::query(UPSERT_BINDING)
+                    .bind(&b.domain).bind(&b.app).bind(&b.stream).bind(&b.template)
+                    .bind(&b.spec)
+                    .execute(&mut *tx).await?;
+            }
+            Ok(true)
+        }.await)?;
         Ok(imported)
     }
 }
