@@ -113,6 +113,7 @@ enum Scenario {
     Ingest,
     Periodic,
     OnDemand,
+    Abuse,
     Baseline,
     Limit,
     Saturation,
@@ -361,6 +362,10 @@ fn run_resolution(
         let r = scenarios::on_demand(ctx, tag, &camera.tags, n, clients)
             .map(|rows| out.rows.extend(rows));
         record(&mut out, "on demand", r);
+    }
+    if wants(Scenario::Abuse) {
+        let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));
+        record(&mut out, "abuse", r);
     }
     // Over RTMP as peers document it, and from the file as the previous runs measured it (no
     // network input: the cheapest a baseline can be).

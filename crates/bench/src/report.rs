@@ -17,6 +17,9 @@ pub const KEEP_UP_LAG_MS: f64 = 1000.0;
 /// The targets, printed beside the figures.
 const TARGET_MISS_RATIO: f64 = 1.3;
 const TARGET_HIT_MS: f64 = 1.0;
+/// Goal of the abuse scenario: the honest client's p99 under abuse within this many times its
+/// p99 before it.
+const TARGET_ABUSE_P99_RATIO: f64 = 2.0;
 const TARGET_SATURATION: f64 = 0.8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub enum Kind {
     Ingest,
     Periodic,
     OnDemand,
+    /// The light on-demand client before and under the abuse scenario's load.
+    Abuse,
     Baseline,
 }
 
@@ -91,6 +96,8 @@ pub struct OnDemandFigures {
     pub hit_p99: Option<f64>,
     pub miss_p50: Option<f64>,
     pub miss_p99: Option<f64>,
+    /// p99 of every 200 answer, hit or miss.
+    pub all_p99: Option<f64>,
     pub mean_kib: f64,
 }
 
@@ -341,6 +348,25 @@ fn on_demand_table(w: &mut String, r: &ResolutionResult) {
         if let Some(e) = &o.first_error {
             let _ = writeln!(w, "\n  first error of {}: `{e}`\n", row.name);
         }
+    }
+    let abuse: Vec<&OnDemandFigures> = r
+        .rows
+        .iter()
+        .filter(|x| x.kind == Kind::Abuse)
+        .filter_map(|x| x.on_demand.as_ref())
+        .collect();
+    if let [before, under] = abuse[..] {
+        let ratio = under.all_p99.zip(before.all_p99).map(|(u, b)| u / b);
+        let _ = writeln!(
+            w,
+            "\n- honest on-demand p99 (light load, hits and misses) under abuse {} ms against {} ms before it = {} x (goal <= {TARGET_ABUSE_P99_RATIO}x): {}; errors {} under abuse, {} before",
+            opt(under.all_p99, 1),
+            opt(before.all_p99, 1),
+            opt(ratio, 2),
+            ratio.map_or("no answers", |r| if r <= TARGET_ABUSE_P99_RATIO { "met" } else { "not met" }),
+            under.errors,
+            before.errors
+        );
     }
 }
 

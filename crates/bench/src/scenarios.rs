@@ -203,43 +203,288 @@ pub fn on_demand(
             let m = measure(&[server.pid()], ctx.window, ctx.tck);
             let o = running.finish();
             let note = load.check(n)?;
-            let window_s = o.elapsed.max(1e-3);
-            let ok = o.ok();
-            rows.push(Row {
-                name,
-                kind: Kind::OnDemand,
-                streams: n,
-                cpu_pct: m.cpu_pct,
-                pss_mib: m.pss_mib,
-                pictures: None,
-                note: format!("{note}; {}", m.note()),
-                auto: None,
-                on_demand: Some(OnDemandFigures {
-                    clients: plan.clients,
-                    pace_per_s: plan.pace.map(|p| 1.0 / p.as_secs_f64()),
-                    window_s,
-                    ok,
-                    hits: o.hits.len() as u64,
-                    misses: o.misses.len() as u64,
-                    errors: o.errors,
-                    first_error: o.first_error.clone(),
-                    hit_p50: percentile(&o.hits, 50.0),
-                    hit_p99: percentile(&o.hits, 99.0),
-                    miss_p50: percentile(&o.misses, 50.0),
-                    miss_p99: percentile(&o.misses, 99.0),
-                    mean_kib: if ok > 0 {
-                        o.bytes as f64 / ok as f64 / 1024.0
-                    } else {
-                        0.0
-                    },
-                }),
-            });
+            rows.push(on_demand_row(name, n, plan, &o, &m, note));
         }
         load.stop(&ctx.rt);
         Ok(rows)
     })();
     server.stop(ctx.keep);
     result
+}
+
+/// The row of one on-demand window.
+fn on_demand_row(
+    name: String,
+    n: usize,
+    plan: ondemand::Plan,
+    o: &ondemand::Outcome,
+    m: &Measured,
+    note: String,
+) -> Row {
+    let window_s = o.elapsed.max(1e-3);
+    let ok = o.ok();
+    let all: Vec<f64> = o.hits.iter().chain(&o.misses).copied().collect();
+    Row {
+        name,
+        kind: Kind::OnDemand,
+        streams: n,
+        cpu_pct: m.cpu_pct,
+        pss_mib: m.pss_mib,
+        pictures: None,
+        note: format!("{note}; {}", m.note()),
+        auto: None,
+        on_demand: Some(OnDemandFigures {
+            clients: plan.clients,
+            pace_per_s: plan.pace.map(|p| 1.0 / p.as_secs_f64()),
+            window_s,
+            ok,
+            hits: o.hits.len() as u64,
+            misses: o.misses.len() as u64,
+            errors: o.errors,
+            first_error: o.first_error.clone(),
+            hit_p50: percentile(&o.hits, 50.0),
+            hit_p99: percentile(&o.hits, 99.0),
+            miss_p50: percentile(&o.misses, 50.0),
+            miss_p99: percentile(&o.misses, 99.0),
+            all_p99: percentile(&all, 99.0),
+            mean_kib: if ok > 0 {
+                o.bytes as f64 / ok as f64 / 1024.0
+            } else {
+                0.0
+            },
+        }),
+    }
+}
+
+/// Clients of the abuse scenario that ask for the largest picture the server makes (DCI 8K
+/// PNG) and hang up after [`ABUSE_HANG_UP`], again and again.
+const ABUSE_HUGE_CLIENTS: usize = 4;
+const ABUSE_HANG_UP: Duration = Duration::from_millis(300);
+/// The largest picture: `media::picture::MAX_OUTPUT_PIXELS` (DCI 8K), a few pixels narrower
+/// each time, so that no request is served from another's cached picture.
+const ABUSE_HUGE_PATH: &str = "snapshot.png?height=4320&width=";
+/// Clients asking back to back for `precision=latest` at full size (every frame of the GOP so
+/// far decoded).
+const ABUSE_LATEST_CLIENTS: usize = 2;
+/// Publishers of GOP floods: one keyframe, then [`FLOOD_FRAMES`] frames of
+/// [`FLOOD_FRAME_BYTES`] each at 30 fps (7.5 MiB/s each), looping.
+const ABUSE_FLOODERS: usize = 4;
+const FLOOD_FRAMES: usize = 299;
+const FLOOD_FRAME_BYTES: usize = 256 << 10;
+/// Time the abusers get before the honest client's window (GOPs fill, decodes pile up).
+const ABUSE_RAMP: Duration = Duration::from_secs(2);
+
+/// What an abuser thread did.
+#[derive(Default)]
+struct AbuseCounts {
+    /// Requests sent (hung up or answered).
+    sent: AtomicU64,
+    /// 200 answers.
+    ok: AtomicU64,
+    /// Other answers (503 busy...).
+    refused: AtomicU64,
+}
+
+/// The honest on-demand client under abuse: on one server with N honest publishers, the light
+/// load (one client, 10 requests/s) for one window alone, then for one window beside
+/// [`ABUSE_HUGE_CLIENTS`] clients asking for DCI 8K PNGs and hanging up, [`ABUSE_LATEST_CLIENTS`]
+/// clients asking for `precision=latest`, and [`ABUSE_FLOODERS`] GOP floods. Two rows: before
+/// and under the abuse; the report sets their p99 side by side.
+pub fn abuse(
+    ctx: &Ctx,
+    tag: &str,
+    tags: &Arc<Vec<VideoTag>>,
+    n: usize,
+) -> Result<Vec<Row>, String> {
+    let server = Server::start(&ctx.livesnap, &ctx.tmp.join(format!("{tag}-abuse")))?;
+    let result = (|| {
+        let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+        let prewarm = ondemand::Plan {
+            clients: ctx.cores,
+            streams: n,
+            pace: None,
+        };
+        ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
+        let light = ondemand::Plan {
+            clients: 1,
+            streams: n,
+            pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
+        };
+        let mut rows = vec![light_window(
+            ctx,
+            &server,
+            &load,
+            n,
+            light,
+            format!("livesnap on demand, light (1 client, {LIGHT_RATE_PER_S}/s), before the abuse"),
+        )?];
+
+        let flood = Arc::new(flood_tags(tags)?);
+        let stats = Arc::new(crate::publisher::Stats::default());
+        let flooders: Vec<_> = (0..ABUSE_FLOODERS)
+            .map(|i| {
+                let (addr, flood, stats) = (server.rtmp.clone(), flood.clone(), stats.clone());
+                ctx.rt.spawn(crate::publisher::publish(
+                    addr,
+                    "flood".into(),
+                    format!("f{i}"),
+                    flood,
+                    stats,
+                    Duration::ZERO,
+                ))
+            })
+            .collect();
+        let deadline = Instant::now() + ABUSE_RAMP + ctx.window + Duration::from_secs(1);
+        let (huge, latest) = (
+            Arc::new(AbuseCounts::default()),
+            Arc::new(AbuseCounts::default()),
+        );
+        let mut threads = Vec::new();
+        for i in 0..ABUSE_HUGE_CLIENTS {
+            let (addr, counts) = (server.http.clone(), huge.clone());
+            let path = format!("/v1/streams/live/s{}/{ABUSE_HUGE_PATH}", i % n.max(1));
+            threads.push(std::thread::spawn(move || {
+                hang_up_loop(&addr, &path, deadline, &counts)
+            }));
+        }
+        for i in 0..ABUSE_LATEST_CLIENTS {
+            let (addr, counts) = (server.http.clone(), latest.clone());
+            let path = format!(
+                "/v1/streams/live/s{}/snapshot.jpg?precision=latest",
+                (i + 1) % n.max(1)
+            );
+            threads.push(std::thread::spawn(move || {
+                let mut conn = crate::http::Conn::new(&addr);
+                while Instant::now() < deadline {
+                    counts.sent.fetch_add(1, Ordering::Relaxed);
+                    match conn.get(&path) {
+                        Ok(r) if r.status == 200 => counts.ok.fetch_add(1, Ordering::Relaxed),
+                        _ => counts.refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        std::thread::sleep(ABUSE_RAMP);
+        let under = light_window(
+            ctx,
+            &server,
+            &load,
+            n,
+            light,
+            format!(
+                "livesnap on demand, light, under abuse ({ABUSE_HUGE_CLIENTS} x DCI 8K PNG hung up at {} ms, {ABUSE_LATEST_CLIENTS} x precision=latest, {ABUSE_FLOODERS} GOP floods)",
+                ABUSE_HANG_UP.as_millis()
+            ),
+        );
+        for t in threads {
+            let _ = t.join();
+        }
+        for f in &flooders {
+            f.abort();
+        }
+        let mut under = under?;
+        let count = |c: &AbuseCounts| {
+            (
+                c.sent.load(Ordering::Relaxed),
+                c.ok.load(Ordering::Relaxed),
+                c.refused.load(Ordering::Relaxed),
+            )
+        };
+        let (h, l) = (count(&huge), count(&latest));
+        under.note = format!(
+            "{}; abusers: {} huge requests hung up, latest {} sent ({} pictures, {} refused), {} flood frames sent",
+            under.note,
+            h.0,
+            l.0,
+            l.1,
+            l.2,
+            stats.tags_sent.load(Ordering::Relaxed)
+        );
+        rows.push(under);
+        load.stop(&ctx.rt);
+        Ok(rows)
+    })();
+    server.stop(ctx.keep);
+    result
+}
+
+/// One window of `plan` on `server`, as a row of [`Kind::Abuse`].
+fn light_window(
+    ctx: &Ctx,
+    server: &Server,
+    load: &Load,
+    n: usize,
+    plan: ondemand::Plan,
+    name: String,
+) -> Result<Row, String> {
+    let running = ondemand::start(&server.http, plan, ctx.window);
+    let m = measure(&[server.pid()], ctx.window, ctx.tck);
+    let o = running.finish();
+    let note = load.check(n)?;
+    let mut row = on_demand_row(name, n, plan, &o, &m, note);
+    row.kind = Kind::Abuse;
+    Ok(row)
+}
+
+/// Connects, asks for `path`, hangs up after [`ABUSE_HANG_UP`]; until `deadline`.
+fn hang_up_loop(addr: &str, path: &str, deadline: Instant, counts: &AbuseCounts) {
+    use std::io::Write;
+    let mut k: u32 = 0;
+    while Instant::now() < deadline {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        k = k.wrapping_add(1);
+        let width = 8192 - 2 * (k % 512);
+        let req = format!("GET {path}{width} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        if s.write_all(req.as_bytes()).is_ok() {
+            counts.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        std::thread::sleep(ABUSE_HANG_UP);
+    }
+}
+
+/// A GOP flood: the input's sequence header and first keyframe, then [`FLOOD_FRAMES`] frames of
+/// [`FLOOD_FRAME_BYTES`] of noise (one length-prefixed NAL unit each) at 30 fps.
+fn flood_tags(tags: &[VideoTag]) -> Result<Vec<VideoTag>, String> {
+    let header = tags
+        .iter()
+        .find(|t| t.is_sequence_header)
+        .ok_or("the input has no sequence header")?;
+    let key = tags
+        .iter()
+        .find(|t| t.is_keyframe())
+        .ok_or("the input has no keyframe")?;
+    let tag = |t: &VideoTag| VideoTag {
+        ts_ms: 0,
+        data: t.data.clone(),
+        is_sequence_header: t.is_sequence_header,
+        is_end_of_sequence: false,
+    };
+    let mut out = vec![tag(header), tag(key)];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 1..=FLOOD_FRAMES {
+        let nal = FLOOD_FRAME_BYTES - 9;
+        let mut data = Vec::with_capacity(FLOOD_FRAME_BYTES);
+        data.extend_from_slice(&[0x27, 1, 0, 0, 0]);
+        data.extend_from_slice(&(nal as u32).to_be_bytes());
+        data.push(0x41);
+        while data.len() < FLOOD_FRAME_BYTES {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        data.truncate(FLOOD_FRAME_BYTES);
+        out.push(VideoTag {
+            ts_ms: (i * 1000 / 30) as u32,
+            data: data.into(),
+            is_sequence_header: false,
+            is_end_of_sequence: false,
+        });
+    }
+    Ok(out)
 }
 
 /// Where a baseline ffmpeg reads its stream from.

@@ -104,6 +104,13 @@ pub fn work_bytes(source: (u32, u32), output: (u32, u32)) -> u64 {
     px(source) * DECODER_BYTES_PER_PIXEL + px(output) * OUTPUT_BYTES_PER_PIXEL
 }
 
+/// The cost of one picture's work, for [`crate::work::HEAVY_WORK_PIXELS`]: pixels decoded
+/// (every frame) plus pixels encoded.
+pub fn work_pixels(frames: usize, source: (u32, u32), output: (u32, u32)) -> u64 {
+    let px = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
+    (frames as u64).saturating_mul(px(source)) + px(output)
+}
+
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
@@ -471,12 +478,13 @@ impl Snapshotter {
             .output_size(source.0, source.1)
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         let need = work_bytes(source, output);
+        let heavy = work_pixels(view.frames.len(), source, output) > crate::work::HEAVY_WORK_PIXELS;
         let mut waited = true;
         let made = cell
             .get_or_try_init(|| async {
                 waited = false;
                 self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let admitted = self.gate.acquire(priority, need);
+                let admitted = self.gate.acquire(priority, need, heavy);
                 let permit = match superseded {
                     None => admitted.await,
                     Some(token) => tokio::select! {
@@ -500,8 +508,9 @@ impl Snapshotter {
                 let me = self.clone();
                 // The permit, the decoder and the work go to the blocking thread together: a
                 // caller that gives up drops this future, not the decode, which keeps its slot
-                // until it ends and then checks its decoder back in.
-                let (result, encode_took, total_took) = tokio::task::spawn_blocking(move || {
+                // until it ends and then checks its decoder back in. Heavy work runs at a lower
+                // CPU priority.
+                let (result, encode_took, total_took) = crate::work::run(heavy, move || {
                     let _permit = permit;
                     let mut worker = match me.checkout() {
                         Ok(w) => w,
@@ -550,7 +559,7 @@ impl Snapshotter {
                     (result, encode_took, started.elapsed())
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("decode task: {e}")))?;
+                .map_err(Error::Internal)?;
                 if result.is_ok() {
                     self.counters
                         .decode_time

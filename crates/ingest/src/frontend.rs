@@ -388,6 +388,35 @@ impl AcceptBackoff {
     pub fn failures(&self) -> u64 {
         self.failures
     }
+
+    /// The accept loop's next connection, with the time it was accepted; failing accepts are
+    /// waited out with [`AcceptBackoff::failed`]. `None` once `shutdown` is cancelled.
+    pub async fn accept(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<(tokio::net::TcpStream, SocketAddr, Instant)> {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((socket, addr)) => {
+                    let now = Instant::now();
+                    self.accepted(now);
+                    return Some((socket, addr, now));
+                }
+                Err(e) => {
+                    let wait = self.failed(&e, Instant::now());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Makes 32-bit millisecond timestamps (RTMP's, FLV's; wrapping every 49.7 days) monotonic

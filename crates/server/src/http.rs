@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ingest::frontend::{AcceptBackoff, ConnectionLimit, ConnectionStats, Limits};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -76,22 +76,7 @@ pub async fn serve(
         .header_read_timeout(config.header_timeout)
         .max_headers(HYPER_MAX_HEADERS)
         .max_header_size(HYPER_MAX_HEADER_BYTES);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, addr) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                let wait = backoff.failed(&e, Instant::now());
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => continue,
-                }
-            }
-        };
-        backoff.accepted(Instant::now());
+    while let Some((socket, addr, _)) = backoff.accept(&listener, &shutdown).await {
         let Some(admitted) = limit.admit(PROTOCOL, addr) else {
             refuse(socket);
             continue;

@@ -205,25 +205,7 @@ pub async fn serve(
     let limit = ConnectionLimit::new(config.limits, config.stats.clone());
     let config = Arc::new(config);
     let mut backoff = AcceptBackoff::new(PROTOCOL);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, addr) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: the connection waits in the kernel's queue; back off
-                // instead of spinning on it.
-                let wait = backoff.failed(&e, Instant::now());
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => continue,
-                }
-            }
-        };
-        let accepted_at = Instant::now();
-        backoff.accepted(accepted_at);
+    while let Some((socket, addr, accepted_at)) = backoff.accept(&listener, &shutdown).await {
         let Some(admitted) = limit.admit(PROTOCOL, addr) else {
             drop(socket);
             continue;
