@@ -286,6 +286,12 @@ impl Collector for Sources {
         )?;
         gauge(
             e,
+            "picture_work_running_heavy",
+            "Heavy pictures among those running (latest over long GOPs, outputs near 8K): at most all workers but one.",
+            &[(&[], as_gauge(work.running_heavy as u64))],
+        )?;
+        gauge(
+            e,
             "picture_work_waiting",
             "Pictures waiting for a decoder or memory, by priority (on_demand goes first).",
             &[
