@@ -506,16 +506,14 @@ impl Snapshotter {
                 })?;
                 let options = request.options;
                 let me = self.clone();
+                let (fill, fill_key, counted) = (cell.clone(), key.clone(), stream.clone());
                 // The permit, the decoder and the work go to the blocking thread together: a
                 // caller that gives up drops this future, not the decode, which keeps its slot
                 // until it ends and then checks its decoder back in. Heavy work runs at a lower
                 // CPU priority.
-                let (result, encode_took, total_took) = crate::work::run(heavy, move || {
+                let made = crate::work::run(heavy, move || {
                     let _permit = permit;
-                    let mut worker = match me.checkout() {
-                        Ok(w) => w,
-                        Err(e) => return (Err(e), Duration::ZERO, Duration::ZERO),
-                    };
+                    let mut worker = me.checkout()?;
                     // Durations for /metrics only: no decision depends on them.
                     let started = std::time::Instant::now();
                     let mut encode_took = Duration::ZERO;
@@ -556,29 +554,34 @@ impl Snapshotter {
                             e => Error::Internal(e.to_string()),
                         });
                     me.checkin(worker);
-                    (result, encode_took, started.elapsed())
+                    let (bytes, (width, height)) = result?;
+                    me.counters
+                        .decode_time
+                        .observe(started.elapsed().saturating_sub(encode_took));
+                    me.counters.encode_time.observe(encode_took);
+                    me.counters.pictures_made.fetch_add(1, Ordering::Relaxed);
+                    counted.snapshots.fetch_add(1, Ordering::Relaxed);
+                    let snapshot = Arc::new(Snapshot {
+                        image: Bytes::from(bytes),
+                        width,
+                        height,
+                        frame_arrived,
+                        frame_pts_ms,
+                        keyframe,
+                        cache_hit: false,
+                    });
+                    // A request that gave up while the work ran (its deadline passed) no longer
+                    // fills the cell: the picture does it here, for the next request, instead of
+                    // being lost. While a request still waits, the cell is its to fill.
+                    if fill.set(snapshot.clone()).is_ok() {
+                        me.cache().filled(&fill_key, snapshot.image.len());
+                    }
+                    Ok::<_, Error>(snapshot)
                 })
                 .await
-                .map_err(Error::Internal)?;
-                if result.is_ok() {
-                    self.counters
-                        .decode_time
-                        .observe(total_took.saturating_sub(encode_took));
-                    self.counters.encode_time.observe(encode_took);
-                }
-                let (bytes, (width, height)) = result?;
-                self.counters.pictures_made.fetch_add(1, Ordering::Relaxed);
-                stream.snapshots.fetch_add(1, Ordering::Relaxed);
-                debug!(stream = %stream.key, bytes = bytes.len(), "picture made");
-                Ok::<_, Error>(Arc::new(Snapshot {
-                    image: Bytes::from(bytes),
-                    width,
-                    height,
-                    frame_arrived,
-                    frame_pts_ms,
-                    keyframe,
-                    cache_hit: false,
-                }))
+                .map_err(Error::Internal)??;
+                debug!(stream = %stream.key, bytes = made.image.len(), "picture made");
+                Ok::<_, Error>(made)
             })
             .await?;
         if waited {
