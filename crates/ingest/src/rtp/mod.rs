@@ -246,6 +246,7 @@ impl Assembler {
         if self.fragment.is_some() {
             return Err(self.bad("a NAL unit inside a fragmented one"));
         }
+        let nal = without_trailing_zeros(nal);
         match self.classify(nal)? {
             NalKind::ParameterSet(slot) => self.params.set(slot, nal),
             NalKind::Skip => Ok(()),
@@ -287,8 +288,9 @@ impl Assembler {
         let Some(at) = self.fragment.take() else {
             return Err(self.bad("a fragment whose start is missing"));
         };
+        let len = without_trailing_zeros(&self.data[at + 4..]).len();
+        self.data.truncate(at + 4 + len);
         let nal = &self.data[at + 4..];
-        let len = nal.len();
         match self.classify(nal)? {
             NalKind::ParameterSet(slot) => {
                 let result = self.params.set(slot, &self.data[at + 4..]);
@@ -328,6 +330,14 @@ impl Assembler {
         self.broken = false;
         self.oversized = false;
     }
+}
+
+/// A NAL unit never ends in a zero byte (its last byte holds the RBSP stop bit); zeros there are
+/// the byte stream's (a 4-byte start code, trailing_zero_8bits) that a sender splitting an
+/// Annex B stream left on (ffmpeg does, for H.265).
+fn without_trailing_zeros(nal: &[u8]) -> &[u8] {
+    let end = nal.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &nal[..end]
 }
 
 /// Unwraps 32-bit RTP timestamps into ticks since the first packet.
@@ -522,6 +532,7 @@ impl Depacketizer {
                 self.au.oversized |= matches!(e, Error::TooLarge { .. });
                 // What was gathered is dropped anyway: let its memory go now.
                 self.au.data.clear();
+                self.au.fragment = None;
             }
         }
         if packet.marker {

@@ -223,7 +223,7 @@ fn h264_stap_a_and_fu_a_make_config_and_frames() {
 }
 
 #[test]
-fn single_nal_packets_keep_sei_and_drop_aud() {
+fn single_nal_packets_keep_sei_and_drop_aud_and_trailing_zeros() {
     let mut s = Sender::new();
     let mut d = h264();
     let idr = idr(7, 100);
@@ -232,7 +232,7 @@ fn single_nal_packets_keep_sei_and_drop_aud() {
         SPS.to_vec(),
         PPS.to_vec(),
         SEI.to_vec(),
-        idr.clone(),
+        [&idr[..], &[0, 0]].concat(), // zeros of the byte stream a sender left on
     ]);
     let frames = run(&mut d, packets);
     assert_eq!(frames.len(), 1);
