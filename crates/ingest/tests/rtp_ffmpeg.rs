@@ -4,8 +4,8 @@
 //! come out of the depacketizer built from ffmpeg's SDP: same count, order, keyframe flags and
 //! bytes, and parameter sets equal to the clip's.
 //!
-//! With `LIVESNAP_WRITE_FUZZ_SEEDS=1` the captures are also written as seeds of the `rtp_h264` and
-//! `rtp_h265` fuzz targets (fuzz/seeds/).
+//! With `LIVESNAP_WRITE_FUZZ_SEEDS=1` each test also captures a tiny clip in small packets and
+//! writes it as seeds of the `rtp_h264` and `rtp_h265` fuzz targets (fuzz/seeds/).
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -16,9 +16,11 @@ use bytes::Bytes;
 use livesnap_ingest::rtp::{Depacketizer, Event, Packet};
 use media::{Codec, Frame, VideoConfig};
 
-/// Payload bytes per packet ffmpeg is told to use: below the clip's larger NAL units, so they
-/// are fragmented, above its parameter sets, so they are aggregated.
+/// Packet size ffmpeg is told to use: below the clip's larger NAL units, so they are
+/// fragmented, above its parameter sets, so they are aggregated.
 const PACKET_SIZE: usize = 1200;
+/// The same for the tiny clip of the fuzz seeds.
+const SEED_PACKET_SIZE: usize = 300;
 
 /// Panics when ffmpeg is missing: this test never skips.
 fn require_ffmpeg() {
@@ -105,7 +107,7 @@ struct Capture {
 }
 
 /// Has ffmpeg send `clip` in real time as RTP to a socket bound here, and keeps what arrives.
-fn send(dir: &Path, clip: &Path) -> Capture {
+fn send(dir: &Path, clip: &Path, packet_size: usize) -> Capture {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Room for a keyframe's burst: a loss here would be the test's, not the depacketizer's.
     socket2::SockRef::from(&socket)
@@ -122,7 +124,7 @@ fn send(dir: &Path, clip: &Path) -> Capture {
             .arg(clip)
             .args(["-c", "copy", "-f", "rtp", "-sdp_file"])
             .arg(&sdp_file)
-            .arg(format!("rtp://127.0.0.1:{port}?pkt_size={PACKET_SIZE}"))
+            .arg(format!("rtp://127.0.0.1:{port}?pkt_size={packet_size}"))
             .stdin(Stdio::null())
             .spawn()
             .expect("start ffmpeg"),
@@ -244,30 +246,46 @@ fn same_as_source(source: &[Frame], got: &[Frame]) {
     );
 }
 
-/// Writes the first packets of a capture as fuzz seeds (mode byte, then u16-length-prefixed
-/// packets; see fuzz/fuzz_targets/rtp_h264.rs).
-fn write_seeds(target: &str, capture: &Capture) {
+/// With `LIVESNAP_WRITE_FUZZ_SEEDS` set: has ffmpeg send a tiny clip (10 frames, 2 GOPs) in
+/// small packets, checks it like the others, and writes it as seeds of the fuzz target
+/// (fuzz/fuzz_targets/common/rtp.rs has the format): packets alone (in-band parameter sets),
+/// with the SDP's fmtp first, and with the fmtp, a small limit and a flush after every packet.
+fn write_seeds(target: &str, format: &str, codec: Codec, encoder: &[&str]) {
     if std::env::var_os("LIVESNAP_WRITE_FUZZ_SEEDS").is_none() {
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = workdir(target);
+    let (clip, raw) = encode(&dir, format, "160x120", 10, encoder);
+    let capture = send(&dir, &clip, SEED_PACKET_SIZE);
+    let source = std::fs::read(&raw).unwrap();
+    let source = match codec {
+        Codec::H265 => media::hevc::annexb_to_frames(&source).unwrap().1,
+        _ => media::avc::annexb_to_frames(&source).unwrap().1,
+    };
+    let (_, frames, _) = depacketize(codec, &capture);
+    same_as_source(&source, &frames);
+
+    let mut packets = Vec::new();
+    for datagram in &capture.datagrams {
+        packets.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+        packets.extend_from_slice(datagram);
+    }
+    let fmtp = fmtp(&capture.sdp).as_bytes();
+    let mut with_fmtp = (fmtp.len() as u16).to_be_bytes().to_vec();
+    with_fmtp.extend_from_slice(fmtp);
+    with_fmtp.extend_from_slice(&packets);
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/seeds")
         .join(target);
-    std::fs::create_dir_all(&dir).unwrap();
-    // The start (parameter sets and a keyframe), then a run of later frames, each with and
-    // without the SDP's parameter sets (mode bit 0).
-    let later = capture.datagrams.len() / 2;
-    for (name, range) in [("start", 0..24), ("middle", later..later + 16)] {
-        let mut seed = Vec::new();
-        for datagram in &capture.datagrams[range] {
-            seed.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
-            seed.extend_from_slice(datagram);
-        }
-        for mode in [0u8, 1] {
-            let mut file = vec![mode];
-            file.extend_from_slice(&seed);
-            std::fs::write(dir.join(format!("ffmpeg_{name}_{mode}")), file).unwrap();
-        }
+    std::fs::create_dir_all(&seeds).unwrap();
+    for (name, mode, body) in [
+        ("in_band", 0u8, &packets),
+        ("sdp", 1, &with_fmtp),
+        ("sdp_small_limit_flushes", 7, &with_fmtp),
+    ] {
+        let mut file = vec![mode];
+        file.extend_from_slice(body);
+        std::fs::write(seeds.join(format!("ffmpeg_{name}")), file).unwrap();
     }
 }
 
@@ -275,17 +293,11 @@ fn write_seeds(target: &str, capture: &Capture) {
 fn ffmpeg_h264_over_rtp_comes_out_access_unit_for_access_unit() {
     require_ffmpeg();
     let dir = workdir("h264");
-    let (clip, raw) = encode(
-        &dir,
-        "h264",
-        "1280x720",
-        50,
-        &["-c:v", "libx264", "-g", "25", "-crf", "20"],
-    );
+    let encoder = ["-c:v", "libx264", "-g", "25", "-crf", "20"];
+    let (clip, raw) = encode(&dir, "h264", "1280x720", 50, &encoder);
     let (source_config, source) = media::avc::annexb_to_frames(&std::fs::read(&raw).unwrap())
         .expect("the clip's access units");
-    let capture = send(&dir, &clip);
-    write_seeds("rtp_h264", &capture);
+    let capture = send(&dir, &clip, PACKET_SIZE);
     let types = packet_types(Codec::H264, &capture);
     eprintln!("{} packets by type: {:?}", types.len(), count(&types));
     assert!(types.contains(&28), "no FU-A: {:?}", count(&types));
@@ -314,6 +326,12 @@ fn ffmpeg_h264_over_rtp_comes_out_access_unit_for_access_unit() {
     );
     assert_eq!(c.frames, 50);
     assert_eq!(frames.iter().filter(|f| f.keyframe).count(), 2);
+    write_seeds(
+        "rtp_h264",
+        "h264",
+        Codec::H264,
+        &["-c:v", "libx264", "-g", "5"],
+    );
 }
 
 #[test]
@@ -334,8 +352,7 @@ fn ffmpeg_h265_over_rtp_comes_out_access_unit_for_access_unit() {
     );
     let (source_config, source) = media::hevc::annexb_to_frames(&std::fs::read(&raw).unwrap())
         .expect("the clip's access units");
-    let capture = send(&dir, &clip);
-    write_seeds("rtp_h265", &capture);
+    let capture = send(&dir, &clip, PACKET_SIZE);
     let types = packet_types(Codec::H265, &capture);
     eprintln!("{} packets by type: {:?}", types.len(), count(&types));
     assert!(types.contains(&49), "no FU: {:?}", count(&types));
@@ -366,4 +383,11 @@ fn ffmpeg_h265_over_rtp_comes_out_access_unit_for_access_unit() {
     );
     assert_eq!(c.frames, 30);
     assert_eq!(frames.iter().filter(|f| f.keyframe).count(), 2);
+    let x265 = "log-level=error:keyint=5:min-keyint=5";
+    write_seeds(
+        "rtp_h265",
+        "hevc",
+        Codec::H265,
+        &["-c:v", "libx265", "-x265-params", x265],
+    );
 }
