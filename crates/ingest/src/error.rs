@@ -28,6 +28,21 @@ pub enum Error {
     /// An FLV file or tag could not be read.
     #[error("FLV: {0}")]
     Flv(String),
+    /// An RTP packet whose header cannot be read (RFC 3550 5.1).
+    #[error("RTP packet: {0}")]
+    RtpHeader(&'static str),
+    /// An RTP payload that breaks its codec's packetization rules (RFC 6184, RFC 7798).
+    #[error("RTP {codec} payload: {what}")]
+    RtpPayload {
+        /// The codec's display name.
+        codec: &'static str,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A packetization or codec the RTP depacketizers do not handle (interleaved mode, DONL,
+    /// STAP-B, MTAP, FU-B, PACI).
+    #[error("RTP: {0} is not supported")]
+    RtpUnsupported(String),
     /// Socket error.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -12,5 +12,6 @@ pub mod flv;
 pub mod frontend;
 pub mod name;
 pub mod rtmp;
+pub mod rtp;
 
 pub use error::{Error, Result};
