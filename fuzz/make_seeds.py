@@ -288,10 +288,18 @@ def main():
     seed("decode", "inband_parameter_sets", b"\x00\x00\x00\x00\x00" + units([
         struct.pack(">I", len(sps320)) + sps320 + struct.pack(">I", len(pps320)) + pps320 + frames[0]]))
 
-    if os.path.isdir(SEEDS):
-        shutil.rmtree(SEEDS)
+    # rtsp_session: split byte, then a publisher's bytes; sdp: an ANNOUNCE body. From what
+    # ffmpeg sends over TCP (testdata/rtsp/ffmpeg_record_tcp.bin).
+    rtsp = read("rtsp/ffmpeg_record_tcp.bin")
+    seed("rtsp_session", "ffmpeg_record_tcp", b"\x00" + rtsp)
+    seed("rtsp_session", "ffmpeg_record_tcp_split", b"\x13" + rtsp[:8192])
+    seed("sdp", "ffmpeg_h264", rtsp[rtsp.index(b"v=0"):rtsp.index(b"SETUP ")])
+
+    # Only the targets made here are rewritten: others' seeds (hevc, rtp_*) come from elsewhere.
     for target, files in sorted(seeds.items()):
         d = os.path.join(SEEDS, target)
+        if os.path.isdir(d):
+            shutil.rmtree(d)
         os.makedirs(d)
         for name, data in sorted(files.items()):
             with open(os.path.join(d, name), "wb") as f:

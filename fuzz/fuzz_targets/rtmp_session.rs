@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use ingest::flv::{parse_video_tag, VideoTag};
 use ingest::rtmp::session::{Event, Session};
-use ingest::rtmp::url::resolve;
+use ingest::name::resolve;
 use libfuzzer_sys::fuzz_target;
 use media::avc::{append_annexb, AvcConfig};
 use media::hevc::HevcConfig;

@@ -1,8 +1,8 @@
-//! `rtmp::url::resolve` on arbitrary app / publish name / tcUrl / configured domains.
+//! `ingest::name::resolve` on arbitrary app / publish name / tcUrl / configured domains.
 //! Input: UTF-8 lines `app`, `name`, `tcUrl` (empty line = none), then one domain per line.
 #![no_main]
 
-use ingest::rtmp::url::resolve;
+use ingest::name::resolve;
 use libfuzzer_sys::fuzz_target;
 use media::stream::check_name;
 

@@ -75,6 +75,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--rtmp",
                 "127.0.0.1:0",
+                "--rtsp",
+                "127.0.0.1:0",
                 // Every publisher and client of the bench comes from 127.0.0.1.
                 "--max-connections-per-address",
                 "100000",

@@ -25,6 +25,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// An RTSP message or SDP could not be read, or made no sense at this point.
+    #[error("RTSP: {0}")]
+    Rtsp(String),
     /// An FLV file or tag could not be read.
     #[error("FLV: {0}")]
     Flv(String),

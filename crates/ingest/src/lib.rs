@@ -13,5 +13,6 @@ pub mod frontend;
 pub mod name;
 pub mod rtmp;
 pub mod rtp;
+pub mod rtsp;
 
 pub use error::{Error, Result};

@@ -143,6 +143,8 @@ settings! {
         http ("LIVESNAP_HTTP"): SocketAddr = DEFAULT_HTTP, "0.0.0.0:8081";
         /// RTMP ingest address.
         rtmp ("LIVESNAP_RTMP"): SocketAddr = DEFAULT_RTMP, "0.0.0.0:1935";
+        /// RTSP ingest address (publishers push with ANNOUNCE/RECORD, RTP over TCP).
+        rtsp ("LIVESNAP_RTSP"): SocketAddr = DEFAULT_RTSP, "0.0.0.0:8554";
         /// Where livesnap keeps its data.
         data_dir ("LIVESNAP_DATA_DIR"): PathBuf = PathBuf::from(DEFAULT_DATA_DIR), "./data";
         /// How long an on-demand snapshot may wait for a picture, in ms (WCS setting).
@@ -290,6 +292,9 @@ pub const DEFAULT_HTTP: SocketAddr =
 /// The RTMP listener's address by default.
 pub const DEFAULT_RTMP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 1935);
+/// The RTSP listener's address by default.
+pub const DEFAULT_RTSP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8554);
 /// The data folder by default.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Largest HTTP request body by default.

@@ -182,6 +182,7 @@ impl http_body::Body for DeadlineBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use tokio::time::Instant;
 
     #[tokio::test]
     async fn a_body_trickled_past_its_deadline_is_ended() {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ingest::frontend::{ConnectionStats, FrontEnd};
 use ingest::rtmp::server::{RtmpConfig, RtmpFrontEnd};
+use ingest::rtsp::server::{RtspConfig, RtspFrontEnd};
 use livesnap_core::auto::{AutoConfig, Automation};
 use livesnap_core::clock::{Clock, SystemClock};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
@@ -52,7 +53,7 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("cannot listen for {what} on {addr} (setting {setting}): {source}")]
     Listen {
-        /// HTTP or RTMP.
+        /// HTTP, RTMP or RTSP.
         what: &'static str,
         /// The setting that names the address.
         setting: &'static str,
@@ -96,6 +97,8 @@ pub struct RunningServer {
     pub http: SocketAddr,
     /// The RTMP listener's address.
     pub rtmp: SocketAddr,
+    /// The RTSP listener's address.
+    pub rtsp: SocketAddr,
     /// Every front end's listener.
     pub front_ends: Vec<FrontEndInfo>,
     state: AppState,
@@ -140,7 +143,23 @@ async fn bind_front_ends(
             addr: settings.rtmp,
             source,
         })?;
-    Ok(vec![Box::new(rtmp)])
+    let rtsp_config = RtspConfig {
+        domains: settings.domains.clone(),
+        // RTSP publishers share the RTMP listener's limits, each listener counting its own.
+        limits: settings.rtmp_limits(),
+        handshake_timeout: Duration::from_secs(settings.rtmp_handshake_timeout_s),
+        idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
+        ..RtspConfig::default()
+    };
+    let rtsp = RtspFrontEnd::bind(settings.rtsp, rtsp_config)
+        .await
+        .map_err(|source| StartError::Listen {
+            what: "RTSP",
+            setting: "rtsp",
+            addr: settings.rtsp,
+            source,
+        })?;
+    Ok(vec![Box::new(rtmp), Box::new(rtsp)])
 }
 
 /// What a shutdown did.
@@ -222,6 +241,10 @@ pub async fn start_with_clock(
         .iter()
         .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)
         .map_or(settings.rtmp, |f| f.local_addr());
+    let rtsp_addr = front_ends
+        .iter()
+        .find(|f| f.protocol() == ingest::rtsp::server::PROTOCOL)
+        .map_or(settings.rtsp, |f| f.local_addr());
     let public_url = settings
         .public_url
         .clone()
@@ -302,10 +325,11 @@ pub async fn start_with_clock(
         front.tracker.clone(),
     ));
     warn_if_over_open_files(&settings);
-    info!(http = %http_addr, rtmp = %rtmp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
+    info!(http = %http_addr, rtmp = %rtmp_addr, rtsp = %rtsp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
     Ok(RunningServer {
         http: http_addr,
         rtmp: rtmp_addr,
+        rtsp: rtsp_addr,
         front_ends: listening,
         state,
         front,

@@ -38,6 +38,7 @@ fn settings(dir: &std::path::Path) -> Settings {
     Settings {
         http: "127.0.0.1:0".parse().unwrap(),
         rtmp: "127.0.0.1:0".parse().unwrap(),
+        rtsp: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         ..Settings::default()
     }
@@ -636,6 +637,7 @@ fn readyz_names_the_s3_location_when_its_endpoint_stops() {
     let mut s: Settings = toml::from_str(&s3.config_table("s3", None)).unwrap();
     s.http = "127.0.0.1:0".parse().unwrap();
     s.rtmp = "127.0.0.1:0".parse().unwrap();
+    s.rtsp = "127.0.0.1:0".parse().unwrap();
     s.data_dir = dir.path().join("data");
     let rt = runtime();
     let (server, app) = rt.block_on(async {

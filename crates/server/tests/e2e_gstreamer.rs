@@ -1,6 +1,7 @@
 //! End-to-end: a publisher livesnap's tests did not write and that is not ffmpeg: GStreamer's
-//! `rtmp2sink` with `x264enc`. Its picture must match GStreamer's own rendering of the same test
-//! pattern; a 10-bit stream must be refused with a clear error, not a wrong picture.
+//! `rtmp2sink` and `rtspclientsink` (RTSP RECORD over TCP) with `x264enc`. Its picture must
+//! match GStreamer's own rendering of the same test pattern; a 10-bit stream must be refused
+//! with a clear error, not a wrong picture.
 
 mod common;
 
@@ -18,22 +19,32 @@ impl Drop for Gst {
 }
 
 fn require_gstreamer() {
-    let ok = Command::new("gst-inspect-1.0")
-        .args(["rtmp2sink"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "GStreamer with rtmp2sink (gstreamer1.0-plugins-bad) is needed: scripts/test installs it"
-    );
+    for (element, package) in [
+        ("rtmp2sink", "gstreamer1.0-plugins-bad"),
+        ("rtspclientsink", "gstreamer1.0-rtsp"),
+    ] {
+        let ok = Command::new("gst-inspect-1.0")
+            .args([element])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "GStreamer with {element} ({package}) is needed: scripts/test installs it"
+        );
+    }
 }
 
 fn publish(caps: &str, url: &str) -> Gst {
+    let sink = if url.starts_with("rtsp://") {
+        format!("rtspclientsink protocols=tcp location={url}")
+    } else {
+        format!("flvmux streamable=true ! rtmp2sink location={url}")
+    };
     let pipeline = format!(
-        "videotestsrc is-live=true pattern=smpte75 ! {caps} ! x264enc tune=zerolatency key-int-max=10 speed-preset=ultrafast ! h264parse ! flvmux streamable=true ! rtmp2sink location={url}"
+        "videotestsrc is-live=true pattern=smpte75 ! {caps} ! x264enc tune=zerolatency key-int-max=10 speed-preset=ultrafast ! h264parse ! {sink}"
     );
     let child = Command::new("gst-launch-1.0")
         .arg("-q")
@@ -67,26 +78,34 @@ fn gstreamer_publish_is_pictured_like_gstreamer_renders_it() {
     let reference = decode_image(&std::fs::read(&reference).unwrap());
 
     let server = Server::start();
-    let _gst = publish(
-        "video/x-raw,format=I420,width=320,height=240,framerate=25/1",
-        &server.rtmp_url("live", "gst"),
-    );
-    let info = server.wait_keyframes("live", "gst", None, 1);
-    assert_eq!(
-        (info["width"].as_u64(), info["height"].as_u64()),
-        (Some(320), Some(240)),
-        "{info}"
-    );
-    assert_eq!(info["codec"], "h264");
-    let shot = server.snapshot_get("live", "gst", "png", "");
-    assert_eq!((shot.image.width, shot.image.height), (320, 240));
-    // The reference never went through 4:2:0, so the sharp bar edges cost a few dB: measured
-    // 29.6 dB here, and ffmpeg's own decode of the same stream scores the same.
-    let db = psnr(&shot.image.rgb, &reference.rgb);
-    assert!(
-        db > 27.0,
-        "GStreamer publish pictured at {db:.1} dB against GStreamer's own rendering"
-    );
+    for (protocol, url) in [
+        ("rtmp", server.rtmp_url("live", "gst")),
+        ("rtsp", server.rtsp_url("live", "gst-rtsp")),
+    ] {
+        let stream = url.rsplit('/').next().unwrap();
+        let _gst = publish(
+            "video/x-raw,format=I420,width=320,height=240,framerate=25/1",
+            &url,
+        );
+        let info = server.wait_keyframes("live", stream, None, 1);
+        assert_eq!(
+            (info["width"].as_u64(), info["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{info}"
+        );
+        assert_eq!(info["codec"], "h264");
+        assert_eq!(info["protocol"], protocol, "{info}");
+        let shot = server.snapshot_get("live", stream, "png", "");
+        assert_eq!((shot.image.width, shot.image.height), (320, 240));
+        // The reference never went through 4:2:0, so the sharp bar edges cost a few dB:
+        // measured 29.6 dB here, and ffmpeg's own decode of the same stream scores the same.
+        let db = psnr(&shot.image.rgb, &reference.rgb);
+        eprintln!("GStreamer over {protocol}: {db:.1} dB");
+        assert!(
+            db > 27.0,
+            "GStreamer publish over {protocol} pictured at {db:.1} dB against GStreamer's own rendering"
+        );
+    }
 }
 
 #[test]

@@ -212,6 +212,7 @@ pub struct Launched {
     pub child: Child,
     pub http: String,
     pub rtmp: String,
+    pub rtsp: String,
 }
 
 /// The one launcher of the real binary: `livesnap serve` on port 0 with its data in `data`,
@@ -252,6 +253,8 @@ pub fn launch_under(
         "--http",
         "127.0.0.1:0",
         "--rtmp",
+        "127.0.0.1:0",
+        "--rtsp",
         "127.0.0.1:0",
         "--data-dir",
     ])
@@ -317,7 +320,7 @@ pub fn launch_under(
         );
         a
     };
-    let (http, rtmp) = (addr("http"), addr("rtmp"));
+    let (http, rtmp, rtsp) = (addr("http"), addr("rtmp"), addr("rtsp"));
     // The contract says it is ready when it prints the line; /healthz must agree.
     let r = http_get(&format!("http://{http}/healthz"))
         .unwrap_or_else(|e| panic!("/healthz right after the listening line: {e}"));
@@ -327,7 +330,12 @@ pub fn launch_under(
         "/healthz right after the listening line: {}",
         r.text()
     );
-    Launched { child, http, rtmp }
+    Launched {
+        child,
+        http,
+        rtmp,
+        rtsp,
+    }
 }
 
 static SERVER_N: AtomicU64 = AtomicU64::new(0);
@@ -338,6 +346,7 @@ pub struct Server {
     child: Child,
     pub http: String,
     pub rtmp: String,
+    pub rtsp: String,
     /// Data, logs and config files; a restart starts another server on it.
     pub work: PathBuf,
     pub data: PathBuf,
@@ -398,12 +407,17 @@ impl Server {
             fs::write(&path, text).unwrap();
             path
         });
-        let Launched { child, http, rtmp } =
-            launch_under(prefix, &data, &log, config_path.as_deref(), env, args);
+        let Launched {
+            child,
+            http,
+            rtmp,
+            rtsp,
+        } = launch_under(prefix, &data, &log, config_path.as_deref(), env, args);
         Server {
             child,
             http,
             rtmp,
+            rtsp,
             work: work.to_path_buf(),
             data,
             log,
@@ -442,6 +456,10 @@ impl Server {
 
     pub fn rtmp_url(&self, app: &str, stream: &str) -> String {
         format!("rtmp://{}/{}/{}", self.rtmp, app, stream)
+    }
+
+    pub fn rtsp_url(&self, app: &str, stream: &str) -> String {
+        format!("rtsp://{}/{}/{}", self.rtsp, app, stream)
     }
 
     /// Where the default `local` storage location keeps its objects.
