@@ -77,6 +77,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--rtsp",
                 "127.0.0.1:0",
+                "--rtsp-udp-ports",
+                "any",
                 // Every publisher and client of the bench comes from 127.0.0.1.
                 "--max-connections-per-address",
                 "100000",

@@ -143,8 +143,12 @@ settings! {
         http ("LIVESNAP_HTTP"): SocketAddr = DEFAULT_HTTP, "0.0.0.0:8081";
         /// RTMP ingest address.
         rtmp ("LIVESNAP_RTMP"): SocketAddr = DEFAULT_RTMP, "0.0.0.0:1935";
-        /// RTSP ingest address (publishers push with ANNOUNCE/RECORD, RTP over TCP).
+        /// RTSP ingest address (publishers push with ANNOUNCE/RECORD, RTP over TCP or UDP).
         rtsp ("LIVESNAP_RTSP"): SocketAddr = DEFAULT_RTSP, "0.0.0.0:8554";
+        /// UDP ports for RTSP publishers' RTP and RTCP, `FIRST-LAST` (a pair per track, RTP
+        /// on the even port), or `any` for whatever free ports the system gives.
+        rtsp_udp_ports ("LIVESNAP_RTSP_UDP_PORTS"): String =
+            format!("{}-{}", rtsp::DEFAULT_UDP_PORTS.0, rtsp::DEFAULT_UDP_PORTS.1), "30000-30999";
         /// Where livesnap keeps its data.
         data_dir ("LIVESNAP_DATA_DIR"): PathBuf = PathBuf::from(DEFAULT_DATA_DIR), "./data";
         /// How long an on-demand snapshot may wait for a picture, in ms (WCS setting).
@@ -284,6 +288,7 @@ settings! {
 use crate::http;
 use ingest::frontend;
 use ingest::rtmp::server as rtmp;
+use ingest::rtsp::server as rtsp;
 use livesnap_core::{hub, snapshot, template};
 
 /// The HTTP API's address by default.
@@ -428,7 +433,23 @@ impl Settings {
                 self.snapshot_taking_interval_ms
             ));
         }
+        self.rtsp_udp_ports()?;
         Ok(())
+    }
+
+    /// `rtsp_udp_ports` as a range: `(0, 0)` for `any`.
+    pub fn rtsp_udp_ports(&self) -> Result<(u16, u16), String> {
+        let text = self.rtsp_udp_ports.trim();
+        if text == "any" {
+            return Ok((0, 0));
+        }
+        let range = text.split_once('-').and_then(|(a, b)| {
+            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+            (a >= 1 && b > a).then_some((a, b))
+        });
+        range.ok_or_else(|| {
+            format!("rtsp_udp_ports must be FIRST-LAST (1..=65535, at least two ports) or any, got {text:?}")
+        })
     }
 
     /// The ingest memory budget, resolving 0 to an eighth of the machine's memory within
@@ -673,6 +694,21 @@ mod tests {
             snapshot::work_bytes((1920, 1080), (1920, 1080))
         );
         assert_eq!(MAX_MERGE_READ_MS, rtmp::MAX_MERGE_READ.as_millis() as u64);
+    }
+
+    #[test]
+    fn rtsp_udp_ports_is_a_range_of_two_ports_or_more_or_any() {
+        let with = |v: &str| Settings {
+            rtsp_udp_ports: v.into(),
+            ..Settings::default()
+        };
+        assert_eq!(Settings::default().rtsp_udp_ports(), Ok((30000, 30999)));
+        assert_eq!(with("any").rtsp_udp_ports(), Ok((0, 0)));
+        assert_eq!(with(" 40000 - 40001 ").rtsp_udp_ports(), Ok((40000, 40001)));
+        for bad in ["", "0-10", "5-4", "7-7", "1-65536", "x", "30000", "-1-5"] {
+            let err = with(bad).validate().unwrap_err();
+            assert!(err.starts_with("rtsp_udp_ports"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

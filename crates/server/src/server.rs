@@ -149,6 +149,8 @@ async fn bind_front_ends(
         limits: settings.rtmp_limits(),
         handshake_timeout: Duration::from_secs(settings.rtmp_handshake_timeout_s),
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
+        // Checked by `Settings::validate`.
+        udp_ports: settings.rtsp_udp_ports().unwrap_or((0, 0)),
         ..RtspConfig::default()
     };
     let rtsp = RtspFrontEnd::bind(settings.rtsp, rtsp_config)

@@ -39,6 +39,7 @@ fn settings(dir: &std::path::Path) -> Settings {
         http: "127.0.0.1:0".parse().unwrap(),
         rtmp: "127.0.0.1:0".parse().unwrap(),
         rtsp: "127.0.0.1:0".parse().unwrap(),
+        rtsp_udp_ports: "any".into(),
         data_dir: dir.to_path_buf(),
         ..Settings::default()
     }
@@ -638,6 +639,7 @@ fn readyz_names_the_s3_location_when_its_endpoint_stops() {
     s.http = "127.0.0.1:0".parse().unwrap();
     s.rtmp = "127.0.0.1:0".parse().unwrap();
     s.rtsp = "127.0.0.1:0".parse().unwrap();
+    s.rtsp_udp_ports = "any".into();
     s.data_dir = dir.path().join("data");
     let rt = runtime();
     let (server, app) = rt.block_on(async {

@@ -606,7 +606,15 @@ fn one_io_thread_serves_the_picture_path_and_absurd_counts_are_refused() {
 
     let out = std::process::Command::new(BIN)
         .args(["serve", "--io-threads", "100000", "--http", "127.0.0.1:0"])
-        .args(["--rtmp", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--rtmp",
+            "127.0.0.1:0",
+            "--rtsp",
+            "127.0.0.1:0",
+            "--rtsp-udp-ports",
+            "any",
+            "--data-dir",
+        ])
         .arg(dir.path().join("refused"))
         .output()
         .expect("run livesnap");

@@ -37,9 +37,11 @@ fn require_gstreamer() {
     }
 }
 
+/// Publishes with rtmp2sink, or with rtspclientsink over `tcp` or `udp` when `url` is
+/// `rtsp://...#tcp` / `#udp`.
 fn publish(caps: &str, url: &str) -> Gst {
-    let sink = if url.starts_with("rtsp://") {
-        format!("rtspclientsink protocols=tcp location={url}")
+    let sink = if let Some((rtsp, protocols)) = url.split_once('#') {
+        format!("rtspclientsink protocols={protocols} location={rtsp}")
     } else {
         format!("flvmux streamable=true ! rtmp2sink location={url}")
     };
@@ -80,9 +82,10 @@ fn gstreamer_publish_is_pictured_like_gstreamer_renders_it() {
     let server = Server::start();
     for (protocol, url) in [
         ("rtmp", server.rtmp_url("live", "gst")),
-        ("rtsp", server.rtsp_url("live", "gst-rtsp")),
+        ("rtsp", server.rtsp_url("live", "gst-rtsp-tcp#tcp")),
+        ("rtsp", server.rtsp_url("live", "gst-rtsp-udp#udp")),
     ] {
-        let stream = url.rsplit('/').next().unwrap();
+        let stream = url.rsplit('/').next().unwrap().split('#').next().unwrap();
         let _gst = publish(
             "video/x-raw,format=I420,width=320,height=240,framerate=25/1",
             &url,
@@ -100,7 +103,7 @@ fn gstreamer_publish_is_pictured_like_gstreamer_renders_it() {
         // The reference never went through 4:2:0, so the sharp bar edges cost a few dB:
         // measured 29.6 dB here, and ffmpeg's own decode of the same stream scores the same.
         let db = psnr(&shot.image.rgb, &reference.rgb);
-        eprintln!("GStreamer over {protocol}: {db:.1} dB");
+        eprintln!("GStreamer over {protocol} ({stream}): {db:.1} dB");
         assert!(
             db > 27.0,
             "GStreamer publish over {protocol} pictured at {db:.1} dB against GStreamer's own rendering"

@@ -15,7 +15,7 @@ use std::time::Duration;
 use auto::*;
 use common::*;
 
-fn push_tcp(src: &Source, url: &str) -> Publisher {
+fn push(src: &Source, url: &str, transport: &str) -> Publisher {
     Publisher::start_args(
         &[
             "-re",
@@ -28,11 +28,15 @@ fn push_tcp(src: &Source, url: &str) -> Publisher {
             "-f",
             "rtsp",
             "-rtsp_transport",
-            "tcp",
+            transport,
             url,
         ],
         url,
     )
+}
+
+fn push_tcp(src: &Source, url: &str) -> Publisher {
+    push(src, url, "tcp")
 }
 
 /// Sends `request` on a fresh connection and reads until the server closes it or `wait`
@@ -76,6 +80,25 @@ fn ffmpeg_pushes_h264_over_rtsp_tcp_and_pictures_show_the_source() {
     publisher.assert_running();
     drop(publisher);
     s.wait_gone("live", "cam", None);
+}
+
+#[test]
+fn ffmpeg_pushes_h264_over_rtsp_udp_and_pictures_show_the_source() {
+    let work = workdir();
+    let src = per_second_source(work.path(), "rtsp-udp", 6);
+    let s = Server::start();
+    let mut publisher = push(&src, &s.rtsp_url("live", "udp"), "udp");
+    let live = s.wait_live("live", "udp", None);
+    assert_eq!(live["protocol"], "rtsp", "{live}");
+    s.wait_keyframes("live", "udp", None, 2);
+    let shot = s.snapshot_get("live", "udp", "png", "precision=keyframe");
+    assert_shows_source(&src, &shot.resp.body, 30.0, "RTSP push over UDP");
+    publisher.assert_running();
+    assert!(
+        !s.log_text().contains("foreign address"),
+        "{}",
+        s.log_tail(20)
+    );
 }
 
 #[test]
@@ -136,6 +159,55 @@ fn hostile_rtsp_peers_end_alone() {
         cut = matches!(s2.read(&mut b), Ok(0) | Err(_));
     }
     assert!(cut, "an endless header was not cut off");
+
+    // A publisher that set up UDP from port A: datagrams to its server port from port B are
+    // dropped and logged once; garbage from A is dropped too.
+    let mut c = TcpStream::connect(&s.rtsp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ask = |req: String| -> String {
+        c.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = c.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let base = format!("rtsp://{}/live/udpforeign", s.rtsp);
+    let got = ask(format!(
+        "ANNOUNCE {base} RTSP/1.0\r\nCSeq: 1\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    assert!(got.starts_with("RTSP/1.0 200"), "{got:?}");
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pa = a.local_addr().unwrap().port();
+    let got = ask(format!(
+        "SETUP {base}/streamid=0 RTSP/1.0\r\nCSeq: 2\r\n\
+         Transport: RTP/AVP/UDP;unicast;client_port={pa}-{};mode=record\r\n\r\n",
+        pa + 1
+    ));
+    let server_port: u16 = got
+        .split("server_port=")
+        .nth(1)
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no server_port in {got:?}"));
+    let got = ask(format!("RECORD {base} RTSP/1.0\r\nCSeq: 3\r\n\r\n"));
+    assert!(got.starts_with("RTSP/1.0 200"), "{got:?}");
+    let to = format!("127.0.0.1:{server_port}");
+    for _ in 0..20 {
+        b.send_to(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0x65, 1, 2], &to)
+            .unwrap();
+        a.send_to(b"not RTP at all", &to).unwrap();
+    }
+    poll(WAIT, "the foreign datagrams to be logged", || {
+        (s.log_text()
+            .matches("UDP datagrams from a foreign address ignored")
+            .count()
+            == 1)
+            .then_some(())
+    });
+    let v = s.get("/v1/streams/live/udpforeign").json();
+    assert_eq!(v["keyframes"], 0, "{v}");
+    drop(c);
 
     // The honest stream went on through all of it.
     let kf = s.get("/v1/streams/live/honest").json()["keyframes"]

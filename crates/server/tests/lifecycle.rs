@@ -93,6 +93,7 @@ fn settings(dir: &std::path::Path, hook: &str) -> Settings {
         http: "127.0.0.1:0".parse().unwrap(),
         rtmp: "127.0.0.1:0".parse().unwrap(),
         rtsp: "127.0.0.1:0".parse().unwrap(),
+        rtsp_udp_ports: "any".into(),
         data_dir: dir.to_path_buf(),
         callback_url: Some(hook.to_string()),
         callback_backoff_ms: 50,

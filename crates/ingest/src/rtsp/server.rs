@@ -6,9 +6,14 @@
 //! accept (an absolute deadline, like RTMP's publish); then any bytes (RTP, RTCP, a request)
 //! count as life and [`RtspConfig::idle_timeout`] of silence ends it: ffmpeg sends no
 //! keep-alive while recording, and GStreamer may leave without TEARDOWN.
+//!
+//! A track set up over UDP gets two sockets of its own (RTP, RTCP) from
+//! [`RtspConfig::udp_ports`]; only datagrams from the publisher's address and the ports it gave
+//! in SETUP are read, others are counted and dropped. The sockets live as long as the
+//! connection.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use media::stream::{PublisherInfo, StreamSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +46,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from the socket at once.
 const READ_BYTES: usize = 64 * 1024;
+/// UDP ports of RTP and RTCP by default: a pair per track, RTP on the even port.
+pub const DEFAULT_UDP_PORTS: (u16, u16) = (30000, 30999);
+/// Largest UDP datagram read (RTP over UDP stays below the path MTU; this is IPv4's maximum).
+const MAX_DATAGRAM_BYTES: usize = 65_536;
+/// Datagrams read from a connection's UDP sockets and not yet depacketized.
+const UDP_QUEUE: usize = 1024;
 
 /// Settings of the RTSP server.
 #[derive(Debug, Clone)]
@@ -51,6 +64,9 @@ pub struct RtspConfig {
     pub handshake_timeout: Duration,
     /// Silence that ends a connection once it records.
     pub idle_timeout: Duration,
+    /// The range UDP ports are taken from (RTP even, RTCP the next); `(0, 0)` lets the system
+    /// choose any free ones.
+    pub udp_ports: (u16, u16),
     /// Connection counts, for metrics.
     pub stats: Arc<ConnectionStats>,
 }
@@ -62,6 +78,7 @@ impl Default for RtspConfig {
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            udp_ports: DEFAULT_UDP_PORTS,
             stats: Arc::default(),
         }
     }
@@ -126,7 +143,10 @@ pub async fn serve(
         tasks.spawn(async move {
             let _ = socket.set_nodelay(true);
             let publish_by = accepted_at + config.handshake_timeout;
-            let mut conn = Connection::new(addr, sink, config, admitted);
+            let local_ip = socket
+                .local_addr()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+            let mut conn = Connection::new(addr, local_ip, sink, config, admitted);
             tokio::select! {
                 r = conn.run(socket, publish_by) => match r {
                     Ok(()) => debug!(%addr, "rtsp connection closed"),
@@ -141,28 +161,52 @@ pub async fn serve(
 /// Session ids: unique per process.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// One connection: its RTSP session and what it publishes.
+/// One connection: its RTSP session, what it publishes, and its tracks' UDP readers.
 struct Connection {
     addr: SocketAddr,
     admitted: Admitted,
     session: Session,
     publisher: Publisher,
     idle_timeout: Duration,
+    /// The readers of the UDP sockets, ended with the connection.
+    udp_readers: JoinSet<()>,
+    datagrams: (mpsc::Sender<Datagram>, mpsc::Receiver<Datagram>),
+}
+
+/// A datagram from a track's UDP socket.
+struct Datagram {
+    track: usize,
+    rtcp: bool,
+    data: Bytes,
+}
+
+/// A track's UDP sockets, bound at SETUP, read once the connection starts their reader.
+struct UdpTrack {
+    track: usize,
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
+    /// The publisher's RTP and RTCP addresses: datagrams from anywhere else are dropped.
+    from: (SocketAddr, SocketAddr),
 }
 
 /// The [`Host`] of a session: publishes the announced stream and depacketizes its tracks.
 struct Publisher {
     addr: SocketAddr,
+    local_ip: IpAddr,
+    udp_ports: (u16, u16),
     sink: Arc<dyn StreamSink>,
     domains: Vec<String>,
     publication: Option<Publication>,
     /// Per `m=` section: the depacketizer of a video track this server reads.
     tracks: Vec<Option<Depacketizer>>,
+    /// UDP sockets bound by SETUPs and not yet read.
+    new_udp: Vec<UdpTrack>,
 }
 
 impl Connection {
     fn new(
         addr: SocketAddr,
+        local_ip: IpAddr,
         sink: Arc<dyn StreamSink>,
         config: Arc<RtspConfig>,
         admitted: Admitted,
@@ -174,13 +218,50 @@ impl Connection {
             session: Session::new(format!("{n:016X}")),
             publisher: Publisher {
                 addr,
+                local_ip,
+                udp_ports: config.udp_ports,
                 sink,
                 domains: config.domains.clone(),
                 publication: None,
                 tracks: Vec::new(),
+                new_udp: Vec::new(),
             },
             idle_timeout: config.idle_timeout,
+            udp_readers: JoinSet::new(),
+            datagrams: mpsc::channel(UDP_QUEUE),
         }
+    }
+
+    /// Starts reading the UDP sockets SETUP bound.
+    fn start_udp_readers(&mut self) -> Result<()> {
+        for t in self.publisher.new_udp.drain(..) {
+            for (socket, from, rtcp) in [(t.rtp, t.from.0, false), (t.rtcp, t.from.1, true)] {
+                let socket = UdpSocket::from_std(socket)?;
+                let tx = self.datagrams.0.clone();
+                let (track, publisher) = (t.track, self.addr);
+                self.udp_readers.spawn(async move {
+                    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+                    let mut foreign = 0u64;
+                    loop {
+                        let Ok((n, sender)) = socket.recv_from(&mut buf).await else {
+                            return;
+                        };
+                        if sender != from {
+                            foreign += 1;
+                            if foreign == 1 {
+                                warn!(%publisher, %sender, expected = %from, "UDP datagrams from a foreign address ignored");
+                            }
+                            continue;
+                        }
+                        let data = Bytes::copy_from_slice(&buf[..n]);
+                        if tx.send(Datagram { track, rtcp, data }).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn run(&mut self, mut socket: TcpStream, publish_by: Instant) -> Result<()> {
@@ -191,20 +272,30 @@ impl Connection {
             } else {
                 publish_by
             };
-            let n = match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
-                Ok(r) => r?,
-                Err(_) if self.session.recording() => {
-                    return Err(Error::Rtsp(format!(
-                        "nothing received for {} s",
-                        self.idle_timeout.as_secs()
-                    )))
+            let n = tokio::select! {
+                read = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match read {
+                    Ok(r) => r?,
+                    Err(_) if self.session.recording() => {
+                        return Err(Error::Rtsp(format!(
+                            "nothing received for {} s",
+                            self.idle_timeout.as_secs()
+                        )))
+                    }
+                    Err(_) => return Err(Error::Rtsp("not recording by the deadline".into())),
+                },
+                Some(d) = self.datagrams.1.recv() => {
+                    // RTCP is life only; RTP before RECORD is dropped.
+                    if !d.rtcp && self.session.recording() {
+                        self.publisher.rtp(d.track, d.data);
+                    }
+                    continue;
                 }
-                Err(_) => return Err(Error::Rtsp("not recording by the deadline".into())),
             };
             if n == 0 {
                 return Ok(());
             }
             let events = self.session.feed(&buf[..n], &mut self.publisher)?;
+            self.start_udp_readers()?;
             for event in events {
                 match event {
                     Event::Send(bytes) => socket.write_all(&bytes).await?,
@@ -267,6 +358,56 @@ impl Host for Publisher {
         self.publication = Some(publication);
         Ok(())
     }
+
+    fn setup_udp(
+        &mut self,
+        track: usize,
+        client: (u16, u16),
+    ) -> std::result::Result<(u16, u16), String> {
+        let (rtp, rtcp) = bind_pair(self.local_ip, self.udp_ports)?;
+        let port = |s: &std::net::UdpSocket| s.local_addr().map(|a| a.port()).unwrap_or(0);
+        let ports = (port(&rtp), port(&rtcp));
+        let ip = self.addr.ip();
+        self.new_udp.push(UdpTrack {
+            track,
+            rtp,
+            rtcp,
+            from: (SocketAddr::new(ip, client.0), SocketAddr::new(ip, client.1)),
+        });
+        Ok(ports)
+    }
+}
+
+/// Where the next search for a free pair of UDP ports starts, so that sessions spread over the
+/// range instead of all trying its first ports.
+static NEXT_UDP_PORT: AtomicU64 = AtomicU64::new(0);
+
+/// Two UDP sockets on `ip`: RTP on an even port of `range` and RTCP on the next (or any two free
+/// ports when the range is `(0, 0)`), non-blocking for tokio.
+fn bind_pair(
+    ip: IpAddr,
+    (min, max): (u16, u16),
+) -> std::result::Result<(std::net::UdpSocket, std::net::UdpSocket), String> {
+    let bind = |port: u16| -> std::io::Result<std::net::UdpSocket> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    if min == 0 && max == 0 {
+        return bind(0)
+            .and_then(|a| Ok((a, bind(0)?)))
+            .map_err(|e| format!("no free UDP ports: {e}"));
+    }
+    let first = min + min % 2;
+    let pairs = u64::from(max.saturating_sub(first).saturating_add(1) / 2);
+    for _ in 0..pairs {
+        let k = NEXT_UDP_PORT.fetch_add(1, Ordering::Relaxed) % pairs.max(1);
+        let port = first + 2 * k as u16;
+        if let (Ok(a), Ok(b)) = (bind(port), bind(port + 1)) {
+            return Ok((a, b));
+        }
+    }
+    Err(format!("no free UDP ports in {min}-{max}"))
 }
 
 impl Publisher {

@@ -4,8 +4,9 @@
 //!
 //! The order is OPTIONS (any time), ANNOUNCE with an SDP naming the stream, one SETUP per
 //! track, RECORD; then RTP and RTCP arrive interleaved on the TCP connection, mixed with
-//! requests (GET_PARAMETER / SET_PARAMETER keep-alives, TEARDOWN). What the session cannot
-//! decide alone (may this stream be published?) it asks its [`Host`].
+//! requests (GET_PARAMETER / SET_PARAMETER keep-alives, TEARDOWN), or in UDP datagrams to
+//! ports the host allocated. What the session cannot decide alone (may this stream be
+//! published? which UDP ports?) it asks its [`Host`].
 //!
 //! Interop, as other servers' trackers report it: the Transport `mode` is `record` (ffmpeg) or
 //! `RECORD` (GStreamer), quoted or not, and may be absent; SETUP URLs are the track's control
@@ -31,6 +32,14 @@ const PUBLIC: &str = "OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER,
 pub trait Host {
     /// ANNOUNCE of `url` described by `sdp`: publish it, or say why not (answered `403`).
     fn announce(&mut self, url: &str, sdp: &Sdp) -> std::result::Result<(), String>;
+    /// SETUP of `track` over UDP, the publisher sending from its `client` RTP and RTCP ports:
+    /// the server's RTP and RTCP ports for it, or why not (answered `461`, and clients then try
+    /// TCP).
+    fn setup_udp(
+        &mut self,
+        track: usize,
+        client: (u16, u16),
+    ) -> std::result::Result<(u16, u16), String>;
 }
 
 /// What happened, for the glue to act on.
@@ -55,9 +64,20 @@ pub enum Event {
 
 /// Where a track's packets arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Interleaved {
-    rtp: u8,
-    rtcp: u8,
+enum Setup {
+    /// In `$` frames on these channels of the TCP connection.
+    Interleaved { rtp: u8, rtcp: u8 },
+    /// In UDP datagrams to ports the host allocated.
+    Udp,
+}
+
+impl Setup {
+    fn channels(self) -> Option<(u8, u8)> {
+        match self {
+            Setup::Interleaved { rtp, rtcp } => Some((rtp, rtcp)),
+            Setup::Udp => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +97,8 @@ pub struct Session {
     state: State,
     id: String,
     sdp: Sdp,
-    /// Per `m=` section of the SDP: its interleaved channels once set up.
-    setups: Vec<Option<Interleaved>>,
+    /// Per `m=` section of the SDP: where its packets arrive, once set up.
+    setups: Vec<Option<Setup>>,
     /// `$` frames on channels no track set up, since the start.
     stray_frames: u64,
 }
@@ -150,12 +170,12 @@ impl Session {
                 }
                 Message::Data(data) => {
                     let channel = data.channel_id();
-                    let track = self
-                        .setups
-                        .iter()
-                        .position(|s| s.is_some_and(|i| i.rtp == channel || i.rtcp == channel));
+                    let channels = |t: usize| self.setups[t].and_then(Setup::channels);
+                    let track = (0..self.setups.len()).find(|&t| {
+                        channels(t).is_some_and(|(a, b)| a == channel || b == channel)
+                    });
                     match track {
-                        Some(t) if self.setups[t].is_some_and(|i| i.rtp == channel) => {
+                        Some(t) if channels(t).is_some_and(|(a, _)| a == channel) => {
                             events.push(Event::Rtp {
                                 track: t,
                                 packet: Bytes::from(data.into_body()),
@@ -227,43 +247,67 @@ impl Session {
                     Ok(Some(t)) => t,
                     _ => return (reply(400, "Bad Request (Transport)", &[]), None),
                 };
-                let chosen = transports.iter().find_map(|t| match t {
-                    Transport::Rtp(rtp)
-                        if rtp.lower_transport == Some(RtpLowerTransport::Tcp)
-                            && rtp.params.mode.iter().all(is_record) =>
-                    {
-                        let (a, b) = rtp
-                            .params
-                            .interleaved
-                            .unwrap_or(((2 * track) as u8, Some((2 * track + 1) as u8)));
-                        Some(Interleaved {
-                            rtp: a,
-                            rtcp: b.unwrap_or(a.wrapping_add(1)),
-                        })
+                // The first transport offered that this server takes: interleaved TCP, or UDP
+                // with the publisher's ports.
+                let mut refused = "use RTP/AVP/TCP or RTP/AVP/UDP with client_port".to_string();
+                for t in transports.iter() {
+                    let Transport::Rtp(rtp) = t else { continue };
+                    if !rtp.params.mode.iter().all(is_record) {
+                        continue;
                     }
-                    _ => None,
-                });
-                let Some(chosen) = chosen else {
-                    // UDP is not served yet: ffmpeg and GStreamer then try TCP.
-                    return (reply(461, "Unsupported Transport (use TCP)", &[]), None);
-                };
-                let taken = self.setups.iter().flatten().any(|s| {
-                    [s.rtp, s.rtcp]
-                        .iter()
-                        .any(|c| *c == chosen.rtp || *c == chosen.rtcp)
-                });
-                if taken {
-                    return (
-                        reply(461, "Unsupported Transport (channels in use)", &[]),
-                        None,
-                    );
+                    match rtp.lower_transport {
+                        Some(RtpLowerTransport::Tcp) => {
+                            let (a, b) = rtp
+                                .params
+                                .interleaved
+                                .unwrap_or(((2 * track) as u8, Some((2 * track + 1) as u8)));
+                            let (rtp_ch, rtcp_ch) = (a, b.unwrap_or(a.wrapping_add(1)));
+                            let taken = self
+                                .setups
+                                .iter()
+                                .flatten()
+                                .filter_map(|s| s.channels())
+                                .any(|(x, y)| [x, y].iter().any(|c| *c == rtp_ch || *c == rtcp_ch));
+                            if taken {
+                                refused = "interleaved channels in use".into();
+                                continue;
+                            }
+                            self.setups[track] = Some(Setup::Interleaved {
+                                rtp: rtp_ch,
+                                rtcp: rtcp_ch,
+                            });
+                            let transport = format!(
+                                "RTP/AVP/TCP;unicast;interleaved={rtp_ch}-{rtcp_ch};mode=record"
+                            );
+                            return (reply(200, "OK", &[("Transport", transport), session]), None);
+                        }
+                        None | Some(RtpLowerTransport::Udp) => {
+                            let Some((a, b)) = rtp.params.client_port else {
+                                continue;
+                            };
+                            let client = (a, b.unwrap_or(a.wrapping_add(1)));
+                            match host.setup_udp(track, client) {
+                                Ok((x, y)) => {
+                                    self.setups[track] = Some(Setup::Udp);
+                                    let transport = format!(
+                                        "RTP/AVP/UDP;unicast;client_port={}-{};server_port={x}-{y};mode=record",
+                                        client.0, client.1
+                                    );
+                                    return (
+                                        reply(200, "OK", &[("Transport", transport), session]),
+                                        None,
+                                    );
+                                }
+                                Err(why) => refused = why,
+                            }
+                        }
+                        Some(_) => {}
+                    }
                 }
-                self.setups[track] = Some(chosen);
-                let transport = format!(
-                    "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
-                    chosen.rtp, chosen.rtcp
-                );
-                (reply(200, "OK", &[("Transport", transport), session]), None)
+                (
+                    reply(461, &format!("Unsupported Transport ({refused})"), &[]),
+                    None,
+                )
             }
             Method::Record => {
                 if self.state != State::Announced || self.setups.iter().all(Option::is_none) {
@@ -342,6 +386,8 @@ mod tests {
     struct Fake {
         announced: Vec<String>,
         refuse: bool,
+        udp: Vec<(usize, (u16, u16))>,
+        no_udp: bool,
     }
 
     impl Host for Fake {
@@ -351,6 +397,18 @@ mod tests {
             }
             self.announced.push(url.to_string());
             Ok(())
+        }
+
+        fn setup_udp(
+            &mut self,
+            track: usize,
+            client: (u16, u16),
+        ) -> std::result::Result<(u16, u16), String> {
+            if self.no_udp {
+                return Err("no free UDP ports".into());
+            }
+            self.udp.push((track, client));
+            Ok((30000, 30001))
         }
     }
 
@@ -505,6 +563,32 @@ mod tests {
     }
 
     #[test]
+    fn udp_setup_gets_the_hosts_server_ports() {
+        let mut s = Session::new("u".into());
+        let mut host = Fake::default();
+        s.feed(&announce(1), &mut host).unwrap();
+        let setup = b"SETUP rtsp://127.0.0.1:8554/live/cam1/streamid=0 RTSP/1.0\r\nCSeq: 2\r\n\
+            Transport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record\r\n\r\n";
+        let text = sent(&s.feed(setup, &mut host).unwrap());
+        assert!(text.starts_with("RTSP/1.0 200 OK"), "{text}");
+        assert!(
+            text.contains("Transport: RTP/AVP/UDP;unicast;client_port=5000-5001;server_port=30000-30001;mode=record"),
+            "{text}"
+        );
+        assert_eq!(host.udp, [(0, (5000, 5001))]);
+        let ev = s
+            .feed(
+                b"RECORD rtsp://127.0.0.1:8554/live/cam1 RTSP/1.0\r\nCSeq: 3\r\n\r\n",
+                &mut host,
+            )
+            .unwrap();
+        assert!(ev.contains(&Event::Recording));
+        // No channel was set up: a `$` frame is stray.
+        s.feed(&[b'$', 0, 0, 1, 0x80], &mut host).unwrap();
+        assert_eq!(s.stray_frames(), 1);
+    }
+
+    #[test]
     fn refusals_name_their_reason_and_echo_cseq() {
         let mut s = Session::new("x".into());
         let mut host = Fake {
@@ -525,13 +609,20 @@ mod tests {
             .unwrap(),
         );
         assert!(text.starts_with("RTSP/1.0 455"), "{text}");
-        // UDP is refused with 461 so that clients fall back to TCP.
+        // UDP without ports left: 461 naming why, so that clients fall back to TCP.
         let mut s = Session::new("y".into());
-        let mut host = Fake::default();
+        let mut host = Fake {
+            no_udp: true,
+            ..Fake::default()
+        };
         s.feed(&announce(1), &mut host).unwrap();
         let setup = b"SETUP rtsp://127.0.0.1:8554/live/cam1/streamid=0 RTSP/1.0\r\nCSeq: 2\r\n\
             Transport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record\r\n\r\n";
-        assert!(sent(&s.feed(setup, &mut host).unwrap()).starts_with("RTSP/1.0 461"));
+        let text = sent(&s.feed(setup, &mut host).unwrap());
+        assert!(
+            text.starts_with("RTSP/1.0 461 Unsupported Transport (no free UDP ports)"),
+            "{text}"
+        );
         // An SDP with no video.
         let mut s = Session::new("z".into());
         let audio = "v=0\r\nm=audio 0 RTP/AVP 97\r\n";

@@ -256,6 +256,8 @@ pub fn launch_under(
         "127.0.0.1:0",
         "--rtsp",
         "127.0.0.1:0",
+        "--rtsp-udp-ports",
+        "any",
         "--data-dir",
     ])
     .arg(data);
