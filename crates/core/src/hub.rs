@@ -138,6 +138,11 @@ struct StreamState {
     rates: RateWindow,
     schedule: Option<Schedule>,
     shots_dropped: u64,
+    /// `tcp` or `udp`, for front ends that say (RTSP).
+    transport: Option<&'static str>,
+    /// RTP packets lost and access units the depacketizers dropped, as last reported.
+    packets_lost: u64,
+    depacketizer_drops: u64,
 }
 
 impl StreamState {
@@ -195,7 +200,13 @@ pub struct StreamStats {
     pub gop_bytes: usize,
     pub frames: u64,
     pub keyframes: u64,
+    /// Frames not kept: broken chains in the hub, and access units the RTP depacketizers
+    /// dropped (lost packets, waiting for a keyframe after a loss).
     pub frames_dropped: u64,
+    /// `tcp` or `udp` for RTSP, else absent.
+    pub transport: Option<String>,
+    /// RTP packets lost in transit (RTSP over UDP; 0 otherwise).
+    pub packets_lost: u64,
     pub bytes: u64,
     pub snapshots: u64,
     pub template: Option<String>,
@@ -307,7 +318,9 @@ impl LiveStream {
             gop_bytes: s.gop_bytes,
             frames: s.frames_total,
             keyframes: s.keyframes,
-            frames_dropped: s.frames_dropped,
+            frames_dropped: s.frames_dropped + s.depacketizer_drops,
+            transport: s.transport.map(str::to_string),
+            packets_lost: s.packets_lost,
             bytes: s.bytes_total,
             snapshots: self.snapshots.load(Ordering::Relaxed),
             template: s.schedule.as_ref().map(|sc| sc.template.spec.name.clone()),
@@ -748,6 +761,13 @@ impl StreamWriter for HubWriter {
 
     fn unsupported(&mut self, name: &str) {
         self.stream.lock().unsupported = Some(name.to_string());
+    }
+
+    fn transport(&mut self, transport: &'static str, packets_lost: u64, frames_dropped: u64) {
+        let mut s = self.stream.lock();
+        s.transport = Some(transport);
+        s.packets_lost = packets_lost;
+        s.depacketizer_drops = frames_dropped;
     }
 }
 

@@ -115,4 +115,8 @@ pub trait StreamWriter: Send {
     fn frame(&mut self, frame: Frame);
     /// The stream carries video this server cannot picture (`name` says which).
     fn unsupported(&mut self, name: &str);
+    /// How the stream's packets travel (`tcp`, `udp`) and, for RTP, what its depacketizers
+    /// counted so far: packets lost, and access units dropped whole (lost parts, or waiting for
+    /// a keyframe after a loss). Front ends without packets never call it.
+    fn transport(&mut self, _transport: &'static str, _packets_lost: u64, _frames_dropped: u64) {}
 }

@@ -65,7 +65,9 @@ fn ffmpeg_pushes_h264_over_rtsp_tcp_and_pictures_show_the_source() {
     let mut publisher = push_tcp(&src, &s.rtsp_url("live", "cam"));
     let live = s.wait_live("live", "cam", None);
     assert_eq!(live["protocol"], "rtsp", "{live}");
-    s.wait_keyframes("live", "cam", None, 2);
+    let info = s.wait_keyframes("live", "cam", None, 2);
+    assert_eq!(info["transport"], "tcp", "{info}");
+    assert_eq!(info["packets_lost"], 0, "{info}");
     for precision in ["keyframe", "latest"] {
         let shot = s.snapshot_get("live", "cam", "png", &format!("precision={precision}"));
         assert_shows_source(
@@ -90,7 +92,10 @@ fn ffmpeg_pushes_h264_over_rtsp_udp_and_pictures_show_the_source() {
     let mut publisher = push(&src, &s.rtsp_url("live", "udp"), "udp");
     let live = s.wait_live("live", "udp", None);
     assert_eq!(live["protocol"], "rtsp", "{live}");
-    s.wait_keyframes("live", "udp", None, 2);
+    let info = s.wait_keyframes("live", "udp", None, 2);
+    assert_eq!(info["transport"], "udp", "{info}");
+    // Loopback loses nothing at this rate.
+    assert_eq!(info["packets_lost"], 0, "{info}");
     let shot = s.snapshot_get("live", "udp", "png", "precision=keyframe");
     assert_shows_source(&src, &shot.resp.body, 30.0, "RTSP push over UDP");
     publisher.assert_running();

@@ -201,6 +201,8 @@ struct Publisher {
     tracks: Vec<Option<Depacketizer>>,
     /// UDP sockets bound by SETUPs and not yet read.
     new_udp: Vec<UdpTrack>,
+    /// What the stream was last told of its transport and RTP losses.
+    reported: Option<(&'static str, u64, u64)>,
 }
 
 impl Connection {
@@ -225,6 +227,7 @@ impl Connection {
                 publication: None,
                 tracks: Vec::new(),
                 new_udp: Vec::new(),
+                reported: None,
             },
             idle_timeout: config.idle_timeout,
             udp_readers: JoinSet::new(),
@@ -286,7 +289,7 @@ impl Connection {
                 Some(d) = self.datagrams.1.recv() => {
                     // RTCP is life only; RTP before RECORD is dropped.
                     if !d.rtcp && self.session.recording() {
-                        self.publisher.rtp(d.track, d.data);
+                        self.publisher.rtp(d.track, d.data, "udp");
                     }
                     continue;
                 }
@@ -303,7 +306,7 @@ impl Connection {
                         self.admitted.establish();
                         info!(addr = %self.addr, tracks = self.publisher.tracks.iter().flatten().count(), "rtsp recording");
                     }
-                    Event::Rtp { track, packet } => self.publisher.rtp(track, packet),
+                    Event::Rtp { track, packet } => self.publisher.rtp(track, packet, "tcp"),
                     Event::Rtcp => {}
                     Event::Teardown => return Ok(()),
                 }
@@ -411,8 +414,9 @@ fn bind_pair(
 }
 
 impl Publisher {
-    /// One RTP packet of `track`: whole frames go to the stream.
-    fn rtp(&mut self, track: usize, packet: Bytes) {
+    /// One RTP packet of `track`, received over `transport`: whole frames go to the stream,
+    /// and the stream hears of losses when they change.
+    fn rtp(&mut self, track: usize, packet: Bytes, transport: &'static str) {
         let (Some(Some(depacketizer)), Some(publication)) =
             (self.tracks.get_mut(track), self.publication.as_mut())
         else {
@@ -428,6 +432,17 @@ impl Publisher {
         }
         if let Err(e) = pushed {
             debug!(addr = %self.addr, stream = %publication.key(), error = %e, "RTP packet dropped");
+        }
+        let (lost, dropped) = self
+            .tracks
+            .iter()
+            .flatten()
+            .map(|d| d.counters())
+            .fold((0, 0), |(l, f), c| (l + c.packets_lost, f + c.frames_dropped));
+        let now = Some((transport, lost, dropped));
+        if self.reported != now {
+            self.reported = now;
+            publication.writer().transport(transport, lost, dropped);
         }
     }
 }
