@@ -57,6 +57,8 @@ pub struct Server {
     child: Child,
     pub http: String,
     pub rtmp: String,
+    /// The RTSP listener (empty for a server that does not say it has one).
+    pub rtsp: String,
     data_dir: PathBuf,
     log_path: PathBuf,
 }
@@ -104,9 +106,10 @@ impl Server {
                 Some((
                     v["http"].as_str()?.to_string(),
                     v["rtmp"].as_str()?.to_string(),
+                    v["rtsp"].as_str().unwrap_or_default().to_string(),
                 ))
             });
-        let Some((http, rtmp)) = parsed else {
+        let Some((http, rtmp, rtsp)) = parsed else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!(
@@ -117,6 +120,7 @@ impl Server {
         Ok(Server {
             http,
             rtmp,
+            rtsp,
             child,
             data_dir: data_dir.to_path_buf(),
             log_path,

@@ -114,6 +114,7 @@ enum Scenario {
     Periodic,
     OnDemand,
     Abuse,
+    Protocols,
     Baseline,
     Limit,
     Saturation,
@@ -362,6 +363,10 @@ fn run_resolution(
         let r = scenarios::on_demand(ctx, tag, &camera.tags, n, clients)
             .map(|rows| out.rows.extend(rows));
         record(&mut out, "on demand", r);
+    }
+    if wants(Scenario::Protocols) {
+        let r = scenarios::protocols(ctx, tag, &camera.path, n).map(|rows| out.rows.extend(rows));
+        record(&mut out, "protocols", r);
     }
     if wants(Scenario::Abuse) {
         let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));

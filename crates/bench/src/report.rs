@@ -17,6 +17,8 @@ pub const KEEP_UP_LAG_MS: f64 = 1000.0;
 /// The targets, printed beside the figures.
 const TARGET_MISS_RATIO: f64 = 1.3;
 const TARGET_HIT_MS: f64 = 1.0;
+/// Target of the protocol scenario: RTSP ingest CPU per stream at most this many times RTMP's.
+const TARGET_RTSP_RATIO: f64 = 1.5;
 /// Goal of the abuse scenario: the honest client's p99 under abuse within this many times its
 /// p99 before it.
 const TARGET_ABUSE_P99_RATIO: f64 = 2.0;
@@ -30,6 +32,8 @@ pub enum Kind {
     OnDemand,
     /// The light on-demand client before and under the abuse scenario's load.
     Abuse,
+    /// Ingest by ffmpeg publishers over each protocol.
+    Protocol,
     Baseline,
 }
 
@@ -238,6 +242,7 @@ fn section(w: &mut String, run: &RunInfo, r: &ResolutionResult) {
     main_table(w, &rows, idle);
     auto_table(w, r);
     on_demand_table(w, r);
+    protocol_lines(w, r);
     ratio_table(w, r, idle);
     limit_section(w, run, r);
 }
@@ -311,6 +316,27 @@ fn auto_table(w: &mut String, r: &ResolutionResult) {
             opt(lag.max, 0),
             a.lag.map_or("-".to_string(), |l| l.count.to_string()),
             yes_no(a.keeps_up())
+        );
+    }
+}
+
+/// RTSP ingest against RTMP ingest, both from ffmpeg publishers.
+fn protocol_lines(w: &mut String, r: &ResolutionResult) {
+    let rows: Vec<&Row> = r.rows.iter().filter(|x| x.kind == Kind::Protocol).collect();
+    let Some(rtmp) = rows.iter().find(|x| x.name.ends_with("over RTMP")) else {
+        return;
+    };
+    let per = |x: &Row| x.cpu_pct / x.streams.max(1) as f64;
+    let _ = writeln!(w);
+    for x in rows.iter().filter(|x| !x.name.ends_with("over RTMP")) {
+        let ratio = per(x) / per(rtmp).max(1e-9);
+        let _ = writeln!(
+            w,
+            "- {}: {:.3} % CPU per stream = {ratio:.2} x RTMP's {:.3} % (target <= {TARGET_RTSP_RATIO}x): {}",
+            x.name,
+            per(x),
+            per(rtmp),
+            if ratio <= TARGET_RTSP_RATIO { "met" } else { "not met" }
         );
     }
 }

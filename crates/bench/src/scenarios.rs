@@ -487,6 +487,96 @@ fn flood_tags(tags: &[VideoTag]) -> Result<Vec<VideoTag>, String> {
     Ok(out)
 }
 
+/// How long the ffmpeg publishers of the protocol scenario get to be live.
+const FFMPEG_PUBLISH_WAIT: Duration = Duration::from_secs(20);
+
+/// Ingest by protocol: the same N ffmpeg publishers (`-re -stream_loop -1 -i input.flv -c copy`)
+/// over RTMP, RTSP with TCP and RTSP with UDP, each on a fresh server, no pictures; the
+/// server's CPU and PSS over one window each. ffmpeg publishes on both sides, so the ratio
+/// compares the protocols, not two load generators.
+pub fn protocols(ctx: &Ctx, tag: &str, input: &Path, n: usize) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (label, format, transport) in [
+        ("RTMP", "flv", None),
+        ("RTSP over TCP", "rtsp", Some("tcp")),
+        ("RTSP over UDP", "rtsp", Some("udp")),
+    ] {
+        let dir = ctx.tmp.join(format!(
+            "{tag}-protocol-{format}-{}",
+            transport.unwrap_or("")
+        ));
+        let server = Server::start(&ctx.livesnap, &dir)?;
+        let mut children = Vec::new();
+        let result = (|| {
+            for i in 0..n {
+                let url = match transport {
+                    None => format!("rtmp://{}/live/s{i}", server.rtmp),
+                    Some(_) => format!("rtsp://{}/live/s{i}", server.rtsp),
+                };
+                let mut cmd = Command::new("ffmpeg");
+                cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"]);
+                cmd.args(["-stream_loop", "-1", "-i"]).arg(input);
+                cmd.args(["-c", "copy", "-f", format]);
+                if let Some(t) = transport {
+                    cmd.args(["-rtsp_transport", t]);
+                }
+                cmd.arg(&url);
+                let child = cmd
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+                children.push(child);
+                // Spread over one GOP, as the RTMP load generator does.
+                std::thread::sleep(Duration::from_secs(2) / n.max(1) as u32);
+            }
+            let start = Instant::now();
+            loop {
+                let live = server.stream_totals()?.live;
+                if live == n {
+                    break;
+                }
+                if start.elapsed() > FFMPEG_PUBLISH_WAIT {
+                    return Err(format!(
+                        "{label}: only {live} of {n} ffmpeg publishers are live"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            std::thread::sleep(ctx.warmup);
+            let before = server.stream_totals()?.frames;
+            let m = measure(&[server.pid()], ctx.window, ctx.tck);
+            let after = server.stream_totals()?;
+            if after.live != n {
+                return Err(format!(
+                    "{label}: {} of {n} streams left during the window",
+                    n - after.live
+                ));
+            }
+            let fps = (after.frames - before) as f64 / ctx.window.as_secs_f64() / n as f64;
+            Ok(Row {
+                name: format!("livesnap ingest only, {n} ffmpeg publishers over {label}"),
+                kind: Kind::Protocol,
+                streams: n,
+                cpu_pct: m.cpu_pct,
+                pss_mib: m.pss_mib,
+                pictures: None,
+                note: format!("{fps:.1} fps received per stream; {}", m.note()),
+                auto: None,
+                on_demand: None,
+            })
+        })();
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        server.stop(ctx.keep);
+        rows.push(result?);
+    }
+    Ok(rows)
+}
+
 /// Where a baseline ffmpeg reads its stream from.
 #[derive(Clone, Copy)]
 pub enum BaselineInput<'a> {
