@@ -270,6 +270,8 @@ async fn grab_url(
     }
     let timeout = Duration::from_secs(args.timeout_s);
     crate::pull::check_url(url).map_err(|e| e.to_string())?;
+    // Errors name the URL without its password.
+    let shown = crate::pull::shown(url);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
     let deadline = clock.now() + timeout;
     let sink = Arc::new(HeldSink::new(one_stream_hub(clock.clone())));
@@ -294,14 +296,14 @@ async fn grab_url(
             }
         }
         if let Some(result) = &ended {
-            return Err(ended_early(url, result, current.as_deref()));
+            return Err(ended_early(&shown, result, current.as_deref()));
         }
         tokio::select! {
             biased;
             result = &mut pull, if ended.is_none() => ended = Some(result),
             _ = streams.changed() => {}
             _ = keyframe(&mut keyframes) => {}
-            () = &mut expired => return Err(never_came(url, timeout, current.as_deref())),
+            () = &mut expired => return Err(never_came(&shown, timeout, current.as_deref())),
         }
     };
     // The pull goes on while the picture is made: a keyframe that cannot be pictured is
@@ -318,7 +320,7 @@ async fn grab_url(
     loop {
         tokio::select! {
             biased;
-            snap = &mut take => return snap.map_err(|e| format!("{url}: {e}")),
+            snap = &mut take => return snap.map_err(|e| format!("{shown}: {e}")),
             result = &mut pull, if ended.is_none() => ended = Some(result),
         }
     }

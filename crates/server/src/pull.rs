@@ -3,18 +3,25 @@
 //! the result to whoever opens URLs (`grab` now, pull jobs next).
 
 use ingest::rtmp::client::{self, PullConfig, PullError, RtmpUrl};
+use ingest::rtsp::client::{self as rtsp, RtspPullConfig, RtspPullError};
 use livesnap_core::source::{SourceError, SourceFuture, SourceOpener, SourceRequest};
 
-/// Opens `rtmp://` URLs with ingest's RTMP client; refuses other schemes with a clear error.
+/// Opens `rtmp://` URLs with ingest's RTMP client and `rtsp://` URLs with its RTSP client
+/// (retina); refuses other schemes with a clear error.
 #[derive(Debug, Clone, Default)]
 pub struct PullOpener {
     rtmp: PullConfig,
+    rtsp: RtspPullConfig,
 }
 
 impl PullOpener {
-    /// An opener with these RTMP limits.
+    /// An opener with these RTMP limits (RTSP's follow them).
     pub fn new(rtmp: PullConfig) -> PullOpener {
-        PullOpener { rtmp }
+        let rtsp = RtspPullConfig {
+            connect_timeout: rtmp.connect_timeout,
+            idle_timeout: rtmp.idle_timeout,
+        };
+        PullOpener { rtmp, rtsp }
     }
 }
 
@@ -32,11 +39,18 @@ pub fn url_scheme(url: &str) -> Option<String> {
 pub fn check_url(url: &str) -> Result<(), SourceError> {
     match url_scheme(url).as_deref() {
         Some("rtmp") => RtmpUrl::parse(url).map(|_| ()).map_err(source_error),
-        Some("rtsp" | "rtsps") => Err(SourceError::Unsupported(
-            "rtsp:// URLs are not supported yet (RTSP comes with issue 15)".into(),
-        )),
+        Some("rtsp") => url::Url::parse(url)
+            .ok()
+            .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+            .map(|_| ())
+            .ok_or_else(|| {
+                SourceError::BadUrl(format!(
+                    "{} is not an rtsp://host[:port]/path URL",
+                    shown(url)
+                ))
+            }),
         Some(other) => Err(SourceError::Unsupported(format!(
-            "{other}:// URLs are not supported; livesnap pulls rtmp:// URLs"
+            "{other}:// URLs are not supported; livesnap pulls rtmp:// and rtsp:// URLs"
         ))),
         None => Err(SourceError::BadUrl(format!(
             "{url:?} is not a URL (scheme://host/...)"
@@ -55,8 +69,16 @@ impl SourceOpener for PullOpener {
                 mut connected,
             } = request;
             check_url(&url)?;
-            let rtmp_url = RtmpUrl::parse(&url).map_err(source_error)?;
             let mut on_video = || connected.report();
+            if url_scheme(&url).as_deref() == Some("rtsp") {
+                return tokio::select! {
+                    _ = cancel.cancelled() => Ok(()),
+                    result = rtsp::pull(&url, &self.rtsp, sink.as_ref(), key, &mut on_video) => {
+                        result.map_err(rtsp_error)
+                    }
+                };
+            }
+            let rtmp_url = RtmpUrl::parse(&url).map_err(source_error)?;
             tokio::select! {
                 // Stopping is not a failure: the stream is unpublished as the pull is dropped.
                 _ = cancel.cancelled() => Ok(()),
@@ -82,6 +104,24 @@ fn source_error(e: PullError) -> SourceError {
     }
 }
 
+/// The kind of failure of an RTSP pull.
+fn rtsp_error(e: RtspPullError) -> SourceError {
+    let text = e.to_string();
+    match e {
+        RtspPullError::BadUrl { .. } => SourceError::BadUrl(text),
+        RtspPullError::Unreachable(_) => SourceError::Unreachable(text),
+        RtspPullError::Refused(_) => SourceError::Refused(text),
+        RtspPullError::Unsupported(_) => SourceError::Unsupported(text),
+        RtspPullError::Protocol(_) => SourceError::Protocol(text),
+        RtspPullError::Idle(_) => SourceError::Stalled(text),
+    }
+}
+
+/// A URL as it may be shown: its password hidden.
+pub fn shown(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.chars().take(200).collect(), |u| rtsp::redact(&u))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,9 +132,10 @@ mod tests {
         assert_eq!(url_scheme("/tmp/x.flv"), None);
         assert_eq!(url_scheme("://x"), None);
         assert!(check_url("rtmp://127.0.0.1/live/cam").is_ok());
-        let rtsp = check_url("rtsp://cam/stream").unwrap_err();
-        assert!(rtsp.is_permanent());
-        assert!(rtsp.to_string().contains("issue 15"), "{rtsp}");
+        assert!(check_url("rtsp://cam/stream").is_ok());
+        assert!(check_url("rtsp://user:pw@cam:8554/stream?transport=udp").is_ok());
+        let bad = check_url("rtsp:///nohost").unwrap_err();
+        assert!(matches!(bad, SourceError::BadUrl(_)), "{bad:?}");
         assert!(check_url("http://x/y").unwrap_err().is_permanent());
         let bad = check_url("rtmp://host/onlyapp").unwrap_err();
         assert!(matches!(bad, SourceError::BadUrl(_)), "{bad:?}");

@@ -370,7 +370,7 @@ pub struct Depacketizer {
     reorder: Reorder,
     ready: Vec<(Packet, Gap)>,
     ssrc: Option<u32>,
-    /// Packets of another SSRC.
+    /// Packets of another SSRC (part of [`Counters::packets_discarded`]).
     foreign: u64,
     clock: Clock,
     config: Option<VideoConfig>,
@@ -453,7 +453,10 @@ impl Depacketizer {
 
     /// What happened so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            packets_discarded: self.foreign + self.reorder.discarded,
+            ..self.counters
+        }
     }
 
     /// Takes one packet and appends what it completes to `out`. An error says why this packet
@@ -463,7 +466,6 @@ impl Depacketizer {
         self.counters.packets += 1;
         if *self.ssrc.get_or_insert(packet.ssrc) != packet.ssrc {
             self.foreign += 1;
-            self.counters.packets_discarded += 1;
             return Ok(());
         }
         let mut ready = std::mem::take(&mut self.ready);
@@ -490,7 +492,6 @@ impl Depacketizer {
     }
 
     fn take_all(&mut self, ready: &mut Vec<(Packet, Gap)>, out: &mut Vec<Event>) -> Result<()> {
-        self.counters.packets_discarded = self.foreign + self.reorder.discarded;
         let mut first_error = None;
         for (packet, gap) in ready.drain(..) {
             if let Err(e) = self.take(packet, gap, out) {
@@ -601,7 +602,8 @@ impl Depacketizer {
                 self.config = Some(config.clone());
                 out.push(Event::Config(config));
             }
-            Some(Err(e)) => warn!(error = %e, "unusable RTP parameter sets ignored"),
+            // Not a warning: a sender could repeat them with every frame.
+            Some(Err(e)) => debug!(error = %e, "unusable in-band parameter sets ignored"),
             _ => {}
         }
     }

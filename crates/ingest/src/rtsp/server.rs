@@ -269,7 +269,16 @@ impl Connection {
 
     async fn run(&mut self, mut socket: TcpStream, publish_by: Instant) -> Result<()> {
         let mut buf = vec![0u8; READ_BYTES];
+        // Since when a depacketizer holds packets back for a missing one (UDP): after
+        // `rtp::REORDER_WAIT` it is given up on, so that the frames behind it go out.
+        let mut waiting_since: Option<Instant> = None;
         loop {
+            waiting_since = match (waiting_since, self.publisher.waiting()) {
+                (_, false) => None,
+                (None, true) => Some(Instant::now()),
+                (since, true) => since,
+            };
+            let give_up = waiting_since.map(|t| t + rtp::REORDER_WAIT);
             let deadline = if self.session.recording() {
                 Instant::now() + self.idle_timeout
             } else {
@@ -286,6 +295,11 @@ impl Connection {
                     }
                     Err(_) => return Err(Error::Rtsp("not recording by the deadline".into())),
                 },
+                () = tokio::time::sleep_until(give_up.unwrap_or(deadline)), if give_up.is_some() => {
+                    self.publisher.flush();
+                    waiting_since = None;
+                    continue;
+                }
                 Some(d) = self.datagrams.1.recv() => {
                     // RTCP is life only; RTP before RECORD is dropped.
                     if !d.rtcp && self.session.recording() {
@@ -414,6 +428,31 @@ fn bind_pair(
 }
 
 impl Publisher {
+    /// Whether a depacketizer holds packets back for a missing one.
+    fn waiting(&self) -> bool {
+        self.tracks.iter().flatten().any(Depacketizer::waiting)
+    }
+
+    /// Gives up on missing packets: what was held back goes out (the gaps counted as lost).
+    fn flush(&mut self) {
+        let Some(publication) = self.publication.as_mut() else {
+            return;
+        };
+        for depacketizer in self.tracks.iter_mut().flatten() {
+            let mut out = Vec::new();
+            let flushed = depacketizer.flush(&mut out);
+            for event in out {
+                match event {
+                    rtp::Event::Config(c) => publication.writer().config(c),
+                    rtp::Event::Frame(f) => publication.writer().frame(f),
+                }
+            }
+            if let Err(e) = flushed {
+                debug!(addr = %self.addr, stream = %publication.key(), error = %e, "RTP packets dropped at a flush");
+            }
+        }
+    }
+
     /// One RTP packet of `track`, received over `transport`: whole frames go to the stream,
     /// and the stream hears of losses when they change.
     fn rtp(&mut self, track: usize, packet: Bytes, transport: &'static str) {
@@ -438,7 +477,9 @@ impl Publisher {
             .iter()
             .flatten()
             .map(|d| d.counters())
-            .fold((0, 0), |(l, f), c| (l + c.packets_lost, f + c.frames_dropped));
+            .fold((0, 0), |(l, f), c| {
+                (l + c.packets_lost, f + c.frames_dropped)
+            });
         let now = Some((transport, lost, dropped));
         if self.reported != now {
             self.reported = now;
