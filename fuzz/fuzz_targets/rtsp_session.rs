@@ -1,5 +1,6 @@
 //! The sans-IO RTSP publish session fed arbitrary bytes in arbitrary splits (requests, SDP
-//! bodies, interleaved `$` frames mixed), with a host that accepts every ANNOUNCE. Checks that
+//! bodies, interleaved `$` frames mixed), with a host that accepts every ANNOUNCE and gives UDP
+//! ports to every other track. Checks that
 //! it never panics, that every response it writes is one RTSP/1.0 status line with headers,
 //! and that RTP events name a track of the SDP it accepted.
 //!
@@ -22,6 +23,14 @@ impl Host for AcceptAll {
             return Err("empty URL".into());
         }
         Ok(())
+    }
+
+    fn setup_udp(&mut self, track: usize, client: (u16, u16)) -> Result<(u16, u16), String> {
+        // Every other track has no ports left: both answers are exercised.
+        if track % 2 == 1 {
+            return Err("no free UDP ports".into());
+        }
+        Ok((client.0 ^ 1, client.1 ^ 1))
     }
 }
 
