@@ -1116,6 +1116,35 @@ mod write_tests {
         }
     }
 
+    /// Automation with one `local` location, the spool, a SQLite index in `dir` and no events.
+    async fn started(
+        dir: &std::path::Path,
+        location: Arc<Location>,
+        spool: Arc<Spool>,
+    ) -> (Arc<Automation>, Arc<Index>, Lifecycle) {
+        let url = format!("sqlite://{}", dir.join("index.db").display());
+        let index = Arc::new(Index::open(&url).await.unwrap());
+        let life = Lifecycle::new();
+        let auto = Automation::start(
+            Hub::new(HubConfig::default()),
+            Snapshotter::new(SnapshotConfig::default()),
+            index.clone(),
+            spool,
+            HashMap::from([("local".to_string(), location)]),
+            Arc::new(NoEvents),
+            AutoConfig {
+                import_path: None,
+                source_ids: HashMap::new(),
+                fallback: None,
+                sweep_every: Duration::from_secs(3600),
+            },
+            &life,
+        )
+        .await
+        .unwrap();
+        (auto, index, life)
+    }
+
     /// Storage fails, and the spool cannot keep the picture either (full: `max_bytes` 0; or its
     /// folder gone): the picture is counted failed, not spooled, and the log says once that it
     /// was lost and both reasons, never "spooled for retry".
@@ -1141,32 +1170,7 @@ mod write_tests {
                 std::fs::remove_dir_all(&spool_dir).unwrap();
                 std::fs::write(&spool_dir, b"not a folder either").unwrap();
             }
-            let index = Arc::new(
-                Index::open(&format!(
-                    "sqlite://{}",
-                    dir.path().join("index.db").display()
-                ))
-                .await
-                .unwrap(),
-            );
-            let life = Lifecycle::new();
-            let auto = Automation::start(
-                Hub::new(HubConfig::default()),
-                Snapshotter::new(SnapshotConfig::default()),
-                index,
-                spool.clone(),
-                HashMap::from([("local".to_string(), location)]),
-                Arc::new(NoEvents),
-                AutoConfig {
-                    import_path: None,
-                    source_ids: HashMap::new(),
-                    fallback: None,
-                    sweep_every: Duration::from_secs(3600),
-                },
-                &life,
-            )
-            .await
-            .unwrap();
+            let (auto, _, life) = started(dir.path(), location, spool.clone()).await;
             let row = NewSnapshot {
                 domain: "_default".into(),
                 app: "live".into(),
@@ -1231,32 +1235,7 @@ mod write_tests {
         let root = dir.path().join("pictures");
         let location = Arc::new(Location::local("local", &root).unwrap());
         let spool = Spool::open(dir.path().join("spool"), 1 << 20).unwrap();
-        let index = Arc::new(
-            Index::open(&format!(
-                "sqlite://{}",
-                dir.path().join("index.db").display()
-            ))
-            .await
-            .unwrap(),
-        );
-        let life = Lifecycle::new();
-        let auto = Automation::start(
-            Hub::new(HubConfig::default()),
-            Snapshotter::new(SnapshotConfig::default()),
-            index.clone(),
-            spool,
-            HashMap::from([("local".to_string(), location)]),
-            Arc::new(NoEvents),
-            AutoConfig {
-                import_path: None,
-                source_ids: HashMap::new(),
-                fallback: None,
-                sweep_every: Duration::from_secs(3600),
-            },
-            &life,
-        )
-        .await
-        .unwrap();
+        let (auto, index, life) = started(dir.path(), location, spool).await;
         let meta = SpoolMeta {
             row: NewSnapshot {
                 domain: "_default".into(),

@@ -419,6 +419,24 @@ impl AcceptBackoff {
     }
 }
 
+/// The next connection of `listener` that `limit` admits, with its accept time: failing
+/// accepts are waited out with `backoff`, and a connection over a limit is closed at once.
+/// `None` once `shutdown` is cancelled. (HTTP answers its refusals, so it has its own loop.)
+pub async fn accept_admitted(
+    listener: &tokio::net::TcpListener,
+    protocol: &'static str,
+    limit: &ConnectionLimit,
+    backoff: &mut AcceptBackoff,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr, Instant, Admitted)> {
+    loop {
+        let (socket, addr, accepted_at) = backoff.accept(listener, shutdown).await?;
+        if let Some(admitted) = limit.admit(protocol, addr) {
+            return Some((socket, addr, accepted_at, admitted));
+        }
+    }
+}
+
 /// Makes 32-bit millisecond timestamps (RTMP's, FLV's; wrapping every 49.7 days) monotonic
 /// 64-bit ones.
 #[derive(Debug, Default)]

@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::session::{Event, Session};
 use crate::frontend::{
-    AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits, Publication,
+    accept_admitted, AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits,
+    Publication,
 };
 use crate::{Error, Result};
 
@@ -205,11 +206,9 @@ pub async fn serve(
     let limit = ConnectionLimit::new(config.limits, config.stats.clone());
     let config = Arc::new(config);
     let mut backoff = AcceptBackoff::new(PROTOCOL);
-    while let Some((socket, addr, accepted_at)) = backoff.accept(&listener, &shutdown).await {
-        let Some(admitted) = limit.admit(PROTOCOL, addr) else {
-            drop(socket);
-            continue;
-        };
+    while let Some((socket, addr, accepted_at, admitted)) =
+        accept_admitted(&listener, PROTOCOL, &limit, &mut backoff, &shutdown).await
+    {
         let sink = sink.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();

@@ -33,7 +33,8 @@ use tracing::{debug, info, warn};
 use super::sdp::Sdp;
 use super::session::{Event, Host, Session};
 use crate::frontend::{
-    AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits, Publication,
+    accept_admitted, AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits,
+    Publication,
 };
 use crate::rtp::{self, Depacketizer, Packet};
 use crate::{Error, Result};
@@ -134,11 +135,9 @@ pub async fn serve(
     let limit = ConnectionLimit::new(config.limits, config.stats.clone());
     let config = Arc::new(config);
     let mut backoff = AcceptBackoff::new(PROTOCOL);
-    while let Some((socket, addr, accepted_at)) = backoff.accept(&listener, &shutdown).await {
-        let Some(admitted) = limit.admit(PROTOCOL, addr) else {
-            drop(socket);
-            continue;
-        };
+    while let Some((socket, addr, accepted_at, admitted)) =
+        accept_admitted(&listener, PROTOCOL, &limit, &mut backoff, &shutdown).await
+    {
         let (sink, config, shutdown) = (sink.clone(), config.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _ = socket.set_nodelay(true);

@@ -171,9 +171,8 @@ impl Session {
                 Message::Data(data) => {
                     let channel = data.channel_id();
                     let channels = |t: usize| self.setups[t].and_then(Setup::channels);
-                    let track = (0..self.setups.len()).find(|&t| {
-                        channels(t).is_some_and(|(a, b)| a == channel || b == channel)
-                    });
+                    let track = (0..self.setups.len())
+                        .find(|&t| channels(t).is_some_and(|(a, b)| a == channel || b == channel));
                     match track {
                         Some(t) if channels(t).is_some_and(|(a, _)| a == channel) => {
                             events.push(Event::Rtp {
