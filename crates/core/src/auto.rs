@@ -50,6 +50,8 @@ pub trait EventSink: Send + Sync {
     fn stream_published(&self, stream: &LiveStream);
     /// A stream ended.
     fn stream_unpublished(&self, stream: &LiveStream);
+    /// A pull job's state changed from `previous` to `job.state`.
+    fn job_state_changed(&self, _job: &crate::jobs::Job, _previous: crate::jobs::JobState) {}
 }
 
 /// An [`EventSink`] that tells nobody.
@@ -203,6 +205,20 @@ pub struct AutoConfig {
     pub sweep_every: Duration,
 }
 
+/// What a pull job's stream is pictured with: a template, and the job's own storage and
+/// callback URL instead of the template's when it has them.
+#[derive(Debug, Clone)]
+pub struct JobBinding {
+    /// The template's name.
+    pub template: String,
+    /// Storage location instead of the template's.
+    pub storage: Option<String>,
+    /// Callback URL instead of the template's.
+    pub callback_url: Option<String>,
+    /// The job.
+    pub link: Arc<crate::jobs::JobLink>,
+}
+
 /// Automatic snapshots for the whole server.
 pub struct Automation {
     hub: Arc<Hub>,
@@ -214,6 +230,8 @@ pub struct Automation {
     events: Arc<dyn EventSink>,
     templates: RwLock<HashMap<String, Arc<Template>>>,
     bindings: RwLock<Vec<BindingSpec>>,
+    /// Each pull job's template and overrides, by job id (see [`crate::jobs`]).
+    jobs: RwLock<HashMap<String, JobBinding>>,
     config: AutoConfig,
     /// Counters.
     pub counters: AutoCounters,
@@ -267,6 +285,7 @@ impl Automation {
             events,
             templates: RwLock::new(saved.templates),
             bindings: RwLock::new(saved.bindings),
+            jobs: RwLock::new(HashMap::new()),
             config,
             counters: AutoCounters::default(),
             lag: LagStats::default(),
@@ -326,12 +345,60 @@ impl Automation {
         self.read_bindings().clone()
     }
 
-    /// The template a stream would take now.
+    /// The template a stream would take now: a pull job's stream its job's, any other the
+    /// most specific binding's, else the fallback.
     pub fn template_for(&self, stream: &LiveStream) -> Option<Arc<Template>> {
+        if stream.key.domain == crate::jobs::JOBS_DOMAIN {
+            let jobs = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+            return jobs
+                .get(&stream.key.stream)
+                .and_then(|b| self.job_template(b));
+        }
         let bindings = self.read_bindings();
         match resolve(bindings.iter(), &stream.key) {
             Some(b) => self.read_templates().get(&b.template).cloned(),
             None => self.config.fallback.clone(),
+        }
+    }
+
+    /// The template of a job: its named template with the job's overrides and link.
+    fn job_template(&self, b: &JobBinding) -> Option<Arc<Template>> {
+        let named = self.read_templates().get(&b.template)?.clone();
+        let mut t = (*named).clone();
+        if let Some(storage) = &b.storage {
+            t.spec.storage = storage.clone();
+        }
+        if let Some(url) = &b.callback_url {
+            t.spec.callback_url = Some(url.clone());
+        }
+        t.job = Some(b.link.clone());
+        Some(Arc::new(t))
+    }
+
+    /// Pictures job `binding.link.id`'s stream with `binding` (its stream, if live, at once).
+    pub fn bind_job(&self, binding: JobBinding) {
+        let id = binding.link.id.clone();
+        self.jobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), binding);
+        self.retemplate_job(&id);
+    }
+
+    /// Forgets job `id` (deleted).
+    pub fn unbind_job(&self, id: &str) {
+        self.jobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.retemplate_job(id);
+    }
+
+    fn retemplate_job(&self, id: &str) {
+        if let Some(key) = crate::jobs::job_stream_key(id) {
+            if let Some(s) = self.hub.get(&key) {
+                s.set_template(self.template_for(&s));
+            }
         }
     }
 
@@ -399,7 +466,7 @@ impl Automation {
                 .insert(name.clone(), template.clone());
             for s in me.hub.list() {
                 if s.template().is_some_and(|t| t.spec.name == *name) {
-                    s.set_template(Some(template.clone()));
+                    s.set_template(me.template_for(&s));
                 }
             }
             Ok(template.spec.clone())
@@ -416,6 +483,18 @@ impl Automation {
                 return Err(ConfigError::Conflict(format!(
                     "template {name} is used by the binding {}/{}/{}",
                     b.domain, b.app, b.stream
+                )));
+            }
+            if let Some(j) = me
+                .jobs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .find(|j| j.template == name)
+            {
+                return Err(ConfigError::Conflict(format!(
+                    "template {name} is used by the job {}",
+                    j.link.id
                 )));
             }
             if !me.read_templates().contains_key(&name) {
@@ -678,6 +757,12 @@ impl Automation {
         }
         let snap = made?;
         let key = &shot.stream.key;
+        // A pull job's pictures are the job's: its id is their `job` and `{JobId}`, and its
+        // sequence is its own.
+        let job = t
+            .job
+            .as_ref()
+            .map_or(t.spec.name.as_str(), |j| j.id.as_str());
         let time_ms = shot
             .due
             .duration_since(UNIX_EPOCH)
@@ -686,7 +771,7 @@ impl Automation {
         let sequence = match t.sequence {
             Some(_) => Some(
                 self.index
-                    .next_sequence(&key.domain, &key.app, &key.stream, &t.spec.name)
+                    .next_sequence(&key.domain, &key.app, &key.stream, job)
                     .await?,
             ),
             None => None,
@@ -704,7 +789,7 @@ impl Automation {
             stream: &key.stream,
             time: shot.due,
             sequence: sequence.unwrap_or(0),
-            job_id: &t.spec.name,
+            job_id: job,
             media_session_id: &session,
             format: t.options.format.extension(),
         };
@@ -712,13 +797,14 @@ impl Automation {
             (Mode::Overwrite, t.overwrite.as_ref()),
             (Mode::Sequence, t.sequence.as_ref()),
         ];
+        let mut newest = None;
         for (mode, pattern) in targets {
             let Some(pattern) = pattern else { continue };
             let row = NewSnapshot {
                 domain: key.domain.clone(),
                 app: key.app.clone(),
                 stream: key.stream.clone(),
-                job: t.spec.name.clone(),
+                job: job.to_string(),
                 time_ms,
                 sequence,
                 mode,
@@ -729,13 +815,27 @@ impl Automation {
                 height: snap.height,
                 format: t.options.format.extension().to_string(),
             };
-            self.write(
-                row,
-                snap.image.clone(),
-                t.spec.callback_url.clone(),
-                t.spec.retention.keep_last,
-            )
-            .await;
+            let last = crate::jobs::LastSnapshot {
+                id: None,
+                time_ms,
+                storage: row.storage.clone(),
+                key: row.key.clone(),
+            };
+            let stored = self
+                .write(
+                    row,
+                    snap.image.clone(),
+                    t.spec.callback_url.clone(),
+                    t.spec.retention.keep_last,
+                )
+                .await;
+            newest = Some(crate::jobs::LastSnapshot {
+                id: stored.map(|r| r.id),
+                ..last
+            });
+        }
+        if let (Some(link), Some(last)) = (&t.job, newest) {
+            link.picture_made(last);
         }
         let wcs = self
             .config
@@ -761,17 +861,18 @@ impl Automation {
 
     /// Writes one picture and indexes it; when either fails, the picture goes to the spool,
     /// which retries both until it is stored and indexed.
+    /// Returns the row when the picture was indexed at once (not spooled).
     async fn write(
         &self,
         row: NewSnapshot,
         data: Bytes,
         callback_url: Option<String>,
         keep_last: Option<u64>,
-    ) {
+    ) -> Option<SnapshotRow> {
         let Some(location) = self.locations.get(&row.storage) else {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             error!(storage = %row.storage, "template names a storage location that does not exist");
-            return;
+            return None;
         };
         // While older pictures for this location wait in the spool, new ones queue behind them,
         // so that pictures are stored in the order they were taken.
@@ -789,7 +890,7 @@ impl Automation {
                 )
                 .await
             {
-                Ok(()) => return,
+                Ok(stored) => return Some(stored),
                 Err(e) => e.to_string(),
             }
         };
@@ -805,7 +906,7 @@ impl Automation {
             Err(spool_error) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 error!(storage = %meta.row.storage, key = %meta.row.key, "picture lost: its write failed ({e}) and its metadata cannot be serialised for the spool ({spool_error})");
-                return;
+                return None;
             }
         };
         let entry = SpoolEntry {
@@ -825,6 +926,7 @@ impl Automation {
                 error!(%storage, %key, "picture lost: its write failed ({e}) and the spool could not keep it ({spool_error})");
             }
         }
+        None
     }
 
     /// Delivers a spooled picture: stored and indexed, or an error for the spool to retry (or,
@@ -857,6 +959,7 @@ impl Automation {
             meta.keep_last,
         )
         .await
+        .map(|_| ())
     }
 
     /// Stores one picture and indexes it, in an order a crash cannot break: the write intent
@@ -871,7 +974,7 @@ impl Automation {
         data: Bytes,
         callback_url: Option<&str>,
         keep_last: Option<u64>,
-    ) -> livesnap_store::Result<()> {
+    ) -> livesnap_store::Result<SnapshotRow> {
         let intent = self
             .index
             .intend_write(&row.storage, &row.key, row.time_ms)
@@ -911,7 +1014,7 @@ impl Automation {
             )
             .await;
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Deletes what retention no longer keeps for one stream: objects first, then rows.
@@ -970,16 +1073,38 @@ impl Automation {
             } else {
                 planned
             };
-            let mut templates: Vec<Arc<Template>> =
-                self.read_templates().values().cloned().collect();
-            templates.extend(self.config.fallback.clone());
-            for t in templates {
+            // Every template's pictures, and every job's (their `job` is the job's id).
+            let mut owners: Vec<(String, Arc<Template>)> = self
+                .read_templates()
+                .values()
+                .map(|t| (t.spec.name.clone(), t.clone()))
+                .collect();
+            owners.extend(
+                self.config
+                    .fallback
+                    .clone()
+                    .map(|t| (t.spec.name.clone(), t)),
+            );
+            let jobs: Vec<JobBinding> = self
+                .jobs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            owners.extend(jobs.iter().filter_map(|b| {
+                Some((
+                    b.link.id.clone(),
+                    self.read_templates().get(&b.template)?.clone(),
+                ))
+            }));
+            for (job, t) in owners {
                 let r = t.spec.retention;
                 if r.keep_last.is_none() && r.max_age_s.is_none() {
                     continue;
                 }
                 let cutoff = r.max_age_s.map(|s| retention_cutoff_ms(clock.unix_ms(), s));
-                let streams = match self.index.streams_with_sequence_rows(&t.spec.name).await {
+                let streams = match self.index.streams_with_sequence_rows(&job).await {
                     Ok(s) => s,
                     Err(e) => {
                         warn!(error = %e, "retention sweep query failed");
@@ -987,7 +1112,7 @@ impl Automation {
                     }
                 };
                 for (domain, app, stream) in streams {
-                    self.enforce(&domain, &app, &stream, &t.spec.name, r.keep_last, cutoff)
+                    self.enforce(&domain, &app, &stream, &job, r.keep_last, cutoff)
                         .await;
                 }
             }

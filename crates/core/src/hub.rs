@@ -216,6 +216,12 @@ pub struct StreamStats {
     pub protocol: String,
     pub started_at: String,
     pub error: Option<String>,
+    /// The pull job whose stream this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Where a pull job's stream comes from (its URL, password hidden).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl LiveStream {
@@ -296,6 +302,10 @@ impl LiveStream {
     pub fn stats(&self) -> StreamStats {
         let s = self.lock();
         let p = s.params.as_deref();
+        let job = s
+            .schedule
+            .as_ref()
+            .and_then(|sc| sc.template.job.as_deref());
         StreamStats {
             domain: self.key.domain.clone(),
             app: self.key.app.clone(),
@@ -334,6 +344,8 @@ impl LiveStream {
             protocol: self.publisher.protocol.to_string(),
             started_at: humantime::format_rfc3339_millis(self.started).to_string(),
             error: s.problem(),
+            job: job.map(|j| j.id.clone()),
+            source: job.map(|j| j.source.clone()),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auto_rows;
 pub mod clock;
 pub mod error;
 pub mod hub;
+pub mod jobs;
 pub mod lifecycle;
 pub mod path;
 pub mod schedule;

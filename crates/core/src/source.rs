@@ -33,6 +33,10 @@ pub const RETRY_JITTER: f64 = 0.2;
 /// A run that delivered frames for at least this long counts as a success: the next failure
 /// waits [`FIRST_RETRY_DELAY`] again instead of the doubled delay.
 pub const STABLE_RUN: Duration = Duration::from_secs(30);
+/// A source that answers "not found" this many times in a row has failed: a camera rebooting
+/// or a publisher reconnecting upstream is back well within these tries (0.5 + 1 + 2 + 4 s),
+/// a wrong path never is.
+pub const NOT_FOUND_TRIES: u32 = 5;
 
 /// Why a pulled source stopped or could not be opened. Each variant is one thing an operator can
 /// act on; the text says what happened in the protocol's words.
@@ -49,9 +53,17 @@ pub enum SourceError {
     /// no answer in time.
     #[error("{0}")]
     Unreachable(String),
-    /// The source answered but refused the stream (not found, rejected).
+    /// The source answered but refused the stream (rejected for another reason than those
+    /// below).
     #[error("{0}")]
     Refused(String),
+    /// The source refused the credentials (RTSP 401 or 403). Retrying cannot help.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The source has no such stream (RTSP 404, RTMP `NetStream.Play.StreamNotFound`): retried
+    /// [`NOT_FOUND_TRIES`] times in a row, then failed.
+    #[error("{0}")]
+    NotFound(String),
     /// The source stopped sending for too long.
     #[error("{0}")]
     Stalled(String),
@@ -72,7 +84,10 @@ pub enum SourceError {
 impl SourceError {
     /// True when trying again cannot help (the URL itself is wrong or not supported).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SourceError::BadUrl(_) | SourceError::Unsupported(_))
+        matches!(
+            self,
+            SourceError::BadUrl(_) | SourceError::Unsupported(_) | SourceError::Unauthorized(_)
+        )
     }
 }
 
@@ -134,6 +149,17 @@ pub trait SourceOpener: Send + Sync {
     /// when the source ends the stream or `request.cancel` is cancelled, and the reason when it
     /// fails. Dropping the future stops the source too (its stream is unpublished).
     fn open(&self, request: SourceRequest) -> SourceFuture<'_>;
+
+    /// Checks that `url` is one this opener can open, without opening it (a pull job's URL is
+    /// checked when the job is submitted). Any URL, unless the opener says otherwise.
+    fn check(&self, _url: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// `url` as it may be shown in the API and logs: its password hidden.
+    fn redact(&self, url: &str) -> String {
+        url.to_string()
+    }
 }
 
 /// What a supervised source is doing.
@@ -293,6 +319,8 @@ impl SourceSupervisor {
     async fn run(mut self, cancel: CancellationToken, status: watch::Sender<SourceStatus>) {
         // Runs in a row that failed or were shorter than STABLE_RUN.
         let mut failures: u32 = 0;
+        // "Not found" answers in a row (see NOT_FOUND_TRIES).
+        let mut not_found: u32 = 0;
         let mut reconnects: u64 = 0;
         loop {
             status.send_replace(SourceStatus {
@@ -338,7 +366,11 @@ impl SourceSupervisor {
                 }
             }
             let error = result.err().unwrap_or(SourceError::Ended);
-            if error.is_permanent() {
+            not_found = match error {
+                SourceError::NotFound(_) => not_found.saturating_add(1),
+                _ => 0,
+            };
+            if error.is_permanent() || not_found >= NOT_FOUND_TRIES {
                 warn!(stream = %self.key, %error, "pulled source failed; not retrying");
                 status.send_replace(SourceStatus {
                     state: SourceState::Failed { error },

@@ -2,6 +2,8 @@
 //! which template). Both are plain data, checked here; [`crate::auto_rows`] keeps them in the
 //! index.
 
+use std::sync::Arc;
+
 use media::picture::{EncodeOptions, ImageFormat, DEFAULT_JPEG_QUALITY, MAX_OUTPUT_SIDE};
 use media::stream::StreamKey;
 use serde::{Deserialize, Serialize};
@@ -265,6 +267,9 @@ pub struct Template {
     pub overwrite: Option<PathPattern>,
     /// Sequence pattern, when that mode is on.
     pub sequence: Option<PathPattern>,
+    /// The pull job whose stream this template pictures, when it is one's (see
+    /// [`crate::jobs`]): its id is `{JobId}` and the rows' `job`, and it counts the pictures.
+    pub job: Option<Arc<crate::jobs::JobLink>>,
 }
 
 /// A field and what is wrong with it.
@@ -398,6 +403,7 @@ impl TemplateSpec {
             options,
             overwrite,
             sequence,
+            job: None,
         })
     }
 }

@@ -17,14 +17,16 @@ fn split_query(s: &str) -> (&str, &str) {
 }
 
 /// The value of `domain=` or `vhost=` in a query string, when it is a host name: letters,
-/// digits, `-`, `_` and `.`, and not an IP address or `localhost`.
+/// digits, `-`, `_` and `.`, not starting with `_` (livesnap's own domains, `_default` and pull
+/// jobs' `_jobs`, are not a publisher's to name), and not an IP address or `localhost`.
 fn domain_param(query: &str) -> Option<&str> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         let host_chars = v
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        (matches!(k, "domain" | "vhost") && host_chars && is_domain_name(v)).then_some(v)
+        (matches!(k, "domain" | "vhost") && host_chars && !v.starts_with('_') && is_domain_name(v))
+            .then_some(v)
     })
 }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub auto: Arc<livesnap_core::auto::Automation>,
     /// Webhooks.
     pub callbacks: Arc<crate::callbacks::Callbacks>,
+    /// Pull jobs.
+    pub jobs: Arc<livesnap_core::jobs::Jobs>,
     /// Base URL of this server for links.
     pub public_url: String,
     /// The Prometheus registry.
@@ -116,6 +118,7 @@ pub fn app(state: AppState) -> Router {
             .routes(routes!(snapshot_png))
             .routes(routes!(wcs_snapshot))
             .merge(crate::auto_api::routes())
+            .merge(crate::jobs_api::routes())
             .routes(routes!(crate::openapi::openapi_json))
             .split_for_parts();
     crate::openapi::add_common_responses(&mut doc);
@@ -487,7 +490,7 @@ async fn get_stream(
 /// that a bad one gets a JSON 400 naming the parameter.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ImageQuery {
+pub(crate) struct ImageQuery {
     /// Output width; given alone, the height keeps the aspect ratio.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 8192)]
     width: Option<String>,
@@ -659,6 +662,19 @@ async fn direct_image(
     let (request, domain) = image_request(format, q)?;
     let s = lookup(&st.hub, domain.as_deref(), &app, &stream)?;
     let snap = st.snapshots.take(&s, request).await?;
+    Ok(image_response(format, &snap, st.hub.clock().wall()))
+}
+
+/// A picture of `stream` now, as [`direct_image`] answers it (its `domain` parameter is not
+/// used: the stream is found already).
+pub(crate) async fn stream_image(
+    st: &AppState,
+    stream: &Arc<LiveStream>,
+    q: ImageQuery,
+    format: ImageFormat,
+) -> Result<Response, AppError> {
+    let (request, _) = image_request(format, q)?;
+    let snap = st.snapshots.take(stream, request).await?;
     Ok(image_response(format, &snap, st.hub.clock().wall()))
 }
 

@@ -1,4 +1,4 @@
-//! Webhooks: `snapshot.stored`, `stream.published`, `stream.unpublished`, POSTed as JSON to a
+//! Webhooks: `snapshot.stored`, `stream.published`, `stream.unpublished`, `job.state_changed`, POSTed as JSON to a
 //! template's `callback_url` and/or the global one, signed, retried with exponential backoff,
 //! and kept in a delivery log. Nothing here runs on the ingest or snapshot path: events are
 //! queued without waiting, and a full queue drops (and counts) rather than blocks.
@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use livesnap_core::auto::EventSink;
 use livesnap_core::clock::Clock;
 use livesnap_core::hub::LiveStream;
+use livesnap_core::jobs::{self, JobState};
 use livesnap_core::lifecycle::Lifecycle;
 use livesnap_store::index::{new_id, Index, QueuedDelivery, SnapshotRow};
 use serde::Serialize;
@@ -471,6 +472,12 @@ impl EventSink for Callbacks {
     fn stream_unpublished(&self, stream: &LiveStream) {
         let url = stream.template().and_then(|t| t.spec.callback_url.clone());
         self.emit("stream.unpublished", stream_json(stream), url.as_deref());
+    }
+
+    fn job_state_changed(&self, job: &jobs::Job, previous: JobState) {
+        let mut data = serde_json::to_value(job).unwrap_or_default();
+        data["previous_state"] = json!(previous.as_str());
+        self.emit("job.state_changed", data, job.callback_url.as_deref());
     }
 }
 

@@ -177,6 +177,9 @@ settings! {
         /// Most live streams at once.
         max_publishers ("LIVESNAP_MAX_PUBLISHERS"): usize = hub::DEFAULT_MAX_STREAMS, "1000",
             range(1, MAX_COUNT);
+        /// Most pull jobs running at once; one more is refused with 429.
+        max_jobs ("LIVESNAP_MAX_JOBS"): usize = livesnap_core::jobs::DEFAULT_MAX_JOBS, "100",
+            range(1, MAX_COUNT);
         /// Most RTMP connections at once.
         max_connections ("LIVESNAP_MAX_CONNECTIONS"): usize = rtmp::DEFAULT_MAX_CONNECTIONS, "2000",
             range(1, MAX_COUNT);
@@ -731,6 +734,7 @@ mod tests {
             "cache_bytes",
             "picture_memory_bytes",
             "max_publishers",
+            "max_jobs",
             "max_connections",
             "max_gop_bytes",
             "ingest_memory_bytes",

@@ -36,6 +36,12 @@ pub enum AppError {
     /// The request's headers are too many or too large.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A pull job request was refused.
+    #[error(transparent)]
+    Jobs(#[from] livesnap_core::jobs::JobsError),
+    /// What was asked for exists but cannot answer now (a job's source not connected).
+    #[error("{0}")]
+    Unavailable(String),
     /// The server is at a limit (connections); try again later.
     #[error("{0}")]
     Overloaded(String),
@@ -69,7 +75,17 @@ impl AppError {
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AppError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Jobs(e) => {
+                use livesnap_core::jobs::JobsError as J;
+                match e {
+                    J::Field { .. } => StatusCode::BAD_REQUEST,
+                    J::NotFound(_) => StatusCode::NOT_FOUND,
+                    J::TooManyRunning { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    J::TooManyKept { .. } => StatusCode::CONFLICT,
+                    J::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
             AppError::Refused { status, .. } => *status,
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,
@@ -105,6 +121,9 @@ impl AppError {
             self
         {
             body["field"] = json!(f.field);
+        }
+        if let AppError::Jobs(livesnap_core::jobs::JobsError::Field { field, .. }) = self {
+            body["field"] = json!(field);
         }
         body
     }
@@ -147,7 +166,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = self.body();
-        if status.is_server_error() {
+        // A job's source not connected is its state, not the server failing.
+        if status.is_server_error() && !matches!(self, AppError::Unavailable(_)) {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, Json(body)).into_response();

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fdlimit;
 pub mod grab;
 pub mod http;
+pub mod jobs_api;
 pub mod logs;
 pub mod malloc;
 pub mod metrics;

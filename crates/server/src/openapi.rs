@@ -25,6 +25,8 @@ pub const TAG_WCS: &str = "wcs";
 pub const TAG_AUTOMATION: &str = "automation";
 /// Tag of stored snapshots.
 pub const TAG_SNAPSHOTS: &str = "snapshots";
+/// Tag of pull jobs and their usage.
+pub const TAG_JOBS: &str = "jobs";
 /// Tag of health, readiness, metrics and this document.
 pub const TAG_OPERATIONS: &str = "operations";
 
@@ -37,6 +39,7 @@ pub const TAG_OPERATIONS: &str = "operations";
         (name = TAG_WCS, description = "Flashphoner WCS compatible snapshot call"),
         (name = TAG_AUTOMATION, description = "Templates, bindings and the state of automatic snapshots"),
         (name = TAG_SNAPSHOTS, description = "Stored snapshots, the index and callbacks"),
+        (name = TAG_JOBS, description = "Pull jobs (a URL pictured on a template's schedule) and their usage"),
         (name = TAG_OPERATIONS, description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -59,6 +59,14 @@ pub fn check_url(url: &str) -> Result<(), SourceError> {
 }
 
 impl SourceOpener for PullOpener {
+    fn check(&self, url: &str) -> Result<(), SourceError> {
+        check_url(url)
+    }
+
+    fn redact(&self, url: &str) -> String {
+        shown(url)
+    }
+
     fn open(&self, request: SourceRequest) -> SourceFuture<'_> {
         Box::pin(async move {
             let SourceRequest {
@@ -96,6 +104,9 @@ fn source_error(e: PullError) -> SourceError {
     match e {
         PullError::BadUrl { .. } => SourceError::BadUrl(text),
         PullError::Connect { .. } | PullError::Timeout { .. } => SourceError::Unreachable(text),
+        PullError::Refused { ref code, .. } if code.ends_with("StreamNotFound") => {
+            SourceError::NotFound(text)
+        }
         PullError::Refused { .. } => SourceError::Refused(text),
         PullError::Idle { .. } => SourceError::Stalled(text),
         PullError::Closed { .. } | PullError::Io { .. } => SourceError::Io(text),
@@ -111,6 +122,8 @@ fn rtsp_error(e: RtspPullError) -> SourceError {
         RtspPullError::BadUrl { .. } => SourceError::BadUrl(text),
         RtspPullError::Unreachable(_) => SourceError::Unreachable(text),
         RtspPullError::Refused(_) => SourceError::Refused(text),
+        RtspPullError::Unauthorized(_) => SourceError::Unauthorized(text),
+        RtspPullError::NotFound(_) => SourceError::NotFound(text),
         RtspPullError::Unsupported(_) => SourceError::Unsupported(text),
         RtspPullError::Protocol(_) => SourceError::Protocol(text),
         RtspPullError::Idle(_) => SourceError::Stalled(text),

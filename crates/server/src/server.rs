@@ -1,6 +1,6 @@
 //! The whole server, started from its settings and stopped as one: [`start`] opens the index,
-//! the storage locations and the spool, starts the front ends (RTMP), automatic snapshots,
-//! callbacks and the HTTP API, and hands back a [`RunningServer`] with the bound addresses.
+//! the storage locations and the spool, starts the front ends (RTMP, RTSP), automatic
+//! snapshots, pull jobs, callbacks and the HTTP API, and hands back a [`RunningServer`] with the bound addresses.
 //!
 //! Shutdown runs in two phases, each on its own [`Lifecycle`]:
 //! 1. the front: the listeners stop accepting, publishers are ended (their streams leave the
@@ -23,6 +23,7 @@ use ingest::rtsp::server::{RtspConfig, RtspFrontEnd};
 use livesnap_core::auto::{AutoConfig, Automation};
 use livesnap_core::clock::{Clock, SystemClock};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
+use livesnap_core::jobs::{Jobs, JobsConfig};
 use livesnap_core::lifecycle::Lifecycle;
 use livesnap_core::snapshot::{SnapshotConfig, Snapshotter};
 use livesnap_core::template::{Retention, TemplateSpec};
@@ -37,6 +38,8 @@ use crate::api::{self, AppState};
 use crate::callbacks::{CallbackConfig, Callbacks};
 use crate::config::{self, Settings};
 use crate::metrics::{Metrics, Sources};
+use crate::pull::PullOpener;
+use ingest::rtmp::client::PullConfig;
 
 /// Why the server could not start. Each names the setting or resource to fix.
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +280,26 @@ pub async fn start_with_clock(
     )
     .await?;
 
+    let sink: Arc<dyn media::stream::StreamSink> = Arc::new(HubSink(hub.clone()));
+    let jobs = Jobs::start(
+        index.clone(),
+        auto.clone(),
+        hub.clone(),
+        sink.clone(),
+        Arc::new(PullOpener::new(PullConfig {
+            max_video_bytes: settings.max_access_unit_bytes,
+            ..PullConfig::default()
+        })),
+        callbacks.clone(),
+        JobsConfig {
+            max_jobs: settings.max_jobs,
+            public_url: public_url.clone(),
+        },
+        &front,
+    )
+    .await
+    .map_err(StartError::Index)?;
+
     let listening: Vec<FrontEndInfo> = front_ends
         .iter()
         .map(|f| FrontEndInfo {
@@ -285,7 +308,6 @@ pub async fn start_with_clock(
             stats: f.stats(),
         })
         .collect();
-    let sink: Arc<dyn media::stream::StreamSink> = Arc::new(HubSink(hub.clone()));
     for f in front_ends {
         front.spawn(f.serve(sink.clone(), front.token.clone(), front.tracker.clone()));
     }
@@ -311,6 +333,7 @@ pub async fn start_with_clock(
         body_timeout: Duration::from_secs(settings.http_body_timeout_s),
         auto,
         callbacks,
+        jobs,
         public_url,
     };
     let app = api::app(state.clone());

@@ -1,6 +1,8 @@
 //! End-to-end: `livesnap grab INPUT -o FILE` on local FLV and raw Annex-B H.264 files.
 
 mod common;
+#[path = "common/rtmp_peer.rs"]
+mod rtmp_peer;
 
 use std::path::Path;
 use std::process::Command;
@@ -157,72 +159,9 @@ fn grab_rejects_garbage_with_a_message() {
 // (`-listen` is an option of the output URL, so it comes after the input).
 
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
 use std::time::Instant;
 
-/// A port nothing listens on now (bound and let go).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
-}
-
-/// True when a socket listens on 127.0.0.1:`port` (read from /proc, so that the check does not
-/// take the one connection an `-listen 1` server accepts).
-fn listening(port: u16) -> bool {
-    let needle = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == needle && f[3] == "0A"
-        })
-}
-
-/// ffmpeg serving one play of `src` as `rtmp://127.0.0.1:PORT/live/cam`; killed when dropped.
-struct FfmpegRtmpServer {
-    child: Child,
-    log: std::path::PathBuf,
-    url: String,
-}
-
-impl FfmpegRtmpServer {
-    fn start(src: &Path, dir: &Path, name: &str) -> FfmpegRtmpServer {
-        require_ffmpeg();
-        let port = free_port();
-        let url = format!("rtmp://127.0.0.1:{port}/live/cam");
-        let log = dir.join(format!("{name}.ffmpeg-server.log"));
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-i"])
-            .arg(src)
-            .args(["-c", "copy", "-f", "flv", "-listen", "1", &url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("server log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ffmpeg: {e}"));
-        let mut server = FfmpegRtmpServer { child, log, url };
-        poll(WAIT, &format!("ffmpeg to listen on port {port}"), || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "ffmpeg serving {} exited ({status}) before listening:\n{}",
-                    server.url,
-                    std::fs::read_to_string(&server.log).unwrap_or_default()
-                );
-            }
-            listening(port).then_some(())
-        });
-        server
-    }
-}
-
-impl Drop for FfmpegRtmpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use rtmp_peer::{free_port, FfmpegRtmpServer};
 
 /// Runs `grab URL -o OUT extra...` and returns the picture and what grab said.
 fn grab_url_ok(url: &str, out: &Path, extra: &[&str]) -> (Image, String) {

@@ -338,6 +338,8 @@ fn row_args(row: &NewSnapshot) -> Result<Vec<Arg>> {
 // After `with_db!`, which it uses.
 mod automation;
 pub use automation::{BindingRow, TemplateRow};
+mod jobs;
+pub use jobs::{JobRow, UsageRow};
 
 /// One bind parameter, so queries built at run time can be bound on either backend.
 #[derive(Clone, Debug)]

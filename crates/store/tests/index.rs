@@ -68,6 +68,7 @@ on_both!(
     templates_and_bindings_upsert_load_delete_and_survive_reopen,
     a_binding_cannot_outlive_its_template,
     automation_import_is_all_or_nothing_and_only_into_an_empty_index,
+    jobs_and_their_usage_survive_reopen,
 );
 
 /// The write path's transaction: the row, the deliveries made from it (with its id) and the
@@ -961,4 +962,114 @@ async fn migrations_are_idempotent(db: Db) {
     let (a, b) = tokio::join!(db.open(), db.open());
     assert_eq!(a.get(&row.id).await.unwrap(), Some(row.clone()));
     assert_eq!(b.get(&row.id).await.unwrap(), Some(row));
+}
+
+/// Jobs: inserted, updated as they run, read back after a reopen, deleted; a job's template
+/// cannot be deleted under it; usage adds up per day and job and outlives the job.
+async fn jobs_and_their_usage_survive_reopen(db: Db) {
+    use livesnap_store::index::JobRow;
+    let index = db.open().await;
+    let t = template_row("t", 1);
+    index.upsert_template("t", &t.spec, 1).await.unwrap();
+    let job = |id: &str, created_ms| JobRow {
+        id: id.into(),
+        name: format!("cam {id}"),
+        input_url: "rtsp://u:secret@cam/1".into(),
+        template: "t".into(),
+        storage: None,
+        callback_url: Some("http://127.0.0.1:9/hook".into()),
+        stopped: 0,
+        state: "pending".into(),
+        error: None,
+        error_ms: None,
+        created_ms,
+        started_ms: None,
+        frames: 0,
+        keyframes: 0,
+        pictures: 0,
+        reconnects: 0,
+        last_snapshot: None,
+    };
+    let mut a = job("1", 10);
+    index.insert_job(&a).await.unwrap();
+    index.insert_job(&job("2", 20)).await.unwrap();
+    // The same id twice, or a template that does not exist: refused.
+    assert!(index.insert_job(&a).await.is_err());
+    let mut orphan = job("3", 30);
+    orphan.template = "gone".into();
+    assert!(matches!(
+        index.insert_job(&orphan).await.unwrap_err(),
+        Error::Database(_)
+    ));
+    a.state = "running".into();
+    a.started_ms = Some(15);
+    a.frames = 250;
+    a.keyframes = 10;
+    a.pictures = 2;
+    a.reconnects = 1;
+    a.error = Some("connection reset".into());
+    a.error_ms = Some(12);
+    a.last_snapshot = Some(r#"{"id":"x"}"#.into());
+    // What does not change as a job runs stays as it was.
+    let mut edited = a.clone();
+    edited.name = "renamed".into();
+    assert!(index.update_job(&edited).await.unwrap());
+    assert!(!index.update_job(&job("9", 1)).await.unwrap());
+    assert!(matches!(
+        index.delete_template("t").await.unwrap_err(),
+        Error::Database(_)
+    ));
+
+    index
+        .add_usage("2026-12-05", "1", "cam 1", 1500)
+        .await
+        .unwrap();
+    index
+        .add_usage("2026-12-05", "1", "cam 1", 2500)
+        .await
+        .unwrap();
+    index
+        .add_usage("2026-12-06", "1", "cam 1", 7)
+        .await
+        .unwrap();
+    index
+        .add_usage("2026-12-05", "2", "cam 2", 1)
+        .await
+        .unwrap();
+    assert!(index.add_usage("2026-12-5", "1", "x", 1).await.is_err());
+    index.close().await;
+
+    let index = db.open().await;
+    assert_eq!(index.job("1").await.unwrap(), Some(a.clone()));
+    assert_eq!(index.job("nope").await.unwrap(), None);
+    let all = index.all_jobs().await.unwrap();
+    assert_eq!(
+        all.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert!(index.delete_job("1").await.unwrap());
+    assert!(!index.delete_job("1").await.unwrap());
+    let usage = index.usage("2026-12-05", "2026-12-06").await.unwrap();
+    let rows: Vec<(&str, &str, i64)> = usage
+        .iter()
+        .map(|u| (u.day.as_str(), u.job.as_str(), u.running_ms))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("2026-12-05", "1", 4000),
+            ("2026-12-05", "2", 1),
+            ("2026-12-06", "1", 7)
+        ]
+    );
+    assert_eq!(usage[0].job_name, "cam 1");
+    assert_eq!(
+        index.usage("2026-12-06", "2026-12-06").await.unwrap().len(),
+        1
+    );
+    assert!(index.usage("2026-12-07", "2026-12-05").await.is_err());
+    assert!(index.usage("x", "2026-12-05").await.is_err());
+    // Once no job uses it, the template can go.
+    assert!(index.delete_job("2").await.unwrap());
+    assert!(index.delete_template("t").await.unwrap());
 }

@@ -34,9 +34,15 @@ pub enum RtspPullError {
     /// No connection, or no answer in time.
     #[error("{0}")]
     Unreachable(String),
-    /// The server answered no (401 bad credentials, 404 no such stream).
+    /// The server answered no, for another reason than those below.
     #[error("{0}")]
     Refused(String),
+    /// The server refused the credentials (401, 403).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The server has no such stream (404).
+    #[error("{0}")]
+    NotFound(String),
     /// No H.264 or H.265 video in what the server offers.
     #[error("{0}")]
     Unsupported(String),
@@ -181,6 +187,10 @@ pub async fn pull(
     };
     let mut publication = Publication::start(sink, key, info)
         .map_err(|r| RtspPullError::Refused(format!("cannot publish {shown}: {r}")))?;
+    let transport = if udp { "udp" } else { "tcp" };
+    publication.writer().transport(transport, 0, 0);
+    // Packets retina saw lost before the frames it handed over.
+    let mut lost: u64 = 0;
     let mut first = true;
     let mut codec: Option<Codec> = None;
     loop {
@@ -195,6 +205,10 @@ pub async fn pull(
         };
         if frame.stream_id() != video {
             continue;
+        }
+        if frame.loss() > 0 {
+            lost += u64::from(frame.loss());
+            publication.writer().transport(transport, lost, 0);
         }
         if frame.has_new_parameters() || codec.is_none() {
             let params = demuxed.streams()[video].parameters();
@@ -247,8 +261,11 @@ fn config_of(rfc6381: &str, extra: &[u8]) -> Result<VideoConfig, String> {
 /// Sorts a retina error into what retrying can fix or not. (The caller names the URL.)
 fn classify(text: &str) -> RtspPullError {
     let t = text.to_string();
-    if text.contains("401") || text.contains("403") || text.contains("404") {
-        RtspPullError::Refused(t)
+    // retina reports a refusal as text naming the status ("401 Unauthorized").
+    if text.contains("401") || text.contains("403") {
+        RtspPullError::Unauthorized(t)
+    } else if text.contains("404") {
+        RtspPullError::NotFound(t)
     } else if text.contains("connect") || text.contains("refused") || text.contains("resolve") {
         RtspPullError::Unreachable(t)
     } else {

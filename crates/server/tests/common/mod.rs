@@ -125,8 +125,12 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 fn client() -> &'static reqwest::Client {
     static C: OnceLock<reqwest::Client> = OnceLock::new();
     C.get_or_init(|| {
+        // No idle connections kept: a server closing an idle keep-alive connection (its
+        // header timeout) races the next request on it, which then fails to send; and a pooled
+        // connection must never carry a request to the next server of the same test binary.
         reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(0)
             .build()
             .expect("reqwest client")
     })

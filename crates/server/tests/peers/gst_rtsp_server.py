@@ -4,8 +4,10 @@ gir1.2-gst-rtsp-server-1.0) serving videotestsrc's smpte75 pattern, 320x240 I420
 encoders pick 4:4:4 otherwise), x264 with a keyframe every second, at rtsp://127.0.0.1:PORT/test.
 
 Usage: gst_rtsp_server.py [USER PASSWORD]   (with them, basic authentication is required)
-Prints the port it listens on, then serves until killed.
+Listens on the port in the environment variable RTSP_PORT (a restart on the same port), else on
+one the system picks. Prints the port it listens on, then serves until killed.
 """
+import os
 import sys
 
 import gi
@@ -17,7 +19,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 Gst.init(None)
 server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
-server.set_service("0")
+server.set_service(os.environ.get("RTSP_PORT", "0"))
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
     "( videotestsrc is-live=true pattern=smpte75 "
