@@ -134,6 +134,15 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state.
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Failed,
+        JobState::Stopped,
+    ];
+
     /// The name the API and the index use.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,15 +156,7 @@ impl JobState {
 
     /// The state named `s`.
     pub fn parse(s: &str) -> Option<JobState> {
-        [
-            JobState::Pending,
-            JobState::Running,
-            JobState::Retrying,
-            JobState::Failed,
-            JobState::Stopped,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        JobState::ALL.into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -558,6 +559,19 @@ impl Jobs {
     /// How many jobs run (are neither stopped nor failed).
     pub fn running(&self) -> usize {
         self.entries().values().filter(|e| e.is_active()).count()
+    }
+
+    /// How many jobs are in each state, every state listed.
+    pub fn by_state(&self) -> Vec<(JobState, usize)> {
+        let states: Vec<String> = self
+            .entries()
+            .values()
+            .map(|e| e.row().state.clone())
+            .collect();
+        JobState::ALL
+            .into_iter()
+            .map(|st| (st, states.iter().filter(|s| *s == st.as_str()).count()))
+            .collect()
     }
 
     /// How many jobs are kept.

@@ -134,6 +134,13 @@ mod tests {
             key("live", "cam1", Some("rtmp://other.example.com/live")),
             "_default/live/cam1"
         );
+        // livesnap's own domains are not a publisher's to name: pull jobs' streams live in
+        // `_jobs`, and a publisher naming it must not take a job's name.
+        assert_eq!(
+            key("job", "1796475158239977481?domain=_jobs", None),
+            "_default/job/1796475158239977481"
+        );
+        assert_eq!(key("live?vhost=_x", "cam1", None), "_default/live/cam1");
     }
 
     #[test]

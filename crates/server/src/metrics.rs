@@ -36,6 +36,8 @@ pub struct Sources {
     pub auto: Arc<Automation>,
     /// Webhook deliveries.
     pub callbacks: Arc<Callbacks>,
+    /// Pull jobs.
+    pub jobs: Arc<livesnap_core::jobs::Jobs>,
     /// Each front end's connections, by protocol.
     pub front_ends: Vec<(&'static str, Arc<ConnectionStats>)>,
     /// The HTTP listener's connections (in the connection series only, as `protocol="http"`).
@@ -208,6 +210,18 @@ impl Collector for Sources {
             "Video bytes received since start, per front end.",
             &per(|t| t.bytes),
         )?;
+
+        let by_state = self.jobs.by_state();
+        let job_labels: Vec<[(&str, &str); 1]> = by_state
+            .iter()
+            .map(|(s, _)| [("state", s.as_str())])
+            .collect();
+        let jobs: Vec<(&[(&str, &str)], i64)> = job_labels
+            .iter()
+            .zip(&by_state)
+            .map(|(l, (_, n))| (&l[..], as_gauge(*n as u64)))
+            .collect();
+        gauge(e, "jobs", "Pull jobs now, per state.", &jobs)?;
 
         let budget = self.hub.budget();
         gauge(

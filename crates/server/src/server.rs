@@ -318,6 +318,7 @@ pub async fn start_with_clock(
         snapshots: snapshots.clone(),
         auto: auto.clone(),
         callbacks: callbacks.clone(),
+        jobs: jobs.clone(),
         front_ends: listening
             .iter()
             .map(|f| (f.protocol, f.stats.clone()))

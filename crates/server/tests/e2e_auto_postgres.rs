@@ -1,13 +1,16 @@
 //! End-to-end: the snapshot index on PostgreSQL (`--index postgres://...`): templates, a binding,
 //! pictures listed, filtered and paged, deleted, and the sequence going on across republish and a
 //! restart, all against a fresh database on the server named by LIVESNAP_TEST_POSTGRES_URL.
+//! Pull jobs are kept there too: a job resumes after a restart, and its usage is read back.
 //! The test fails (never skips) when that variable is unset.
 
 #[path = "common/auto.rs"]
 mod auto;
 mod common;
+#[path = "common/rtsp_peer.rs"]
+mod rtsp_peer;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auto::*;
 use common::*;
@@ -142,4 +145,51 @@ fn auto_postgres_index_end_to_end() {
         "after the restart the sequence does not continue from {had}: {seqs:?}"
     );
     assert_eq!(s.automation()["index"], "postgres");
+}
+
+/// A pull job on a PostgreSQL index: submitted, running, kept across a restart (it resumes by
+/// itself), its usage read back from the database.
+#[test]
+fn a_pull_job_on_postgres_resumes_after_a_restart() {
+    let url = fresh_database("jobs");
+    let work = workdir();
+    let camera = rtsp_peer::GstRtspServer::start(None);
+    let s = Server::start_in(work.path(), &[], &["--index", &url], None);
+    s.create_template(json!({"name": "pg", "interval_s": 1}));
+    let job = s.expect(
+        s.post_json(
+            "/v1/jobs",
+            &json!({"name": "pg job", "input_url": camera.url("", "/test"), "template": "pg"}),
+        ),
+        201,
+        "POST /v1/jobs",
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let state = |s: &Server, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = s.expect(s.get(&format!("/v1/jobs/{id}")), 200, "GET job");
+            if j["state"] == want {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job never {want}: {j}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    state(&s, "running");
+    s.wait_rows(&format!("job={id}"), 1, "a picture of the job");
+    s.stop();
+    let s = Server::start_in(work.path(), &[], &["--index", &url], None);
+    let resumed = state(&s, "running");
+    assert_eq!(resumed["name"], "pg job");
+    assert!(
+        resumed["counters"]["pictures"].as_u64().unwrap() >= 1,
+        "{resumed}"
+    );
+    let usage = s.expect(s.get("/v1/usage"), 200, "GET /v1/usage");
+    assert!(
+        usage["usage"][0]["running_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{usage}"
+    );
+    s.stop();
 }

@@ -165,6 +165,16 @@ fn a_pull_job_pictures_its_camera_retries_resumes_after_a_restart_and_counts_its
         is_rfc3339(running["started_at"].as_str().unwrap_or("")),
         "{running}"
     );
+    let metrics = s.get("/metrics").text();
+    for line in [
+        "livesnap_jobs{state=\"running\"} 1",
+        "livesnap_jobs{state=\"failed\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics"
+        );
+    }
 
     // The job's stream in /v1/streams, with its protocol, job and source.
     let streams = s.expect(s.get("/v1/streams"), 200, "GET /v1/streams");
