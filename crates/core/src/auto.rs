@@ -50,8 +50,15 @@ pub trait EventSink: Send + Sync {
     fn stream_published(&self, stream: &LiveStream);
     /// A stream ended.
     fn stream_unpublished(&self, stream: &LiveStream);
-    /// A pull job's state changed from `previous` to `job.state`.
-    fn job_state_changed(&self, _job: &crate::jobs::Job, _previous: crate::jobs::JobState) {}
+    /// A pull job's state changed from `previous` to `job.state`; `callback_url` is the job's
+    /// own, else its template's.
+    fn job_state_changed(
+        &self,
+        _job: &crate::jobs::Job,
+        _previous: crate::jobs::JobState,
+        _callback_url: Option<&str>,
+    ) {
+    }
 }
 
 /// An [`EventSink`] that tells nobody.
@@ -446,6 +453,17 @@ impl Automation {
             };
             if create && exists {
                 return Err(ConfigError::Conflict(format!("template {name} exists")));
+            }
+            // A template's pictures are its name's, a job's its id's: never the same.
+            if me
+                .jobs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(name)
+            {
+                return Err(ConfigError::Conflict(format!(
+                    "{name} is a pull job's id; choose another template name"
+                )));
             }
             if !create && !exists {
                 return Err(ConfigError::NotFound(format!("template {name}")));

@@ -272,9 +272,22 @@ pub struct JobsConfig {
 struct Entry {
     link: Arc<JobLink>,
     row: Mutex<JobRow>,
-    /// Unix ms up to which its running time is in the index; `Some` while it runs.
-    usage_since: Mutex<Option<i64>>,
+    usage: Mutex<Usage>,
+    /// One index write of this job at a time (its row, its usage), each made from what is
+    /// current when it starts: two writes never carry the same interval, nor land out of order.
+    io: tokio::sync::Mutex<()>,
+    /// Its last save failed: the flush loop saves it again.
+    dirty: std::sync::atomic::AtomicBool,
     run: Mutex<Option<Run>>,
+}
+
+/// A job's running time not yet in the index.
+#[derive(Default)]
+struct Usage {
+    /// Unix ms from which it has run and not been counted; `Some` while it runs.
+    since: Option<i64>,
+    /// Counted, not yet written (a write failed): milliseconds by day.
+    unsaved: std::collections::BTreeMap<String, u64>,
 }
 
 struct Run {
@@ -287,16 +300,32 @@ impl Entry {
         self.row.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn usage_since(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
-        self.usage_since.lock().unwrap_or_else(|p| p.into_inner())
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take_run(&self) -> Option<Run> {
         self.run.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// Whether it runs: its source is supervised and has neither failed nor stopped.
     fn is_active(&self) -> bool {
-        self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| {
+                !matches!(
+                    r.handle.current().state,
+                    SourceState::Failed { .. } | SourceState::Stopped
+                )
+            })
+    }
+
+    /// Whether anything of it waits to be written.
+    fn needs_flush(&self) -> bool {
+        let u = self.usage();
+        u.since.is_some() || !u.unsaved.is_empty() || self.dirty.load(Ordering::Relaxed)
     }
 
     /// The row with the link's counters in it.
@@ -464,9 +493,10 @@ fn saved<T>(r: livesnap_store::Result<T>) -> Result<T, JobsError> {
 
 impl Jobs {
     /// Loads the saved jobs and starts those that were neither stopped nor failed (the oldest
-    /// first, up to `max_jobs`); their pictures go through `auto`, their streams into `sink`
-    /// (the hub's), their sources through `opener`. Runs and watchers live on `life`, as does
-    /// the task that writes usage every [`USAGE_FLUSH`].
+    /// first, up to `max_jobs`; the others are stopped, and say why); their pictures go
+    /// through `auto`, their streams into `sink` (the hub's), their sources through `opener`.
+    /// Runs and watchers live on `life`, as does the task that writes usage every
+    /// [`USAGE_FLUSH`].
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         index: Arc<Index>,
@@ -493,25 +523,47 @@ impl Jobs {
         });
         let mut resumed = 0usize;
         for row in rows {
-            let resume = row.stopped == 0 && row.state != JobState::Failed.as_str();
+            let failed = row.state == JobState::Failed.as_str();
+            let stopped = row.stopped != 0;
             let entry = jobs.add_entry(row);
-            if !resume {
+            if failed {
                 continue;
             }
-            if resumed >= jobs.config.max_jobs {
-                let id = entry.row().id.clone();
-                warn!(job = %id, max_jobs = jobs.config.max_jobs, "job not resumed: max_jobs jobs run already");
+            if stopped {
+                // A crash between its stop and its state's save leaves the stored state behind.
                 jobs.set_state(&entry, JobState::Stopped, None).await;
                 continue;
             }
+            if resumed >= jobs.config.max_jobs {
+                warn!(job = %entry.link.id, max_jobs = jobs.config.max_jobs, "job not resumed: max_jobs jobs run already; stopped");
+                entry.row().stopped = 1;
+                let why = format!(
+                    "not resumed at start: {} jobs ran already (setting max_jobs)",
+                    jobs.config.max_jobs
+                );
+                jobs.set_state(&entry, JobState::Stopped, Some(why)).await;
+                continue;
+            }
             resumed += 1;
-            jobs.run(&entry, JobState::Pending).await;
+            jobs.run(&entry).await;
         }
         if resumed > 0 {
             info!(jobs = resumed, "pull jobs resumed");
         }
         let me = jobs.clone();
-        life.spawn_until_cancelled(async move { me.flush_loop().await });
+        let token = life.token.clone();
+        let clock = jobs.hub.clock().clone();
+        // Not cancelled halfway: a flush under way finishes (its interval is claimed already).
+        life.spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => break,
+                    () = clock.sleep(USAGE_FLUSH) => {}
+                }
+                me.flush_all().await;
+            }
+        });
         Ok(jobs)
     }
 
@@ -549,11 +601,30 @@ impl Jobs {
         let entry = Arc::new(Entry {
             link,
             row: Mutex::new(row.clone()),
-            usage_since: Mutex::new(None),
+            usage: Mutex::new(Usage::default()),
+            io: tokio::sync::Mutex::new(()),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             run: Mutex::new(None),
         });
         self.entries().insert(row.id, entry.clone());
         entry
+    }
+
+    /// Runs `change` to its end on a task of its own: a request dropped halfway (its client
+    /// gone, its time up) must not leave a source running that no job tracks, or a stop
+    /// unsaved.
+    async fn change<T, F>(
+        self: &Arc<Self>,
+        change: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, JobsError>
+    where
+        F: std::future::Future<Output = Result<T, JobsError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.life
+            .spawn(change(self.clone()))
+            .await
+            .map_err(|e| JobsError::Save(format!("the change did not finish: {e}")))?
     }
 
     /// How many jobs run (are neither stopped nor failed).
@@ -588,13 +659,16 @@ impl Jobs {
                 format!("must be 1 to {MAX_JOB_NAME_LEN} bytes"),
             ));
         }
-        if spec.name.chars().any(char::is_control) {
-            return Err(field("name", "must not contain control characters"));
+        if spec.name.chars().any(is_hostile_char) {
+            return Err(field(
+                "name",
+                "must not contain control or bidirectional-override characters",
+            ));
         }
-        if spec.input_url.len() > MAX_URL_LEN || spec.input_url.chars().any(char::is_control) {
+        if spec.input_url.len() > MAX_URL_LEN || spec.input_url.chars().any(is_hostile_char) {
             return Err(field(
                 "input_url",
-                format!("must be a URL of at most {MAX_URL_LEN} bytes"),
+                format!("must be a URL of at most {MAX_URL_LEN} bytes, without control characters"),
             ));
         }
         self.opener
@@ -612,9 +686,8 @@ impl Jobs {
             ));
         }
         if let Some(url) = &spec.callback_url {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.len() > MAX_URL_LEN
-            {
+            let http = url.starts_with("http://") || url.starts_with("https://");
+            if !http || url.len() > MAX_URL_LEN || url.chars().any(is_hostile_char) {
                 return Err(field("callback_url", "must be an http:// or https:// URL"));
             }
         }
@@ -625,50 +698,60 @@ impl Jobs {
     /// when `max_jobs` jobs run already.
     pub async fn create(self: &Arc<Self>, spec: JobSpec) -> Result<Job, JobsError> {
         self.check(&spec)?;
-        let _change = self.change.lock().await;
-        if self.running() >= self.config.max_jobs {
-            return Err(JobsError::TooManyRunning {
-                max: self.config.max_jobs,
-            });
-        }
-        if self.count() >= MAX_JOBS_KEPT {
-            return Err(JobsError::TooManyKept { max: MAX_JOBS_KEPT });
-        }
-        let now = self.hub.clock().unix_ms();
-        let row = JobRow {
-            id: new_id(now),
-            name: spec.name.trim().to_string(),
-            input_url: spec.input_url,
-            template: spec.template,
-            storage: spec.storage,
-            callback_url: spec.callback_url,
-            stopped: 0,
-            state: JobState::Pending.as_str().into(),
-            error: None,
-            error_ms: None,
-            created_ms: now,
-            started_ms: None,
-            frames: 0,
-            keyframes: 0,
-            pictures: 0,
-            reconnects: 0,
-            last_snapshot: None,
-        };
-        saved(self.index.insert_job(&row).await).map_err(|e| match e {
-            // The template was deleted since it was checked.
-            JobsError::Save(m) if m.contains("FOREIGN KEY") || m.contains("foreign key") => {
-                field("template", format!("no template named {:?}", row.template))
+        self.change(move |me| async move {
+            let _change = me.change.lock().await;
+            if me.running() >= me.config.max_jobs {
+                return Err(JobsError::TooManyRunning {
+                    max: me.config.max_jobs,
+                });
             }
-            other => other,
-        })?;
-        let entry = self.add_entry(row);
-        info!(job = %entry.link.id, source = %entry.link.source, "pull job submitted");
-        self.run(&entry, JobState::Pending).await;
-        Ok(self.view(&entry))
+            if me.count() >= MAX_JOBS_KEPT {
+                return Err(JobsError::TooManyKept { max: MAX_JOBS_KEPT });
+            }
+            let now = me.hub.clock().unix_ms();
+            // Its id is its pictures' `job`: never a template's name too.
+            let mut id = new_id(now);
+            while me.auto.template(&id).is_some() {
+                id = new_id(now);
+            }
+            let row = JobRow {
+                id,
+                name: spec.name.trim().to_string(),
+                input_url: spec.input_url,
+                template: spec.template,
+                storage: spec.storage,
+                callback_url: spec.callback_url,
+                stopped: 0,
+                state: JobState::Pending.as_str().into(),
+                error: None,
+                error_ms: None,
+                created_ms: now,
+                started_ms: None,
+                frames: 0,
+                keyframes: 0,
+                pictures: 0,
+                reconnects: 0,
+                last_snapshot: None,
+            };
+            saved(me.index.insert_job(&row).await).map_err(|e| match e {
+                // The template was deleted since it was checked.
+                JobsError::Save(m) if m.contains("FOREIGN KEY") || m.contains("foreign key") => {
+                    field("template", format!("no template named {:?}", row.template))
+                }
+                other => other,
+            })?;
+            let entry = me.add_entry(row);
+            info!(job = %entry.link.id, source = %entry.link.source, "pull job submitted");
+            me.run(&entry).await;
+            Ok(me.view(&entry))
+        })
+        .await
     }
 
-    /// Starts the job's source under a supervisor and its watcher.
-    async fn run(self: &Arc<Self>, entry: &Arc<Entry>, from: JobState) {
+    /// Starts the job's source under a supervisor, and its watcher. The run is recorded before
+    /// anything can see it fail.
+    async fn run(self: &Arc<Self>, entry: &Arc<Entry>) {
+        self.set_state(entry, JobState::Pending, None).await;
         let Some(key) = job_stream_key(&entry.link.id) else {
             // Ids are made by new_id (digits); a row edited by hand may hold anything.
             let message = format!("job id {:?} cannot name a stream", entry.link.id);
@@ -691,11 +774,19 @@ impl Jobs {
         )
         .spawn(&self.life);
         let status = handle.status();
-        self.set_state(entry, from, None).await;
+        let mut run = entry.run.lock().unwrap_or_else(|p| p.into_inner());
         let watcher = self
             .life
             .spawn(self.clone().watch(entry.clone(), status, reconnects_base));
-        *entry.run.lock().unwrap_or_else(|p| p.into_inner()) = Some(Run { handle, watcher });
+        *run = Some(Run { handle, watcher });
+    }
+
+    /// Stops the job's run, if it has one, and waits for its watcher to have said its last.
+    async fn end_run(&self, entry: &Entry) {
+        if let Some(run) = entry.take_run() {
+            run.handle.stop().await;
+            let _ = run.watcher.await;
+        }
     }
 
     /// Follows one run's supervisor until it fails or stops.
@@ -709,7 +800,6 @@ impl Jobs {
             let s = status.borrow_and_update().clone();
             entry.row().reconnects = to_i64(reconnects_base.saturating_add(s.reconnects));
             let done = matches!(s.state, SourceState::Failed { .. } | SourceState::Stopped);
-            let now = self.hub.clock().unix_ms();
             match s.state {
                 SourceState::Connecting if s.reconnects == 0 => {
                     self.set_state(&entry, JobState::Pending, None).await
@@ -723,16 +813,17 @@ impl Jobs {
                     self.set_state(&entry, JobState::Retrying, Some(error.to_string()))
                         .await
                 }
+                // The run stays recorded until a stop or a start takes it; it no longer
+                // counts as running.
                 SourceState::Failed { error } => {
-                    // A failed run is over: it no longer counts against max_jobs.
-                    drop(entry.take_run());
                     self.set_state(&entry, JobState::Failed, Some(error.to_string()))
                         .await
                 }
                 SourceState::Stopped => {
                     // Stopped through the API (the stop saves that), or the server is
                     // shutting down: the job keeps its state and resumes at the next start.
-                    self.flush_usage(&entry, now).await;
+                    let now = self.hub.clock().unix_ms();
+                    self.flush_usage(&entry, now, false).await;
                     self.save(&entry).await;
                 }
             }
@@ -746,23 +837,24 @@ impl Jobs {
     /// tells the event sink when the state changed.
     async fn set_state(&self, entry: &Entry, state: JobState, error: Option<String>) {
         let now = self.hub.clock().unix_ms();
-        let previous = {
-            let row = entry.row();
-            JobState::parse(&row.state).unwrap_or(JobState::Pending)
-        };
-        if previous == JobState::Running && state != JobState::Running {
-            self.flush_usage(entry, now).await;
-            *entry.usage_since() = None;
-        }
-        if state == JobState::Running && entry.usage_since().is_none() {
-            *entry.usage_since() = Some(now);
-        }
-        {
+        let (previous, started) = {
             let mut row = entry.row();
+            let previous = JobState::parse(&row.state).unwrap_or(JobState::Pending);
             row.state = state.as_str().into();
             if let Some(e) = error {
                 row.error = Some(e);
                 row.error_ms = Some(now);
+            }
+            (previous, row.started_ms)
+        };
+        if previous == JobState::Running && state != JobState::Running {
+            self.flush_usage(entry, now, false).await;
+        }
+        if state == JobState::Running {
+            let mut usage = entry.usage();
+            if usage.since.is_none() {
+                // From when frames began to flow, as the supervisor saw it.
+                usage.since = Some(started.map_or(now, |s| s.min(now)));
             }
         }
         self.save(entry).await;
@@ -776,115 +868,143 @@ impl Jobs {
                     info!(job = %job.id, from = previous.as_str(), to = state.as_str(), "pull job state changed")
                 }
             }
-            self.events.job_state_changed(&job, previous);
+            let url = job.callback_url.clone().or_else(|| {
+                self.auto
+                    .template(&job.template)
+                    .and_then(|t| t.callback_url)
+            });
+            self.events
+                .job_state_changed(&job, previous, url.as_deref());
         }
     }
 
-    /// Writes the job's row (with its counters) to the index; a failure is logged, and the
-    /// next change or flush writes it again.
-    async fn save(&self, entry: &Entry) {
+    /// Writes the job's row (with its counters, as they are when the write starts) to the
+    /// index; a failure is logged, and the flush loop writes it again.
+    async fn save(&self, entry: &Entry) -> bool {
+        let _io = entry.io.lock().await;
         let row = entry.snapshot_row();
-        if let Err(e) = self.index.update_job(&row).await {
-            warn!(job = %row.id, error = %e, "job not saved to the index; saved again at its next change");
+        match self.index.update_job(&row).await {
+            Ok(_) => {
+                entry.dirty.store(false, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                entry.dirty.store(true, Ordering::Relaxed);
+                warn!(job = %row.id, error = %e, "job not saved to the index; saved again at the next flush");
+                false
+            }
         }
     }
 
-    /// Adds the job's running time up to `now` to its usage (when it runs).
-    async fn flush_usage(&self, entry: &Entry, now: i64) {
-        let Some(since) = *entry.usage_since() else {
-            return;
+    /// Counts the job's running time up to `now` (it runs on when `running` is true) and
+    /// writes what is counted and not yet written to its usage. The interval is claimed before
+    /// any write, so two flushes never count it twice; a write that fails is kept for the next.
+    async fn flush_usage(&self, entry: &Entry, now: i64, running: bool) {
+        let _io = entry.io.lock().await;
+        let unsaved: Vec<(String, u64)> = {
+            let mut u = entry.usage();
+            if let Some(since) = u.since {
+                for (day, ms) in split_by_day(since, now) {
+                    *u.unsaved.entry(day).or_default() += ms;
+                }
+                u.since = running.then_some(now.max(since));
+            }
+            u.unsaved.iter().map(|(d, ms)| (d.clone(), *ms)).collect()
         };
         let (id, name) = {
             let row = entry.row();
             (row.id.clone(), row.name.clone())
         };
-        let mut done = since;
-        for (day, ms) in split_by_day(since, now) {
+        for (day, ms) in unsaved {
             if let Err(e) = self.index.add_usage(&day, &id, &name, ms).await {
-                warn!(job = %id, error = %e, "job usage not saved; added at the next flush");
-                break;
+                warn!(job = %id, error = %e, "job usage not saved; written at the next flush");
+                return;
             }
-            done = done.saturating_add(to_i64(ms));
-        }
-        let mut since_now = entry.usage_since();
-        if since_now.is_some() {
-            *since_now = Some(done);
-        }
-    }
-
-    async fn flush_loop(self: Arc<Self>) {
-        let clock = self.hub.clock().clone();
-        loop {
-            clock.sleep(USAGE_FLUSH).await;
-            self.flush_all().await;
+            let mut u = entry.usage();
+            if let Some(left) = u.unsaved.get_mut(&day) {
+                *left = left.saturating_sub(ms);
+                if *left == 0 {
+                    u.unsaved.remove(&day);
+                }
+            }
         }
     }
 
-    /// Writes every running job's usage and counters.
+    /// Writes every running job's usage and counters, and what earlier writes left.
     async fn flush_all(&self) {
         let now = self.hub.clock().unix_ms();
         let entries: Vec<Arc<Entry>> = self.entries().values().cloned().collect();
         for e in entries {
-            if e.usage_since().is_some() {
-                self.flush_usage(&e, now).await;
+            if e.needs_flush() {
+                let running = e.usage().since.is_some();
+                self.flush_usage(&e, now, running).await;
                 self.save(&e).await;
             }
         }
     }
 
     /// Stops a job (it stays stopped across restarts). Stopping a stopped job does nothing.
-    pub async fn stop(&self, id: &str) -> Result<Job, JobsError> {
-        let _change = self.change.lock().await;
-        let entry = self.entry(id)?;
-        entry.row().stopped = 1;
-        if let Some(run) = entry.take_run() {
-            run.handle.stop().await;
-            let _ = run.watcher.await;
-        }
-        let state = JobState::parse(&entry.row().state);
-        if state != Some(JobState::Stopped) {
-            self.set_state(&entry, JobState::Stopped, None).await;
-        } else {
-            self.save(&entry).await;
-        }
-        info!(job = %id, "pull job stopped");
-        Ok(self.view(&entry))
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Job, JobsError> {
+        let id = id.to_string();
+        self.change(move |me| async move {
+            let _change = me.change.lock().await;
+            let entry = me.entry(&id)?;
+            entry.row().stopped = 1;
+            me.end_run(&entry).await;
+            me.set_state(&entry, JobState::Stopped, None).await;
+            if entry.dirty.load(Ordering::Relaxed) {
+                return Err(JobsError::Save(
+                    "the job is stopped, but the index did not take it; it is saved again at the next flush".into(),
+                ));
+            }
+            info!(job = %id, "pull job stopped");
+            Ok(me.view(&entry))
+        })
+        .await
     }
 
     /// Starts a stopped or failed job again; a running one is left as it is. Refused with
     /// [`JobsError::TooManyRunning`] when `max_jobs` jobs run already.
     pub async fn start_job(self: &Arc<Self>, id: &str) -> Result<Job, JobsError> {
-        let _change = self.change.lock().await;
-        let entry = self.entry(id)?;
-        if entry.is_active() {
-            return Ok(self.view(&entry));
-        }
-        if self.running() >= self.config.max_jobs {
-            return Err(JobsError::TooManyRunning {
-                max: self.config.max_jobs,
-            });
-        }
-        entry.row().stopped = 0;
-        self.run(&entry, JobState::Pending).await;
-        info!(job = %id, "pull job started");
-        Ok(self.view(&entry))
+        let id = id.to_string();
+        self.change(move |me| async move {
+            let _change = me.change.lock().await;
+            let entry = me.entry(&id)?;
+            if entry.is_active() {
+                return Ok(me.view(&entry));
+            }
+            if me.running() >= me.config.max_jobs {
+                return Err(JobsError::TooManyRunning {
+                    max: me.config.max_jobs,
+                });
+            }
+            // A failed run is over; its watcher has said so or is saying it.
+            me.end_run(&entry).await;
+            entry.row().stopped = 0;
+            me.run(&entry).await;
+            info!(job = %id, "pull job started");
+            Ok(me.view(&entry))
+        })
+        .await
     }
 
-    /// Deletes a job: stopped, then removed from the index. Its pictures and usage stay.
-    pub async fn delete(&self, id: &str) -> Result<(), JobsError> {
-        let _change = self.change.lock().await;
-        let entry = self.entry(id)?;
-        if let Some(run) = entry.take_run() {
-            run.handle.stop().await;
-            let _ = run.watcher.await;
-        }
-        let now = self.hub.clock().unix_ms();
-        self.flush_usage(&entry, now).await;
-        saved(self.index.delete_job(id).await)?;
-        self.entries().remove(id);
-        self.auto.unbind_job(id);
-        info!(job = %id, "pull job deleted");
-        Ok(())
+    /// Deletes a job: stopped (and saved so), then removed from the index. Its pictures and
+    /// usage stay.
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), JobsError> {
+        let id = id.to_string();
+        self.change(move |me| async move {
+            let _change = me.change.lock().await;
+            let entry = me.entry(&id)?;
+            entry.row().stopped = 1;
+            me.end_run(&entry).await;
+            me.set_state(&entry, JobState::Stopped, None).await;
+            saved(me.index.delete_job(&id).await)?;
+            me.entries().remove(&id);
+            me.auto.unbind_job(&id);
+            info!(job = %id, "pull job deleted");
+            Ok(())
+        })
+        .await
     }
 
     /// The job `id`.
@@ -1001,6 +1121,13 @@ impl Jobs {
     }
 }
 
+/// A character a name or URL must not hold: control characters, and the bidirectional
+/// overrides and isolates that make text display other than it reads.
+fn is_hostile_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (t, id) = c.split_once('.')?;
     let t = t.parse().ok()?;
@@ -1067,7 +1194,7 @@ mod manager_tests {
         fn send_queued(&self, _: Vec<livesnap_store::index::QueuedDelivery>) {}
         fn stream_published(&self, _: &crate::hub::LiveStream) {}
         fn stream_unpublished(&self, _: &crate::hub::LiveStream) {}
-        fn job_state_changed(&self, job: &Job, previous: JobState) {
+        fn job_state_changed(&self, job: &Job, previous: JobState, _: Option<&str>) {
             self.0
                 .lock()
                 .unwrap()
@@ -1308,6 +1435,52 @@ mod manager_tests {
         assert!(matches!(t.jobs.get(&third.id), Err(JobsError::NotFound(_))));
         let started = t.jobs.start_job(&second.id).await.unwrap();
         assert_eq!(started.state, Pending);
+        t.life.stop().await;
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_once_however_many_ask_at_once_and_a_stop_survives_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let mut t = setup(dir.path(), clock.clone(), 5).await;
+        let job = t.jobs.create(spec("cam", "rtsp://cam/1")).await.unwrap();
+        let mut a = t.attempt().await;
+        a.connected.report();
+        t.state(&job.id, JobState::Running).await;
+        t.clock.advance(Duration::from_secs(10));
+        let today = t.jobs.today();
+        let ran = |rows: Vec<UsageRow>| -> i64 {
+            rows.iter()
+                .filter(|u| u.job == job.id)
+                .map(|u| u.running_ms)
+                .sum()
+        };
+        let (x, y, z) = tokio::join!(
+            t.jobs.usage(&today, &today),
+            t.jobs.usage(&today, &today),
+            t.jobs.usage(&today, &today)
+        );
+        for rows in [x, y, z] {
+            assert!(ran(rows.unwrap()) <= 10_000);
+        }
+        assert_eq!(ran(t.jobs.usage(&today, &today).await.unwrap()), 10_000);
+        t.clock.advance(Duration::from_secs(5));
+        t.jobs.stop(&job.id).await.unwrap();
+        t.clock.advance(Duration::from_secs(5));
+        assert_eq!(ran(t.jobs.usage(&today, &today).await.unwrap()), 15_000);
+
+        // What a crash between a stop and its state's save leaves: stopped, state running. It
+        // loads stopped, and is not started.
+        let mut row = t.index.job(&job.id).await.unwrap().unwrap();
+        row.state = "running".into();
+        t.index.update_job(&row).await.unwrap();
+        t.life.stop().await;
+        t.index.close().await;
+        drop(t);
+        let mut t = setup(dir.path(), clock, 5).await;
+        assert_eq!(t.jobs.get(&job.id).unwrap().state, JobState::Stopped);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t.attempts.try_recv().is_err(), "a stopped job was started");
         t.life.stop().await;
     }
 

@@ -474,10 +474,10 @@ impl EventSink for Callbacks {
         self.emit("stream.unpublished", stream_json(stream), url.as_deref());
     }
 
-    fn job_state_changed(&self, job: &jobs::Job, previous: JobState) {
+    fn job_state_changed(&self, job: &jobs::Job, previous: JobState, callback_url: Option<&str>) {
         let mut data = serde_json::to_value(job).unwrap_or_default();
         data["previous_state"] = json!(previous.as_str());
-        self.emit("job.state_changed", data, job.callback_url.as_deref());
+        self.emit("job.state_changed", data, callback_url);
     }
 }
 

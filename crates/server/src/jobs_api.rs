@@ -109,7 +109,10 @@ async fn list_jobs(
     let limit = q
         .limit
         .as_deref()
-        .map(|l| crate::api::bounded::<usize>("limit", l, (1, 1000)))
+        .map(|l| {
+            let max = livesnap_core::jobs::MAX_JOB_PAGE as u64;
+            crate::api::bounded::<usize>("limit", l, (1, max))
+        })
         .transpose()?;
     let (jobs, next_cursor) = st
         .jobs

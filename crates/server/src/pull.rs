@@ -52,9 +52,10 @@ pub fn check_url(url: &str) -> Result<(), SourceError> {
         Some(other) => Err(SourceError::Unsupported(format!(
             "{other}:// URLs are not supported; livesnap pulls rtmp:// and rtsp:// URLs"
         ))),
-        None => Err(SourceError::BadUrl(format!(
-            "{url:?} is not a URL (scheme://host/...)"
-        ))),
+        // Not echoed: with no scheme there is no telling where a password would be.
+        None => Err(SourceError::BadUrl(
+            "the input is not a URL (scheme://host/...)".into(),
+        )),
     }
 }
 
@@ -132,7 +133,7 @@ fn rtsp_error(e: RtspPullError) -> SourceError {
 
 /// A URL as it may be shown: its password hidden.
 pub fn shown(url: &str) -> String {
-    url::Url::parse(url).map_or_else(|_| url.chars().take(200).collect(), |u| rtsp::redact(&u))
+    rtsp::redact_text(url)
 }
 
 #[cfg(test)]
@@ -153,5 +154,43 @@ mod tests {
         let bad = check_url("rtmp://host/onlyapp").unwrap_err();
         assert!(matches!(bad, SourceError::BadUrl(_)), "{bad:?}");
         assert!(bad.to_string().contains("app and a stream"), "{bad}");
+    }
+
+    #[test]
+    fn passwords_are_never_shown() {
+        for (url, want) in [
+            ("rtsp://admin:hunter2@cam/s", "rtsp://admin:***@cam/s"),
+            (
+                "rtsp://cam/s?user=admin&password=hunter2",
+                "rtsp://cam/s?user=admin&password=***",
+            ),
+            (
+                "rtmp://cam/bcs/ch0?user=admin&pwd=hunter2",
+                "rtmp://cam/bcs/ch0?user=admin&pwd=***",
+            ),
+            (
+                "rtmp://cam/live/s?token=hunter2&x=1",
+                "rtmp://cam/live/s?token=***&x=1",
+            ),
+            (
+                "rtmp://admin:hunter2@cam/live/s",
+                "rtmp://admin:***@cam/live/s",
+            ),
+            ("rtmp://admin:hunter2@/live/s", "rtmp://***@/live/s"),
+            ("admin:hunter2@cam/live", "admin:hunter2@cam/live"),
+        ] {
+            assert_eq!(shown(url), want, "{url}");
+        }
+        // The errors of a URL that does not parse hide it too.
+        for url in [
+            "rtmp://admin:hunter2@cam/live/s",
+            "rtmp://cam/live?password=hunter2",
+            "rtsp://u:hunter2@/x",
+            "nourl:hunter2@x?key=hunter2",
+        ] {
+            if let Err(e) = check_url(url) {
+                assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+            }
+        }
     }
 }

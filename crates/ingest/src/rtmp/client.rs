@@ -96,7 +96,7 @@ impl RtmpUrl {
     /// (`app/instance`) is kept whole; the stream is the last segment.
     pub fn parse(url: &str) -> std::result::Result<RtmpUrl, PullError> {
         let bad = |why: &str| PullError::BadUrl {
-            url: url.chars().take(200).collect(),
+            url: crate::rtsp::client::redact_text(url),
             why: why.to_string(),
         };
         if url.len() > MAX_URL_LEN {

@@ -78,8 +78,66 @@ pub fn redact(url: &url::Url) -> String {
     if u.password().is_some() {
         let _ = u.set_password(Some("***"));
     }
+    // Cameras and servers that take credentials in the query (`?user=admin&password=...`,
+    // `?token=...`) get those values hidden too.
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_QUERY_KEYS
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s));
+                let v = if secret { "***".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.set_query(None);
+        u.query_pairs_mut().extend_pairs(pairs);
+    }
     u.to_string()
 }
+
+/// `url` as it may be shown, whether or not it parses: the first 200 characters, with a
+/// password before `@` and the values of secret-looking query keys ([`SECRET_QUERY_KEYS`])
+/// replaced by `***`.
+pub fn redact_text(url: &str) -> String {
+    if let Ok(u) = url::Url::parse(url) {
+        if u.has_host() {
+            return redact(&u).chars().take(200).collect();
+        }
+    }
+    let mut out = url.to_string();
+    // userinfo: between "://" and the first '@' before the path.
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@') {
+            out.replace_range(start..start + at, "***");
+        }
+    }
+    if let Some((head, query)) = out.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _))
+                    if SECRET_QUERY_KEYS
+                        .iter()
+                        .any(|s| k.to_ascii_lowercase().contains(s)) =>
+                {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}?{}", query.join("&"));
+    }
+    out.chars().take(200).collect()
+}
+
+/// Query keys whose values are hidden when a URL is shown (matched as parts of the key, in
+/// any case).
+pub const SECRET_QUERY_KEYS: [&str; 7] = ["pass", "pwd", "token", "key", "secret", "auth", "sign"];
 
 /// Plays `url` and publishes its video as `key` into `sink` until the server ends the stream
 /// (`Ok`) or something fails. `on_video` is called once, when the first frame has been handed
@@ -133,7 +191,7 @@ pub async fn pull(
     let playing = timeout(config.connect_timeout, async {
         let mut session = retina::client::Session::describe(parsed.clone(), options)
             .await
-            .map_err(|e| classify(&e.to_string()))?;
+            .map_err(|e| classify(&e))?;
         let video = session
             .streams()
             .iter()
@@ -163,11 +221,11 @@ pub async fn pull(
         session
             .setup(video, SetupOptions::default().transport(transport))
             .await
-            .map_err(|e| classify(&e.to_string()))?;
+            .map_err(|e| classify(&e))?;
         let playing = session
             .play(PlayOptions::default())
             .await
-            .map_err(|e| classify(&e.to_string()))?;
+            .map_err(|e| classify(&e))?;
         let demuxed = playing
             .demuxed()
             .map_err(|e| RtspPullError::Protocol(e.to_string()))?;
@@ -193,6 +251,7 @@ pub async fn pull(
     let mut lost: u64 = 0;
     let mut first = true;
     let mut codec: Option<Codec> = None;
+    let mut broken_said = false;
     loop {
         let item = match timeout(config.idle_timeout, demuxed.next()).await {
             Err(_) => return Err(RtspPullError::Idle(config.idle_timeout)),
@@ -220,9 +279,19 @@ pub async fn pull(
                     codec = Some(c.codec());
                     publication.writer().config(c);
                 }
-                Err(why) => {
+                Err(ConfigProblem::Unsupported(why)) => {
                     publication.writer().unsupported(&why);
                     return Err(RtspPullError::Unsupported(format!("{shown}: {why}")));
+                }
+                // Parameter sets that do not parse (a broken sprop): frames wait for the next
+                // ones the server sends in band, which retina hands over as new parameters.
+                Err(ConfigProblem::Broken(why)) => {
+                    if !broken_said {
+                        broken_said = true;
+                        tracing::warn!(source = %shown, %why, "parameter sets unreadable; waiting for new ones");
+                    }
+                    codec = None;
+                    continue;
                 }
             }
         }
@@ -243,30 +312,41 @@ pub async fn pull(
 }
 
 /// The decoder configuration from retina's parameters: the `avcC` / `hvcC` record it builds.
-fn config_of(rfc6381: &str, extra: &[u8]) -> Result<VideoConfig, String> {
+fn config_of(rfc6381: &str, extra: &[u8]) -> Result<VideoConfig, ConfigProblem> {
     let record = bytes::Bytes::copy_from_slice(extra);
     if rfc6381.starts_with("avc1") {
         media::avc::AvcConfig::parse(&record)
             .map(VideoConfig::Avc)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ConfigProblem::Broken(e.to_string()))
     } else if rfc6381.starts_with("hvc1") || rfc6381.starts_with("hev1") {
         media::hevc::HevcConfig::parse(&record)
             .map(VideoConfig::Hevc)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ConfigProblem::Broken(e.to_string()))
     } else {
-        Err(format!("video codec {rfc6381}"))
+        Err(ConfigProblem::Unsupported(format!("video codec {rfc6381}")))
     }
 }
 
-/// Sorts a retina error into what retrying can fix or not. (The caller names the URL.)
-fn classify(text: &str) -> RtspPullError {
-    let t = text.to_string();
-    // retina reports a refusal as text naming the status ("401 Unauthorized").
-    if text.contains("401") || text.contains("403") {
-        RtspPullError::Unauthorized(t)
-    } else if text.contains("404") {
-        RtspPullError::NotFound(t)
-    } else if text.contains("connect") || text.contains("refused") || text.contains("resolve") {
+/// Why parameters give no decoder configuration.
+enum ConfigProblem {
+    /// A codec livesnap does not picture: the pull fails for good.
+    Unsupported(String),
+    /// Parameter sets that do not parse: new ones may come.
+    Broken(String),
+}
+
+/// Sorts a retina error into what retrying can fix or not, by the RTSP status of a refusal
+/// (the text also holds addresses and times, whose digits may read like a status).
+fn classify(e: &retina::Error) -> RtspPullError {
+    let t = e.to_string();
+    let text = t.as_str();
+    match e.status_code() {
+        Some(401 | 403) => return RtspPullError::Unauthorized(t),
+        Some(404) => return RtspPullError::NotFound(t),
+        Some(_) => return RtspPullError::Refused(t),
+        None => {}
+    }
+    if text.contains("connect") || text.contains("refused") || text.contains("resolve") {
         RtspPullError::Unreachable(t)
     } else {
         RtspPullError::Protocol(t)
