@@ -157,7 +157,18 @@ impl Server {
         http::post_ok(&self.http, path, body)
     }
 
-    fn get_json(&self, path: &str) -> Result<serde_json::Value, String> {
+    /// Sends one request to the API; the status and the body, whatever the status.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        http::request(&self.http, method, path, body)
+    }
+
+    /// GETs JSON from the API and fails unless it answers 200.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value, String> {
         let (status, body) = http::request(&self.http, "GET", path, None)?;
         if status != 200 {
             return Err(format!("GET {path}: {status} {body}"));

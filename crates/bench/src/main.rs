@@ -2,7 +2,8 @@
 //! same generated input and stream count, and measures both from the kernel's accounting (/proc).
 //!
 //! Per resolution (720p, 1080p): the limit (decode + encode in-process), ingest only, periodic
-//! pictures (template every 5 s), on demand (HTTP clients, cache hits and misses apart), the
+//! pictures (template every 5 s), on demand (HTTP clients, cache hits and misses apart), RTSP
+//! pull jobs of one shared mount of a third-party RTSP server (`jobs`), the
 //! ffmpeg baseline (a) `-vf fps=1/5` and (b) the same with `-skip_frame nokey`, each reading the
 //! stream over RTMP (from the load generator, as peers document it) and from the file, and
 //! saturation (pictures/s when asked for more than the server can make, and the largest N at
@@ -13,6 +14,7 @@ mod flv;
 mod harness;
 mod http;
 mod input;
+mod jobs;
 mod limit;
 mod ondemand;
 mod procstat;
@@ -48,6 +50,10 @@ const SHORT_STREAMS: usize = 2;
 const SHORT_WINDOW_S: u64 = 4;
 const SHORT_STEP_WINDOW_S: u64 = 3;
 const SHORT_MAX_STREAMS: usize = 4;
+/// RTSP pull jobs of the jobs scenario: issue 15's goal is about 50 (the server's default
+/// `max_jobs` is 100).
+const JOBS: usize = 50;
+const SHORT_JOBS: usize = 4;
 /// Frames of the all-intra input whose mean limit the saturation is held against.
 const INTRA_LIMIT_FRAMES: usize = 5;
 
@@ -64,6 +70,9 @@ struct Args {
     /// Number of streams (default 8, or 2 with --short).
     #[arg(long)]
     streams: Option<usize>,
+    /// Number of RTSP pull jobs of the jobs scenario (default 50, or 4 with --short).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Measurement window per scenario in seconds (default 20, or 4 with --short).
     #[arg(long)]
     seconds: Option<u64>,
@@ -115,6 +124,7 @@ enum Scenario {
     OnDemand,
     Abuse,
     Protocols,
+    Jobs,
     Baseline,
     Limit,
     Saturation,
@@ -131,6 +141,8 @@ pub struct Ctx {
     pub idle_window: Duration,
     pub keep: bool,
     pub cores: usize,
+    /// Pull jobs of the jobs scenario.
+    pub jobs: usize,
 }
 
 fn main() {
@@ -198,6 +210,10 @@ fn run(args: &Args) -> Result<(), String> {
         idle_window: Duration::from_secs(IDLE_S),
         keep: args.keep,
         cores,
+        jobs: args
+            .jobs
+            .unwrap_or(if args.short { SHORT_JOBS } else { JOBS })
+            .max(1),
     };
 
     let (idle, server_backends) = scenarios::idle(&ctx)?;
@@ -367,6 +383,10 @@ fn run_resolution(
     if wants(Scenario::Protocols) {
         let r = scenarios::protocols(ctx, tag, &camera.path, n).map(|rows| out.rows.extend(rows));
         record(&mut out, "protocols", r);
+    }
+    if wants(Scenario::Jobs) {
+        let r = jobs::run(ctx, tag, &camera.path, ctx.jobs).map(|row| out.rows.push(row));
+        record(&mut out, "jobs", r);
     }
     if wants(Scenario::Abuse) {
         let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));

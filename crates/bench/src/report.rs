@@ -22,6 +22,8 @@ const TARGET_RTSP_RATIO: f64 = 1.5;
 /// Goal of the abuse scenario: the honest client's p99 under abuse within this many times its
 /// p99 before it.
 const TARGET_ABUSE_P99_RATIO: f64 = 2.0;
+/// Goal of the jobs scenario (issue 15): pictures made / due over all the pull jobs.
+const TARGET_JOBS_MADE: f64 = 0.99;
 const TARGET_SATURATION: f64 = 0.8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub enum Kind {
     Abuse,
     /// Ingest by ffmpeg publishers over each protocol.
     Protocol,
+    /// RTSP pull jobs of one shared mount, pictured every 5 s.
+    Jobs,
     Baseline,
 }
 
@@ -220,6 +224,7 @@ pub fn render(run: &RunInfo, results: &[ResolutionResult]) -> String {
     let _ = writeln!(w, "- limit: in-process (livesnap-media, no server) median time of one keyframe decode (reused decoder) and one full-size JPEG q85 encode, for the input's first keyframe (as specified) and for each of its keyframes (their mean is what the server faces, as publishers loop the input); each op's own time is the lower of its median wall and median process CPU time (the same on a quiet machine; CPU time when other processes took the core); limit = cores / (decode + encode)");
     let _ = writeln!(w, "- saturation method: pictures are taken only at keyframes, so with a 2 s GOP a stream offers at most 0.5 pictures/s whatever the interval (>= 1 s), and saturating the decoder would take ~2 x limit streams whose publishers and ingest would use the very cores measured. Instead a fixed N publish an all-intra version of the input (every frame an IDR, about the size of the camera stream's mean keyframe; its limit is the mean over 5 of its frames) and a template `every_n_frames: k` offers N x 30 / k pictures/s; publishers and ingest cost the same at every step, only the picture rate changes. Steps at about 0.5, 0.8, 1, 1.25, 1.6 and 2 x the limit, each on a fresh server ({} s window), until one falls behind (made < {:.0} % of due, or lag p99 > max(interval, {:.0} s)); if the first does, the rate is halved, at most twice, to find one that keeps up. The largest N at interval 5 s is then derived as saturation pictures/s x 5 and checked with the camera-like input (capped at --max-streams {})",
         run.step_window_s, KEEP_UP_MADE * 100.0, KEEP_UP_LAG_MS / 1000.0, run.max_streams);
+    let _ = writeln!(w, "- jobs (issue 15): `--jobs` RTSP pull jobs (`POST /v1/jobs`) of one shared mount of GStreamer's gst-rtsp-server serving the camera input pre-encoded and looped (no transcoding; its CPU is in other processes), template `interval_s: 5`, JPEG, sequence mode; once every job is running and after the warm-up, the window is --seconds rounded up to a multiple of 10 s (lcm of the 5 s interval and the 2 s GOP), starting 1 s after a keyframe (from the newest picture's time_ms), so no picture is near an edge; per job due = window / 5, made = its index rows (`GET /v1/snapshots?job=ID`) with time_ms in the window; goal: made / due >= {:.0} % over all jobs", TARGET_JOBS_MADE * 100.0);
     let _ = writeln!(w, "- pictures due at interval 5 s: N x window / 5; with a 2 s GOP the pictures fall at 0, 6, 10, 16, 20 s..., so made/due is exact only for windows that are a multiple of 10 s");
     for r in results {
         section(w, run, r);
@@ -243,6 +248,7 @@ fn section(w: &mut String, run: &RunInfo, r: &ResolutionResult) {
     auto_table(w, r);
     on_demand_table(w, r);
     protocol_lines(w, r);
+    jobs_lines(w, r, idle);
     ratio_table(w, r, idle);
     limit_section(w, run, r);
 }
@@ -338,6 +344,56 @@ fn protocol_lines(w: &mut String, r: &ResolutionResult) {
             per(rtmp),
             if ratio <= TARGET_RTSP_RATIO { "met" } else { "not met" }
         );
+    }
+}
+
+/// Pull jobs against the goal, and their CPU and PSS per job beside RTMP periodic's per stream.
+fn jobs_lines(w: &mut String, r: &ResolutionResult, idle: Option<&Row>) {
+    let (idle_cpu, idle_pss) = idle.map_or((0.0, 0.0), |i| (i.cpu_pct, i.pss_mib));
+    let per = |x: &Row, v: f64, base: f64| (v - base) / x.streams.max(1) as f64;
+    let periodic = r
+        .rows
+        .iter()
+        .find(|x| x.kind == Kind::Periodic && x.streams > 0);
+    for x in r.rows.iter().filter(|x| x.kind == Kind::Jobs) {
+        let Some(a) = &x.auto else { continue };
+        let share = a.made as f64 / a.due.max(1e-9);
+        let _ = writeln!(
+            w,
+            "\n- {}: pictures made / due {} / {:.0} = {:.1} % (goal >= {:.0} %): {}",
+            x.name,
+            a.made,
+            a.due,
+            share * 100.0,
+            TARGET_JOBS_MADE * 100.0,
+            if share >= TARGET_JOBS_MADE {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+        let mut cpu = format!(
+            "  livesnap CPU per job {:.3} % ({:.3} % minus idle), PSS per job {:.2} MiB ({:.2} minus idle)",
+            per(x, x.cpu_pct, 0.0),
+            per(x, x.cpu_pct, idle_cpu),
+            per(x, x.pss_mib, 0.0),
+            per(x, x.pss_mib, idle_pss)
+        );
+        if let Some(p) = periodic {
+            let _ = write!(
+                cpu,
+                "; RTMP periodic (N = {}): CPU per stream {:.3} % ({:.3} % minus idle), PSS per stream {:.2} MiB ({:.2} minus idle); job / RTMP CPU minus idle = {}",
+                p.streams,
+                per(p, p.cpu_pct, 0.0),
+                per(p, p.cpu_pct, idle_cpu),
+                per(p, p.pss_mib, 0.0),
+                per(p, p.pss_mib, idle_pss),
+                ratio(per(x, x.cpu_pct, idle_cpu), per(p, p.cpu_pct, idle_cpu))
+            );
+        } else {
+            cpu.push_str("; RTMP periodic not run in this invocation (add `periodic` to --scenarios to compare)");
+        }
+        let _ = writeln!(w, "{cpu}");
     }
 }
 
