@@ -44,6 +44,8 @@ pub struct AppState {
     pub callbacks: Arc<crate::callbacks::Callbacks>,
     /// Pull jobs.
     pub jobs: Arc<livesnap_core::jobs::Jobs>,
+    /// API keys.
+    pub auth: Arc<crate::auth::Auth>,
     /// Base URL of this server for links.
     pub public_url: String,
     /// The Prometheus registry.
@@ -101,6 +103,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             request_limits,
             check_request,
+        ))
+        // After the size checks (a huge request is refused before its key is looked at), and
+        // before any route, the fallback's 404 included: without a key nothing is revealed.
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            crate::auth::authenticate,
         ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

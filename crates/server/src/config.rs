@@ -76,11 +76,11 @@ macro_rules! settings {
             #[arg(long, env = "LIVESNAP_CONFIG")]
             pub config: Option<PathBuf>,
             $( $(#[doc = $vdoc])*
-               #[arg(long, env = $venv, help = help_text(concat!($($vdoc,)* " [default: ", $vshown, "]")))] pub $vname: Option<$vty>, )*
+               #[arg(long, env = $venv, hide_env_values = true, help = help_text(concat!($($vdoc,)* " [default: ", $vshown, "]")))] pub $vname: Option<$vty>, )*
             $( $(#[doc = $odoc])*
-               #[arg(long, env = $oenv, help = help_text(concat!($($odoc,)* " [default: ", $oshown, "]")))] pub $oname: Option<$oty>, )*
+               #[arg(long, env = $oenv, hide_env_values = true, help = help_text(concat!($($odoc,)* " [default: ", $oshown, "]")))] pub $oname: Option<$oty>, )*
             $( $(#[doc = $ldoc])*
-               #[arg(long, env = $lenv, value_delimiter = ',', help = help_text(concat!($($ldoc,)* " [default: ", $lshown, "]")))] pub $lname: Option<$lty>, )*
+               #[arg(long, env = $lenv, hide_env_values = true, value_delimiter = ',', help = help_text(concat!($($ldoc,)* " [default: ", $lshown, "]")))] pub $lname: Option<$lty>, )*
         }
 
         /// Every setting, in declaration order, as the docs show it.
@@ -226,6 +226,13 @@ settings! {
         /// Seconds an HTTP request body may take to arrive whole, from its head; then 408.
         http_body_timeout_s ("LIVESNAP_HTTP_BODY_TIMEOUT_S"): u64 =
             http::DEFAULT_BODY_TIMEOUT.as_secs(), "10", range(1, http::MAX_TIMEOUT_S);
+        /// Serve `/metrics` without an API key when `admin_key` is set (for a Prometheus that
+        /// cannot send one).
+        metrics_public ("LIVESNAP_METRICS_PUBLIC"): bool = false, "false";
+        /// Wrong API keys one address may send per minute; past it the address is answered
+        /// 429 until its minute is over.
+        auth_failures_per_minute ("LIVESNAP_AUTH_FAILURES_PER_MINUTE"): u32 =
+            crate::auth::DEFAULT_FAILURES_PER_MINUTE, "10", range(1, MAX_COUNT);
         /// Log filter (`info`, `debug`, `livesnap_ingest=debug,info`, ...); RUST_LOG wins.
         log ("LIVESNAP_LOG"): String = "info".to_string(), "info";
         /// Log lines as `text` or `json` (one object per line).
@@ -270,6 +277,10 @@ settings! {
         callback_url ("LIVESNAP_CALLBACK_URL"): String, "none";
         /// HMAC-SHA256 key for the X-Livesnap-Signature header of callbacks.
         callback_secret ("LIVESNAP_CALLBACK_SECRET"): String, "none";
+        /// The administrator's API key: with it set, every route but /healthz and /readyz
+        /// (and /metrics with `metrics_public`) needs `Authorization: Bearer <key>`; without
+        /// it the API is open to anyone who reaches it.
+        admin_key ("LIVESNAP_ADMIN_KEY"): String, "none";
         /// Base URL of this server as others reach it, for links in callbacks.
         public_url ("LIVESNAP_PUBLIC_URL"): String, "http://<http>";
         /// WCS: where automatic snapshots go.
@@ -748,6 +759,7 @@ mod tests {
             "http_max_connections",
             "http_header_timeout_s",
             "http_body_timeout_s",
+            "auth_failures_per_minute",
             "shutdown_timeout_s",
             "request_timeout_s",
             "spool_max_bytes",

@@ -36,6 +36,22 @@ pub enum AppError {
     /// The request's headers are too many or too large.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// No API key, or a wrong one (`invalid`), where one is needed.
+    #[error("{message}")]
+    Unauthorized {
+        /// What to do.
+        message: String,
+        /// A key was sent, and it is not valid.
+        invalid: bool,
+    },
+    /// The caller's address sent too many wrong keys this minute.
+    #[error(
+        "too many requests with a wrong API key from this address; try again in {retry_after_s} s"
+    )]
+    TooManyAuthFailures {
+        /// Seconds until its minute is over.
+        retry_after_s: u64,
+    },
     /// A pull job request was refused.
     #[error(transparent)]
     Jobs(#[from] livesnap_core::jobs::JobsError),
@@ -73,6 +89,8 @@ impl AppError {
             AppError::Core(C::Internal(_) | C::Superseded) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Core(C::Store(e)) | AppError::Store(e) => store_status(e),
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AppError::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::Overloaded(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -171,10 +189,26 @@ impl IntoResponse for AppError {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        match &self {
+            AppError::Unauthorized { invalid, .. } => {
+                let challenge = if *invalid {
+                    r#"Bearer realm="livesnap", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="livesnap""#
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            AppError::TooManyAuthFailures { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            _ => {}
         }
         response
     }

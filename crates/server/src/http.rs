@@ -89,7 +89,12 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             admitted.establish();
             let mut router = router.clone();
-            async move { router.call(request.map(Body::new)).await }
+            let mut request = request.map(Body::new);
+            // Who is asking, for the layers that count by address (wrong API keys).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+            async move { router.call(request).await }
         });
         let connection = builder.serve_connection(TokioIo::new(socket), service);
         let shutdown = shutdown.clone();

@@ -4,6 +4,7 @@
 //! The `livesnap` binary only parses its command line and runs this.
 
 pub mod api;
+pub mod auth;
 pub mod auto_api;
 pub mod callbacks;
 pub mod config;

@@ -335,8 +335,17 @@ pub async fn start_with_clock(
         auto,
         callbacks,
         jobs,
+        auth: Arc::new(crate::auth::Auth::new(
+            settings.admin_key.as_deref(),
+            settings.metrics_public,
+            settings.auth_failures_per_minute,
+            clock.clone(),
+        )),
         public_url,
     };
+    if settings.admin_key.is_none() && !http_addr.ip().is_loopback() {
+        warn!(http = %http_addr, "the HTTP API is open to anyone who can reach it: set admin_key (LIVESNAP_ADMIN_KEY) to require an API key");
+    }
     let app = api::app(state.clone());
     let http_config = crate::http::HttpConfig {
         limits: settings.http_limits(),

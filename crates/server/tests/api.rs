@@ -740,6 +740,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/snapshots/{id}/image"),
     ("GET", "/v1/callbacks/deliveries"),
     ("GET", "/v1/automation"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/{id}"),
+    ("DELETE", "/v1/jobs/{id}"),
+    ("POST", "/v1/jobs/{id}/stop"),
+    ("POST", "/v1/jobs/{id}/start"),
+    ("GET", "/v1/jobs/{id}/snapshot.jpg"),
+    ("GET", "/v1/jobs/{id}/snapshot.png"),
+    ("GET", "/v1/usage"),
 ];
 
 /// True when the answer is the router's fallback: no route has this path.

@@ -166,12 +166,25 @@ impl Resp {
 
 /// Sends one request with any method; `Err` only when no answer came.
 pub fn request(method: &str, url: &str, body: Option<&str>) -> Result<Resp, String> {
+    request_with(method, url, body, &[])
+}
+
+/// [`request`] with extra headers.
+pub fn request_with(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Resp, String> {
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .unwrap_or_else(|e| panic!("bad method {method:?}: {e}"));
     let body = body.map(str::to_string);
     runtime().block_on(async {
         let start = Instant::now();
         let mut rb = client().request(method.clone(), url);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
         if let Some(b) = body {
             rb = rb.header("content-type", "application/json").body(b);
         }
