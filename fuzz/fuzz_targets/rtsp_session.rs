@@ -9,7 +9,7 @@
 #![no_main]
 
 use ingest::rtsp::sdp::Sdp;
-use ingest::rtsp::session::{Event, Host, Session};
+use ingest::rtsp::session::{Event, Host, Refusal, Session};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/split.rs"]
@@ -18,9 +18,13 @@ mod split;
 struct AcceptAll;
 
 impl Host for AcceptAll {
-    fn announce(&mut self, url: &str, _: &Sdp) -> Result<(), String> {
+    fn announce(&mut self, url: &str, _: &Sdp) -> Result<(), Refusal> {
+        // Both refusals are exercised: 403 for an empty URL, 401 for an unsigned one.
         if url.is_empty() {
-            return Err("empty URL".into());
+            return Err(Refusal::Forbidden("empty URL".into()));
+        }
+        if url.ends_with('!') {
+            return Err(Refusal::Unauthorized("not signed".into()));
         }
         Ok(())
     }

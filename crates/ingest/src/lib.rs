@@ -11,6 +11,7 @@ pub mod error;
 pub mod flv;
 pub mod frontend;
 pub mod name;
+pub mod publish_auth;
 pub mod rtmp;
 pub mod rtp;
 pub mod rtsp;

@@ -46,6 +46,8 @@ pub struct AppState {
     pub jobs: Arc<livesnap_core::jobs::Jobs>,
     /// API keys.
     pub auth: Arc<crate::auth::Auth>,
+    /// Signed publish URLs.
+    pub publish: Arc<crate::publish_api::PublishUrlMaker>,
     /// Base URL of this server for links.
     pub public_url: String,
     /// The Prometheus registry.
@@ -127,6 +129,7 @@ pub fn app(state: AppState) -> Router {
             .routes(routes!(wcs_snapshot))
             .merge(crate::auto_api::routes())
             .merge(crate::jobs_api::routes())
+            .merge(crate::publish_api::routes())
             .routes(routes!(crate::openapi::openapi_json))
             .split_for_parts();
     crate::openapi::add_common_responses(&mut doc);

@@ -281,6 +281,9 @@ settings! {
         /// (and /metrics with `metrics_public`) needs `Authorization: Bearer <key>`; without
         /// it the API is open to anyone who reaches it.
         admin_key ("LIVESNAP_ADMIN_KEY"): String, "none";
+        /// With it, a publish (RTMP, RTSP) must carry `expires=<unix>&sign=<hex HMAC-SHA256 of
+        /// "{app}/{stream}:{expires}">` in its URL's query; `POST /v1/publish-urls` mints them.
+        publish_secret ("LIVESNAP_PUBLISH_SECRET"): String, "none";
         /// Base URL of this server as others reach it, for links in callbacks.
         public_url ("LIVESNAP_PUBLIC_URL"): String, "http://<http>";
         /// WCS: where automatic snapshots go.

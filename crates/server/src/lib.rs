@@ -17,6 +17,7 @@ pub mod logs;
 pub mod malloc;
 pub mod metrics;
 pub mod openapi;
+pub mod publish_api;
 pub mod pull;
 pub mod server;
 

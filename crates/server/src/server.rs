@@ -136,6 +136,7 @@ async fn bind_front_ends(
         max_access_unit_bytes: settings.max_access_unit_bytes,
         merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
         budget: budget.clone(),
+        publish_auth: ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref()),
         ..RtmpConfig::default()
     };
     let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)
@@ -154,6 +155,7 @@ async fn bind_front_ends(
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
         // Checked by `Settings::validate`.
         udp_ports: settings.rtsp_udp_ports().unwrap_or((0, 0)),
+        publish_auth: ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref()),
         ..RtspConfig::default()
     };
     let rtsp = RtspFrontEnd::bind(settings.rtsp, rtsp_config)
@@ -341,6 +343,17 @@ pub async fn start_with_clock(
             settings.auth_failures_per_minute,
             clock.clone(),
         )),
+        publish: Arc::new(crate::publish_api::PublishUrlMaker {
+            secret: settings.publish_secret.clone(),
+            host: settings
+                .public_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_string)),
+            rtmp_port: rtmp_addr.port(),
+            rtsp_port: rtsp_addr.port(),
+            public_url: public_url.clone(),
+        }),
         public_url,
     };
     if settings.admin_key.is_none() && !http_addr.ip().is_loopback() {

@@ -749,6 +749,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}/snapshot.jpg"),
     ("GET", "/v1/jobs/{id}/snapshot.png"),
     ("GET", "/v1/usage"),
+    ("POST", "/v1/publish-urls"),
 ];
 
 /// True when the answer is the router's fallback: no route has this path.

@@ -50,6 +50,8 @@ pub struct RtmpConfig {
     pub stats: Arc<ConnectionStats>,
     /// The ingest memory budget publishers' partial messages are charged to.
     pub budget: Arc<media::budget::MemoryBudget>,
+    /// Signed publish URLs (`publish_secret`).
+    pub publish_auth: crate::publish_auth::PublishAuth,
 }
 
 /// Most RTMP connections at once by default.
@@ -74,6 +76,7 @@ impl Default for RtmpConfig {
             merge_read: DEFAULT_MERGE_READ,
             stats: Arc::default(),
             budget: media::budget::MemoryBudget::unlimited(),
+            publish_auth: crate::publish_auth::PublishAuth::default(),
         }
     }
 }
@@ -395,6 +398,14 @@ impl Connection {
                         return Ok(true);
                     }
                 };
+                let queries = crate::publish_auth::queries(&app, &name, tc_url.as_deref());
+                let now = crate::publish_auth::unix_now();
+                if let Err(why) = self.config.publish_auth.check(&key, &queries, now) {
+                    warn!(addr = %self.addr, stream = %key, %why, "rtmp publish refused");
+                    self.session
+                        .reject_publish("NetStream.Publish.Unauthorized", &why.to_string())?;
+                    return Ok(true);
+                }
                 let info = PublisherInfo {
                     addr: self.addr,
                     protocol: PROTOCOL,

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::sdp::Sdp;
-use super::session::{Event, Host, Session};
+use super::session::{Event, Host, Refusal, Session};
 use crate::frontend::{
     accept_admitted, AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits,
     Publication,
@@ -70,6 +70,8 @@ pub struct RtspConfig {
     pub udp_ports: (u16, u16),
     /// Connection counts, for metrics.
     pub stats: Arc<ConnectionStats>,
+    /// Signed publish URLs (`publish_secret`).
+    pub publish_auth: crate::publish_auth::PublishAuth,
 }
 
 impl Default for RtspConfig {
@@ -81,6 +83,7 @@ impl Default for RtspConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             udp_ports: DEFAULT_UDP_PORTS,
             stats: Arc::default(),
+            publish_auth: crate::publish_auth::PublishAuth::default(),
         }
     }
 }
@@ -195,6 +198,7 @@ struct Publisher {
     udp_ports: (u16, u16),
     sink: Arc<dyn StreamSink>,
     domains: Vec<String>,
+    publish_auth: crate::publish_auth::PublishAuth,
     publication: Option<Publication>,
     /// Per `m=` section: the depacketizer of a video track this server reads.
     tracks: Vec<Option<Depacketizer>>,
@@ -223,6 +227,7 @@ impl Connection {
                 udp_ports: config.udp_ports,
                 sink,
                 domains: config.domains.clone(),
+                publish_auth: config.publish_auth.clone(),
                 publication: None,
                 tracks: Vec::new(),
                 new_udp: Vec::new(),
@@ -329,7 +334,7 @@ impl Connection {
 }
 
 impl Host for Publisher {
-    fn announce(&mut self, url: &str, sdp: &Sdp) -> std::result::Result<(), String> {
+    fn announce(&mut self, url: &str, sdp: &Sdp) -> std::result::Result<(), Refusal> {
         // rtsp://host[:port]/{app}/{stream}[?query]: the path's last segment is the stream.
         let after_host = url
             .split_once("://")
@@ -340,20 +345,27 @@ impl Host for Publisher {
         let (app, stream) = path
             .trim_matches('/')
             .rsplit_once('/')
-            .ok_or_else(|| format!("the URL names no app/stream: {url:?}"))?;
+            .ok_or_else(|| Refusal::Forbidden(format!("the URL names no app/stream: {url:?}")))?;
         let name = if query.is_empty() {
             stream.to_string()
         } else {
             format!("{stream}?{query}")
         };
         let key = crate::name::resolve(app, &name, Some(url), &self.domains)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Forbidden(e.to_string()))?;
+        // The query once: the stream name carries the URL's.
+        let queries = [query, "", ""];
+        let now = crate::publish_auth::unix_now();
+        if let Err(why) = self.publish_auth.check(&key, &queries, now) {
+            warn!(addr = %self.addr, stream = %key, %why, "rtsp publish refused");
+            return Err(Refusal::Unauthorized(why.to_string()));
+        }
         let info = PublisherInfo {
             addr: self.addr,
             protocol: PROTOCOL,
         };
-        let mut publication =
-            Publication::start(self.sink.as_ref(), key, info).map_err(|r| r.to_string())?;
+        let mut publication = Publication::start(self.sink.as_ref(), key, info)
+            .map_err(|r| Refusal::Forbidden(r.to_string()))?;
         self.tracks = sdp
             .media
             .iter()

@@ -30,8 +30,8 @@ const PUBLIC: &str = "OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER,
 
 /// What the session asks of the server it runs in.
 pub trait Host {
-    /// ANNOUNCE of `url` described by `sdp`: publish it, or say why not (answered `403`).
-    fn announce(&mut self, url: &str, sdp: &Sdp) -> std::result::Result<(), String>;
+    /// ANNOUNCE of `url` described by `sdp`: publish it, or say why not.
+    fn announce(&mut self, url: &str, sdp: &Sdp) -> std::result::Result<(), Refusal>;
     /// SETUP of `track` over UDP, the publisher sending from its `client` RTP and RTCP ports:
     /// the server's RTP and RTCP ports for it, or why not (answered `461`, and clients then try
     /// TCP).
@@ -40,6 +40,15 @@ pub trait Host {
         track: usize,
         client: (u16, u16),
     ) -> std::result::Result<(u16, u16), String>;
+}
+
+/// Why the host refused an ANNOUNCE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not this stream (its name is live already, the server is full, a bad name): `403`.
+    Forbidden(String),
+    /// The publish is not signed as `publish_secret` asks: `401`.
+    Unauthorized(String),
 }
 
 /// What happened, for the glue to act on.
@@ -226,8 +235,14 @@ impl Session {
                 {
                     return (reply(415, "Unsupported Media Type (no video)", &[]), None);
                 }
-                if let Err(why) = host.announce(&url, &sdp) {
-                    return (reply(403, &format!("Forbidden ({why})"), &[]), None);
+                match host.announce(&url, &sdp) {
+                    Ok(()) => {}
+                    Err(Refusal::Forbidden(why)) => {
+                        return (reply(403, &format!("Forbidden ({why})"), &[]), None)
+                    }
+                    Err(Refusal::Unauthorized(why)) => {
+                        return (reply(401, &format!("Unauthorized ({why})"), &[]), None)
+                    }
                 }
                 self.setups = vec![None; sdp.media.len()];
                 self.sdp = sdp;
@@ -390,9 +405,9 @@ mod tests {
     }
 
     impl Host for Fake {
-        fn announce(&mut self, url: &str, _: &Sdp) -> std::result::Result<(), String> {
+        fn announce(&mut self, url: &str, _: &Sdp) -> std::result::Result<(), Refusal> {
             if self.refuse {
-                return Err("already live".into());
+                return Err(Refusal::Forbidden("already live".into()));
             }
             self.announced.push(url.to_string());
             Ok(())

@@ -1,0 +1,261 @@
+//! Signed publish URLs, for every front end: with a `publish_secret`, a publish must carry
+//! `expires=<unix seconds>&sign=<hex>` where `sign` is
+//! `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))` of the stream key's app and stream.
+//! RTMP publishers put it in the stream key's query (`rtmp://host/live/cam1?expires=...&sign=...`,
+//! as OBS users paste it), or the app's or the URL's; RTSP publishers in the URL's query.
+//!
+//! Sans-IO: the front ends hand in what the publisher sent and the time; [`PublishAuth::check`]
+//! says whether it may publish, and why not.
+
+use hmac::{Hmac, Mac};
+use media::stream::StreamKey;
+use sha2::Sha256;
+
+/// Longest `sign` value read, in characters (a SHA-256 HMAC is 64 hex digits).
+const SIGN_HEX_LEN: usize = 64;
+
+/// Why a publish was refused. The texts name what to fix, never the secret or the signature
+/// expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `expires` or no `sign`.
+    #[error("the publish is not signed: add ?expires=<unix seconds>&sign=<hex HMAC-SHA256> to the stream name")]
+    Unsigned,
+    /// `expires` is not a number, or `sign` not 64 hex digits.
+    #[error("the publish signature is malformed: {0}")]
+    Malformed(&'static str),
+    /// The signature's time has passed.
+    #[error("the publish signature expired at {expires} (unix seconds; now {now})")]
+    Expired {
+        /// When it expired.
+        expires: u64,
+        /// The server's time.
+        now: u64,
+    },
+    /// The signature does not match the stream and time.
+    #[error("the publish signature does not match this stream and expiry")]
+    BadSignature,
+}
+
+/// The secrets publishes are checked against. Without one, every publish may go.
+#[derive(Debug, Clone, Default)]
+pub struct PublishAuth {
+    secret: Option<Vec<u8>>,
+}
+
+/// `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))`.
+pub fn sign(secret: &[u8], app: &str, stream: &str, expires: u64) -> String {
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(format!("{app}/{stream}:{expires}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of `key` in the first of `queries` (`a=1&b=2` texts) that has it.
+fn param<'a>(queries: &[&'a str], key: &str) -> Option<&'a str> {
+    queries.iter().find_map(|q| {
+        q.split('&').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        })
+    })
+}
+
+/// Decodes 64 hex digits.
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != SIGN_HEX_LEN {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl PublishAuth {
+    /// Publishes are checked against `secret`; `None` lets every publish go.
+    pub fn new(secret: Option<&str>) -> PublishAuth {
+        PublishAuth {
+            secret: secret.map(|s| s.as_bytes().to_vec()),
+        }
+    }
+
+    /// Whether publishes must be signed.
+    pub fn is_required(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Checks the publish of `key` whose queries (the stream name's, the app's, the URL's:
+    /// the first that has a parameter wins) are `queries`, at `now` (Unix seconds). A
+    /// signature is good until `expires`, not at it.
+    pub fn check(&self, key: &StreamKey, queries: &[&str], now: u64) -> Result<(), AuthError> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let (Some(expires), Some(given)) = (param(queries, "expires"), param(queries, "sign"))
+        else {
+            return Err(AuthError::Unsigned);
+        };
+        let expires: u64 = expires
+            .parse()
+            .map_err(|_| AuthError::Malformed("expires must be unix seconds"))?;
+        let given = unhex(&given.to_ascii_lowercase())
+            .ok_or(AuthError::Malformed("sign must be 64 hex digits"))?;
+        if now >= expires {
+            return Err(AuthError::Expired { expires, now });
+        }
+        let want =
+            unhex(&sign(secret, &key.app, &key.stream, expires)).ok_or(AuthError::BadSignature)?;
+        // In time that does not depend on where they differ.
+        let differ = want
+            .iter()
+            .zip(&given)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differ == 0 {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature)
+        }
+    }
+}
+
+/// The time publishes are checked at: the system's, in Unix seconds (the front ends read no
+/// injected clock yet).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The query texts of a publish, in the order they are searched: the stream name's, the
+/// app's, the URL's.
+pub fn queries<'a>(app: &'a str, name: &'a str, url: Option<&'a str>) -> [&'a str; 3] {
+    let q = |s: &'a str| s.split_once('?').map_or("", |(_, q)| q);
+    [q(name), q(app), url.map_or("", q)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "publish-secret";
+
+    fn key(app: &str, stream: &str) -> StreamKey {
+        StreamKey::new("_default", app, stream).unwrap()
+    }
+
+    fn signed(app: &str, stream: &str, expires: u64) -> String {
+        format!(
+            "expires={expires}&sign={}",
+            sign(SECRET.as_bytes(), app, stream, expires)
+        )
+    }
+
+    #[test]
+    fn a_signed_publish_goes_and_others_are_refused_with_the_reason() {
+        let auth = PublishAuth::new(Some(SECRET));
+        let k = key("live", "cam1");
+        let good = signed("live", "cam1", 2000);
+        assert_eq!(auth.check(&k, &[&good], 1000), Ok(()));
+        // In the app's or the URL's query too, and the sign in upper case.
+        assert_eq!(auth.check(&k, &["", &good, ""], 1000), Ok(()));
+        assert_eq!(auth.check(&k, &["x=1", "", &good], 1000), Ok(()));
+        assert_eq!(
+            auth.check(
+                &k,
+                &[&good
+                    .to_ascii_uppercase()
+                    .replace("EXPIRES", "expires")
+                    .replace("SIGN", "sign")],
+                1000
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            auth.check(&k, &["", "", ""], 1000),
+            Err(AuthError::Unsigned)
+        );
+        assert_eq!(
+            auth.check(&k, &["expires=2000"], 1000),
+            Err(AuthError::Unsigned)
+        );
+        assert!(matches!(
+            auth.check(&k, &["expires=soon&sign=00"], 1000),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            auth.check(&k, &["expires=2000&sign=abc"], 1000),
+            Err(AuthError::Malformed(_))
+        ));
+        assert_eq!(
+            auth.check(&k, &[&good], 2000),
+            Err(AuthError::Expired {
+                expires: 2000,
+                now: 2000
+            })
+        );
+        assert_eq!(
+            auth.check(&key("live", "cam2"), &[&good], 1000),
+            Err(AuthError::BadSignature)
+        );
+        // Without a secret, anything goes.
+        assert_eq!(PublishAuth::new(None).check(&k, &[""], 5), Ok(()));
+        // No message holds the signature.
+        let e = auth
+            .check(&key("live", "cam2"), &[&good], 1000)
+            .unwrap_err();
+        assert!(!e.to_string().contains(&good[20..]), "{e}");
+    }
+
+    #[test]
+    fn queries_come_from_the_name_the_app_and_the_url() {
+        assert_eq!(
+            queries("live?a=1", "cam?b=2", Some("rtmp://h/live?c=3")),
+            ["b=2", "a=1", "c=3"]
+        );
+        assert_eq!(queries("live", "cam", None), ["", "", ""]);
+    }
+
+    proptest! {
+        /// Any change to the app, the stream or the expiry fails the signature; a signature
+        /// fails at exactly its expiry and holds the second before.
+        #[test]
+        fn any_change_fails_and_expiry_is_exact(
+            app in "[a-z0-9]{1,12}",
+            stream in "[a-z0-9]{1,12}",
+            other in "[a-z0-9]{1,12}",
+            expires in 1u64..4_000_000_000,
+            delta in 1u64..1000,
+        ) {
+            let auth = PublishAuth::new(Some(SECRET));
+            let good = signed(&app, &stream, expires);
+            let k = key(&app, &stream);
+            prop_assert_eq!(auth.check(&k, &[&good], expires - 1), Ok(()));
+            prop_assert_eq!(
+                auth.check(&k, &[&good], expires),
+                Err(AuthError::Expired { expires, now: expires })
+            );
+            if other != app {
+                prop_assert_eq!(auth.check(&key(&other, &stream), &[&good], 0), Err(AuthError::BadSignature));
+            }
+            if other != stream {
+                prop_assert_eq!(auth.check(&key(&app, &other), &[&good], 0), Err(AuthError::BadSignature));
+            }
+            // The signature of one expiry with another expiry.
+            let sig = sign(SECRET.as_bytes(), &app, &stream, expires);
+            let moved = format!("expires={}&sign={sig}", expires + delta);
+            prop_assert_eq!(auth.check(&k, &[&moved], 0), Err(AuthError::BadSignature));
+            // Another secret's signature.
+            let theirs = format!("expires={expires}&sign={}", sign(b"another", &app, &stream, expires));
+            prop_assert_eq!(auth.check(&k, &[&theirs], 0), Err(AuthError::BadSignature));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `POST /v1/publish-urls`: signed publish URLs for one stream (see `ingest::publish_auth`), so
+//! that an application can hand a camera or an encoder a URL that works until it expires.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use media::stream::{StreamKey, DEFAULT_DOMAIN};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::AppState;
+use crate::error::AppError;
+use crate::openapi::{ErrorBody, TAG_STREAMS};
+
+/// How long a minted URL works when the request names no `ttl_s`.
+pub const DEFAULT_PUBLISH_TTL_S: u64 = 3600;
+/// The longest `ttl_s` a request may ask for: a year.
+pub const MAX_PUBLISH_TTL_S: u64 = 366 * 86_400;
+
+/// What the URLs are made with: the secret, and where publishers reach this server.
+#[derive(Debug, Clone)]
+pub struct PublishUrlMaker {
+    /// `publish_secret`; without it the URLs are unsigned (and work as they are).
+    pub secret: Option<String>,
+    /// The host publishers reach, when the settings name it (`public_url`); else the request's
+    /// `Host` is used.
+    pub host: Option<String>,
+    /// The RTMP listener's port.
+    pub rtmp_port: u16,
+    /// The RTSP listener's port.
+    pub rtsp_port: u16,
+    /// Base of HTTP URLs (`public_url`).
+    pub public_url: String,
+}
+
+/// The routes with their OpenAPI operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(publish_urls))
+}
+
+/// `POST /v1/publish-urls`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PublishUrlRequest {
+    /// Application name.
+    app: String,
+    /// Stream name.
+    stream: String,
+    /// Domain (virtual host), when not `_default`.
+    #[serde(default)]
+    domain: Option<String>,
+    /// Seconds the URLs work (default 3600, at most a year).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_622_400)]
+    ttl_s: Option<serde_json::Value>,
+}
+
+/// Publish URLs of one stream.
+#[derive(Debug, Serialize, ToSchema)]
+struct PublishUrls {
+    /// `rtmp://host:port/app/stream?expires=...&sign=...` (OBS: server `rtmp://host:port/app`,
+    /// stream key `stream?expires=...&sign=...`).
+    rtmp: String,
+    /// `rtsp://host:port/app/stream?expires=...&sign=...`.
+    rtsp: String,
+    /// The WHIP endpoint with the same query (WebRTC ingest).
+    whip: String,
+    /// When they stop working, Unix seconds (absent when publishes need no signature).
+    expires: Option<u64>,
+    /// Whether they are signed: false when the server has no `publish_secret`, and any publish
+    /// goes.
+    signed: bool,
+}
+
+/// The host part (no port) of a `Host` header or a URL's authority.
+fn host_only(authority: &str) -> &str {
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// `POST /v1/publish-urls`: RTMP, RTSP and WHIP URLs that may publish one stream until they
+/// expire.
+#[utoipa::path(
+    post,
+    path = "/v1/publish-urls",
+    tag = TAG_STREAMS,
+    request_body = PublishUrlRequest,
+    responses(
+        (status = 200, description = "The URLs", body = PublishUrls),
+        (status = 400, description = "Bad JSON, a bad name, or `ttl_s` out of range",
+            body = ErrorBody),
+    )
+)]
+async fn publish_urls(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Json<PublishUrls>, AppError> {
+    let req: PublishUrlRequest = serde_json::from_slice(&b)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let domain = req.domain.as_deref().unwrap_or(DEFAULT_DOMAIN);
+    let key = StreamKey::new(domain, &req.app, &req.stream)
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let ttl = match &req.ttl_s {
+        None => DEFAULT_PUBLISH_TTL_S,
+        Some(v) => crate::api::bounded("ttl_s", &v.to_string(), (1, MAX_PUBLISH_TTL_S))?,
+    };
+    let maker = &st.publish;
+    let host = maker
+        .host
+        .clone()
+        .or_else(|| {
+            headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| host_only(h).to_string())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut query = Vec::new();
+    let mut expires = None;
+    if let Some(secret) = &maker.secret {
+        let at = ingest::publish_auth::unix_now().saturating_add(ttl);
+        let sign = ingest::publish_auth::sign(secret.as_bytes(), &key.app, &key.stream, at);
+        query.push(format!("expires={at}&sign={sign}"));
+        expires = Some(at);
+    }
+    if key.domain != DEFAULT_DOMAIN {
+        query.push(format!("domain={}", key.domain));
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let path = format!("{}/{}{query}", key.app, key.stream);
+    Ok(Json(PublishUrls {
+        rtmp: format!("rtmp://{host}:{}/{path}", maker.rtmp_port),
+        rtsp: format!("rtsp://{host}:{}/{path}", maker.rtsp_port),
+        whip: format!("{}/v1/whip/{path}", maker.public_url.trim_end_matches('/')),
+        expires,
+        signed: maker.secret.is_some(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(host_only("cams.example.com:8081"), "cams.example.com");
+        assert_eq!(host_only("10.0.0.5"), "10.0.0.5");
+        assert_eq!(host_only("[::1]:8081"), "::1");
+    }
+}
