@@ -284,6 +284,11 @@ settings! {
         /// With it, a publish (RTMP, RTSP) must carry `expires=<unix>&sign=<hex HMAC-SHA256 of
         /// "{app}/{stream}:{expires}">` in its URL's query; `POST /v1/publish-urls` mints them.
         publish_secret ("LIVESNAP_PUBLISH_SECRET"): String, "none";
+        /// PEM certificate chain (leaf first): with `tls_key`, the HTTP port speaks HTTPS only;
+        /// both files are read again on SIGHUP.
+        tls_cert ("LIVESNAP_TLS_CERT"): PathBuf, "none";
+        /// PEM private key of `tls_cert`.
+        tls_key ("LIVESNAP_TLS_KEY"): PathBuf, "none";
         /// Base URL of this server as others reach it, for links in callbacks.
         public_url ("LIVESNAP_PUBLIC_URL"): String, "http://<http>";
         /// WCS: where automatic snapshots go.
@@ -422,6 +427,9 @@ impl Settings {
     /// that span settings.
     pub fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: give both, or neither".into());
+        }
         if !matches!(
             self.snapshot_auto_naming.as_str(),
             "streamName" | "mediaSessionId"

@@ -56,6 +56,8 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Connection counts, for metrics.
     pub stats: Arc<ConnectionStats>,
+    /// HTTPS: each connection's TLS handshake first, within the header timeout.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, each connection a task on `tasks`.
@@ -84,35 +86,69 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let admitted = Arc::new(admitted);
         let router = app.clone();
-        // hyper calls the service once a request head is read whole: the connection has shown
-        // it is a real client and leaves the pending pool.
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            admitted.establish();
-            let mut router = router.clone();
-            let mut request = request.map(Body::new);
-            // Who is asking, for the layers that count by address (wrong API keys).
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(addr));
-            async move { router.call(request).await }
-        });
-        let connection = builder.serve_connection(TokioIo::new(socket), service);
+        let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let Some(tls) = config.tls.as_ref().map(|t| t.acceptor()) else {
+            tasks.spawn(serve_connection(
+                builder, socket, addr, admitted, router, shutdown,
+            ));
+            continue;
+        };
+        let handshake_timeout = config.header_timeout;
         tasks.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            // The handshake is part of reading the first request head: the connection stays
+            // pending, and gets the same time.
+            let handshake = tokio::time::timeout(handshake_timeout, tls.accept(socket));
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return debug!(%addr, error = %e, "tls handshake failed"),
+                    Err(_) => return debug!(%addr, "tls handshake timed out"),
+                },
+                _ = shutdown.cancelled() => return,
             };
-            if let Err(e) = result {
-                debug!(%addr, error = %e, "http connection ended");
-            }
+            serve_connection(builder, stream, addr, admitted, router, shutdown).await
         });
     }
     debug!("http listener closed");
+}
+
+/// Serves one connection (plain or TLS) until it ends, or gracefully once `shutdown` is
+/// cancelled.
+async fn serve_connection<I>(
+    builder: hyper::server::conn::http1::Builder,
+    io: I,
+    addr: std::net::SocketAddr,
+    admitted: Arc<ingest::frontend::Admitted>,
+    router: Router,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // hyper calls the service once a request head is read whole: the connection has shown
+    // it is a real client and leaves the pending pool.
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        admitted.establish();
+        let mut router = router.clone();
+        let mut request = request.map(Body::new);
+        // Who is asking, for the layers that count by address (wrong API keys).
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        async move { router.call(request).await }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%addr, error = %e, "http connection ended");
+    }
 }
 
 /// Answers a connection over the limits with the JSON 503 and closes it. Without waiting: a

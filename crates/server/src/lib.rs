@@ -20,5 +20,6 @@ pub mod openapi;
 pub mod publish_api;
 pub mod pull;
 pub mod server;
+pub mod tls;
 
 pub use server::{start, start_with_clock, RunningServer, ShutdownReport, StartError};

@@ -102,6 +102,8 @@ pub struct RunningServer {
     pub rtmp: SocketAddr,
     /// The RTSP listener's address.
     pub rtsp: SocketAddr,
+    /// Whether the HTTP port speaks HTTPS.
+    pub tls: bool,
     /// Every front end's listener.
     pub front_ends: Vec<FrontEndInfo>,
     state: AppState,
@@ -236,6 +238,17 @@ pub async fn start_with_clock(
                 source,
             })
     };
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(crate::tls::Tls::load(cert, key).map_err(|e| {
+                StartError::Setting {
+                    setting: "tls_cert",
+                    reason: e.to_string(),
+                }
+            })?))
+        }
+        _ => None,
+    };
     let http = listen("HTTP", "http", settings.http).await?;
     let http_addr = http.local_addr().map_err(|source| StartError::Listen {
         what: "HTTP",
@@ -364,7 +377,11 @@ pub async fn start_with_clock(
         limits: settings.http_limits(),
         header_timeout: Duration::from_secs(settings.http_header_timeout_s),
         stats: http_stats,
+        tls: tls.clone(),
     };
+    if let Some(tls) = tls.clone() {
+        front.spawn_until_cancelled(reload_on_hangup(tls));
+    }
     front.spawn(crate::http::serve(
         http,
         app,
@@ -378,6 +395,7 @@ pub async fn start_with_clock(
         http: http_addr,
         rtmp: rtmp_addr,
         rtsp: rtsp_addr,
+        tls: settings.tls_cert.is_some(),
         front_ends: listening,
         state,
         front,
@@ -464,6 +482,28 @@ fn warn_if_over_open_files(settings: &Settings) {
             "the connection limits exceed the open-file limit: lower them or raise `ulimit -n`"
         );
     }
+}
+
+/// Reads the certificate and key again at each SIGHUP; files that do not load leave the one in
+/// use (and say why).
+async fn reload_on_hangup(tls: Arc<crate::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return warn!("SIGHUP cannot be caught: the certificate is read at start only");
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!("SIGHUP: TLS certificate and key read again"),
+                Err(e) => {
+                    warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 async fn shutdown_signal() {
