@@ -2,6 +2,7 @@
 //! snapshot service that turns it into pictures with a bounded pool of reused decoders.
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod auto;
 pub mod auto_rows;
 pub mod clock;

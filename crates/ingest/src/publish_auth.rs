@@ -37,10 +37,13 @@ pub enum AuthError {
     BadSignature,
 }
 
-/// The secrets publishes are checked against. Without one, every publish may go.
+/// The secrets publishes are checked against: a domain's own (its account's), else the
+/// server's. Without either, a publish may go. Clones share the domains' secrets, which the
+/// server replaces as accounts change.
 #[derive(Debug, Clone, Default)]
 pub struct PublishAuth {
     secret: Option<Vec<u8>>,
+    by_domain: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<u8>>>>,
 }
 
 /// `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))`.
@@ -84,19 +87,34 @@ impl PublishAuth {
     pub fn new(secret: Option<&str>) -> PublishAuth {
         PublishAuth {
             secret: secret.map(|s| s.as_bytes().to_vec()),
+            by_domain: Default::default(),
         }
     }
 
-    /// Whether publishes must be signed.
-    pub fn is_required(&self) -> bool {
-        self.secret.is_some()
+    /// Replaces the domains' own secrets (domain -> secret).
+    pub fn set_domain_secrets(&self, secrets: std::collections::HashMap<String, String>) {
+        let secrets = secrets
+            .into_iter()
+            .map(|(d, s)| (d, s.into_bytes()))
+            .collect();
+        *self.by_domain.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    /// The secret a publish in `domain` is checked against, if any.
+    fn secret_for(&self, domain: &str) -> Option<Vec<u8>> {
+        self.by_domain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+            .or_else(|| self.secret.clone())
     }
 
     /// Checks the publish of `key` whose queries (the stream name's, the app's, the URL's:
     /// the first that has a parameter wins) are `queries`, at `now` (Unix seconds). A
     /// signature is good until `expires`, not at it.
     pub fn check(&self, key: &StreamKey, queries: &[&str], now: u64) -> Result<(), AuthError> {
-        let Some(secret) = &self.secret else {
+        let Some(secret) = self.secret_for(&key.domain) else {
             return Ok(());
         };
         let (Some(expires), Some(given)) = (param(queries, "expires"), param(queries, "sign"))
@@ -112,7 +130,7 @@ impl PublishAuth {
             return Err(AuthError::Expired { expires, now });
         }
         let want =
-            unhex(&sign(secret, &key.app, &key.stream, expires)).ok_or(AuthError::BadSignature)?;
+            unhex(&sign(&secret, &key.app, &key.stream, expires)).ok_or(AuthError::BadSignature)?;
         // In time that does not depend on where they differ.
         let differ = want
             .iter()
@@ -207,7 +225,20 @@ mod tests {
             Err(AuthError::BadSignature)
         );
         // Without a secret, anything goes.
-        assert_eq!(PublishAuth::new(None).check(&k, &[""], 5), Ok(()));
+        let open = PublishAuth::new(None);
+        assert_eq!(open.check(&k, &[""], 5), Ok(()));
+        // A domain's own secret: publishes there need it, and only it; others stay open.
+        let shared = open.clone();
+        shared.set_domain_secrets([("cams.example".to_string(), "theirs".to_string())].into());
+        let theirs = StreamKey::new("cams.example", "live", "cam1").unwrap();
+        assert_eq!(open.check(&theirs, &[""], 5), Err(AuthError::Unsigned));
+        let q = format!("expires=10&sign={}", sign(b"theirs", "live", "cam1", 10));
+        assert_eq!(open.check(&theirs, &[&q], 5), Ok(()));
+        assert_eq!(
+            open.check(&theirs, &[&good], 5),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(open.check(&k, &[""], 5), Ok(()));
         // No message holds the signature.
         let e = auth
             .check(&key("live", "cam2"), &[&good], 1000)

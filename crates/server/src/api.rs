@@ -46,6 +46,8 @@ pub struct AppState {
     pub jobs: Arc<livesnap_core::jobs::Jobs>,
     /// API keys.
     pub auth: Arc<crate::auth::Auth>,
+    /// Accounts and their keys.
+    pub accounts: Arc<livesnap_core::accounts::Accounts>,
     /// Signed publish URLs.
     pub publish: Arc<crate::publish_api::PublishUrlMaker>,
     /// Base URL of this server for links.
@@ -130,6 +132,7 @@ pub fn app(state: AppState) -> Router {
             .merge(crate::auto_api::routes())
             .merge(crate::jobs_api::routes())
             .merge(crate::publish_api::routes())
+            .merge(crate::accounts_api::routes())
             .routes(routes!(crate::openapi::openapi_json))
             .split_for_parts();
     crate::openapi::add_common_responses(&mut doc);
@@ -416,8 +419,17 @@ struct StreamList {
     tag = TAG_STREAMS,
     responses((status = 200, description = "Every live stream", body = StreamList))
 )]
-async fn list_streams(State(st): State<AppState>) -> Json<StreamList> {
-    let streams = st.hub.list().iter().map(|s| s.stats()).collect();
+async fn list_streams(
+    State(st): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
+) -> Json<StreamList> {
+    let streams = st
+        .hub
+        .list()
+        .iter()
+        .filter(|s| caller.sees_domain(&st.accounts, &s.key.domain))
+        .map(|s| s.stats())
+        .collect();
     Json(StreamList { streams })
 }
 
@@ -459,8 +471,11 @@ struct DomainQuery {
     domain: Option<String>,
 }
 
+/// The live stream `domain/app/stream`, if the caller may see it: another account's stream
+/// is not live as far as it is told.
 fn lookup(
-    hub: &Hub,
+    st: &AppState,
+    caller: &crate::auth::Caller,
     domain: Option<&str>,
     app: &str,
     stream: &str,
@@ -468,7 +483,9 @@ fn lookup(
     let domain = domain.unwrap_or(DEFAULT_DOMAIN);
     let key =
         StreamKey::new(domain, app, stream).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    hub.get(&key)
+    st.hub
+        .get(&key)
+        .filter(|_| caller.sees_domain(&st.accounts, &key.domain))
         .ok_or_else(|| AppError::Core(livesnap_core::Error::NotLive(key.to_string())))
 }
 
@@ -490,10 +507,11 @@ fn lookup(
 )]
 async fn get_stream(
     State(st): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path((app, stream)): Path<(String, String)>,
     Query(q): Query<DomainQuery>,
 ) -> Result<Json<StreamStats>, AppError> {
-    let s = lookup(&st.hub, q.domain.as_deref(), &app, &stream)?;
+    let s = lookup(&st, &caller, q.domain.as_deref(), &app, &stream)?;
     Ok(Json(s.stats()))
 }
 
@@ -616,10 +634,11 @@ fn image_request(
 )]
 async fn snapshot_jpg(
     st: State<AppState>,
+    caller: Extension<crate::auth::Caller>,
     path: Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    direct_image(st, path, q, ImageFormat::Jpeg)
+    direct_image(st, caller, path, q, ImageFormat::Jpeg)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -655,23 +674,25 @@ async fn snapshot_jpg(
 )]
 async fn snapshot_png(
     st: State<AppState>,
+    caller: Extension<crate::auth::Caller>,
     path: Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    direct_image(st, path, q, ImageFormat::Png)
+    direct_image(st, caller, path, q, ImageFormat::Png)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
 
 async fn direct_image(
     State(st): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path((app, stream)): Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let (request, domain) = image_request(format, q)?;
-    let s = lookup(&st.hub, domain.as_deref(), &app, &stream)?;
+    let s = lookup(&st, &caller, domain.as_deref(), &app, &stream)?;
     let snap = st.snapshots.take(&s, request).await?;
     Ok(image_response(format, &snap, st.hub.clock().wall()))
 }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::error::AppError;
+use livesnap_core::accounts::{Accounts, Role};
 
 /// Routes every caller may reach, key or not: what load balancers and orchestrators probe.
 pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
@@ -41,6 +42,50 @@ pub enum Caller {
     Open,
     /// The holder of `admin_key`.
     Admin,
+    /// A key of an account.
+    Account {
+        /// The account.
+        name: String,
+        /// What the key may do.
+        role: Role,
+    },
+}
+
+impl Caller {
+    /// Whether the caller sees everything (the open API, the administrator).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Open | Caller::Admin)
+    }
+
+    /// Whether the caller may see what is in `domain`: the administrator everything, an
+    /// account its own domains only.
+    pub fn sees_domain(&self, accounts: &Accounts, domain: &str) -> bool {
+        match self {
+            Caller::Open | Caller::Admin => true,
+            Caller::Account { name, .. } => accounts.owner_of(domain).as_deref() == Some(name),
+        }
+    }
+
+    /// Whether the caller may see account `account`.
+    pub fn sees_account(&self, account: &str) -> bool {
+        match self {
+            Caller::Open | Caller::Admin => true,
+            Caller::Account { name, .. } => name == account,
+        }
+    }
+}
+
+/// The routes an account's key reaches: its account and keys, its streams (by its domains) and
+/// their pictures, publish URLs for them, and the API document. The others (templates,
+/// bindings, jobs, snapshots, usage, operations) are the administrator's until they carry
+/// their account.
+fn account_may_use(path: &str) -> bool {
+    path == "/openapi.json"
+        || path == "/v1/accounts"
+        || path.starts_with("/v1/accounts/")
+        || path == "/v1/streams"
+        || path.starts_with("/v1/streams/")
+        || path == "/v1/publish-urls"
 }
 
 /// The SHA-256 digest of a key.
@@ -90,6 +135,7 @@ struct Failures {
 #[derive(Debug)]
 pub struct Auth {
     admin: Option<[u8; 32]>,
+    accounts: Option<Arc<Accounts>>,
     metrics_public: bool,
     failures_per_minute: u32,
     failures: Mutex<Failures>,
@@ -106,11 +152,18 @@ impl Auth {
     ) -> Auth {
         Auth {
             admin: admin_key.map(digest),
+            accounts: None,
             metrics_public,
             failures_per_minute: failures_per_minute.max(1),
             failures: Mutex::new(Failures::default()),
             clock,
         }
+    }
+
+    /// Accounts' keys are checked against `accounts` too.
+    pub fn with_accounts(mut self, accounts: Arc<Accounts>) -> Auth {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Whether the API is open to anyone.
@@ -162,7 +215,13 @@ impl Auth {
         let d = digest(key);
         match &self.admin {
             Some(admin) if same_digest(&d, admin) => Some(Caller::Admin),
-            _ => None,
+            _ => {
+                let owner = self.accounts.as_ref()?.key_owner(key)?;
+                Some(Caller::Account {
+                    name: owner.account,
+                    role: owner.role,
+                })
+            }
         }
     }
 
@@ -201,6 +260,23 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, mut req: Request, next:
     };
     match auth.caller(key) {
         Some(caller) => {
+            if let Caller::Account { role, .. } = &caller {
+                let reads = matches!(
+                    *req.method(),
+                    axum::http::Method::GET | axum::http::Method::HEAD
+                );
+                if *role == Role::Read && !reads {
+                    return AppError::Forbidden("a read key cannot change anything".into())
+                        .into_response();
+                }
+                if !account_may_use(req.uri().path()) {
+                    return AppError::Forbidden(format!(
+                        "{} is the administrator's: an account's key reaches its account, its streams and their publish URLs",
+                        req.uri().path().chars().take(100).collect::<String>()
+                    ))
+                    .into_response();
+                }
+            }
             req.extensions_mut().insert(caller);
             next.run(req).await
         }

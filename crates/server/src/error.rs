@@ -52,6 +52,12 @@ pub enum AppError {
         /// Seconds until its minute is over.
         retry_after_s: u64,
     },
+    /// The caller's key may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An account or key request was refused.
+    #[error(transparent)]
+    Accounts(#[from] livesnap_core::accounts::AccountError),
     /// A pull job request was refused.
     #[error(transparent)]
     Jobs(#[from] livesnap_core::jobs::JobsError),
@@ -90,6 +96,16 @@ impl AppError {
             AppError::Core(C::Store(e)) | AppError::Store(e) => store_status(e),
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Accounts(e) => {
+                use livesnap_core::accounts::AccountError as A;
+                match e {
+                    A::Field { .. } => StatusCode::BAD_REQUEST,
+                    A::NotFound(_) => StatusCode::NOT_FOUND,
+                    A::Conflict(_) | A::TooMany { .. } => StatusCode::CONFLICT,
+                    A::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
             AppError::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -140,7 +156,9 @@ impl AppError {
         {
             body["field"] = json!(f.field);
         }
-        if let AppError::Jobs(livesnap_core::jobs::JobsError::Field { field, .. }) = self {
+        if let AppError::Jobs(livesnap_core::jobs::JobsError::Field { field, .. })
+        | AppError::Accounts(livesnap_core::accounts::AccountError::Field { field, .. }) = self
+        {
             body["field"] = json!(field);
         }
         body

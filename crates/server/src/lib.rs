@@ -3,6 +3,7 @@
 //! graceful `shutdown()`; [`api::app`] is the HTTP API as a router that tests call in-process.
 //! The `livesnap` binary only parses its command line and runs this.
 
+pub mod accounts_api;
 pub mod api;
 pub mod auth;
 pub mod auto_api;

@@ -25,6 +25,8 @@ pub const TAG_WCS: &str = "wcs";
 pub const TAG_AUTOMATION: &str = "automation";
 /// Tag of stored snapshots.
 pub const TAG_SNAPSHOTS: &str = "snapshots";
+/// Tag of accounts and their API keys.
+pub const TAG_ACCOUNTS: &str = "accounts";
 /// Tag of pull jobs and their usage.
 pub const TAG_JOBS: &str = "jobs";
 /// Tag of health, readiness, metrics and this document.
@@ -39,6 +41,7 @@ pub const TAG_OPERATIONS: &str = "operations";
         (name = TAG_WCS, description = "Flashphoner WCS compatible snapshot call"),
         (name = TAG_AUTOMATION, description = "Templates, bindings and the state of automatic snapshots"),
         (name = TAG_SNAPSHOTS, description = "Stored snapshots, the index and callbacks"),
+        (name = TAG_ACCOUNTS, description = "Accounts (tenants), their domains and their API keys"),
         (name = TAG_JOBS, description = "Pull jobs (a URL pictured on a template's schedule) and their usage"),
         (name = TAG_OPERATIONS, description = "Health, readiness, metrics and this document"),
     )

@@ -98,12 +98,19 @@ fn host_only(authority: &str) -> &str {
 )]
 async fn publish_urls(
     State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Json<PublishUrls>, AppError> {
     let req: PublishUrlRequest = serde_json::from_slice(&b)
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     let domain = req.domain.as_deref().unwrap_or(DEFAULT_DOMAIN);
+    if !caller.sees_domain(&st.accounts, domain) {
+        return Err(AppError::NotFound(format!(
+            "no domain {}",
+            domain.chars().take(64).collect::<String>()
+        )));
+    }
     let key = StreamKey::new(domain, &req.app, &req.stream)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     let ttl = match &req.ttl_s {
@@ -128,7 +135,12 @@ async fn publish_urls(
     };
     let mut query = Vec::new();
     let mut expires = None;
-    if let Some(secret) = &maker.secret {
+    // The domain's own secret (its account's), else the server's.
+    let secret = st
+        .accounts
+        .publish_secret_of(&key.domain)
+        .or_else(|| maker.secret.clone());
+    if let Some(secret) = &secret {
         let at = ingest::publish_auth::unix_now().saturating_add(ttl);
         let sign = ingest::publish_auth::sign(secret.as_bytes(), &key.app, &key.stream, at);
         query.push(format!("expires={at}&sign={sign}"));
@@ -148,7 +160,7 @@ async fn publish_urls(
         rtsp: format!("rtsp://{host}:{}/{path}", maker.rtsp_port),
         whip: format!("{}/v1/whip/{path}", maker.public_url.trim_end_matches('/')),
         expires,
-        signed: maker.secret.is_some(),
+        signed: secret.is_some(),
     }))
 }
 

@@ -129,6 +129,7 @@ pub struct FrontEndInfo {
 async fn bind_front_ends(
     settings: &Settings,
     budget: &Arc<MemoryBudget>,
+    publish_auth: &ingest::publish_auth::PublishAuth,
 ) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
     let rtmp_config = RtmpConfig {
         domains: settings.domains.clone(),
@@ -138,7 +139,7 @@ async fn bind_front_ends(
         max_access_unit_bytes: settings.max_access_unit_bytes,
         merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
         budget: budget.clone(),
-        publish_auth: ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref()),
+        publish_auth: publish_auth.clone(),
         ..RtmpConfig::default()
     };
     let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)
@@ -157,7 +158,7 @@ async fn bind_front_ends(
         idle_timeout: Duration::from_secs(settings.rtmp_idle_timeout_s.max(1)),
         // Checked by `Settings::validate`.
         udp_ports: settings.rtsp_udp_ports().unwrap_or((0, 0)),
-        publish_auth: ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref()),
+        publish_auth: publish_auth.clone(),
         ..RtspConfig::default()
     };
     let rtsp = RtspFrontEnd::bind(settings.rtsp, rtsp_config)
@@ -256,7 +257,9 @@ pub async fn start_with_clock(
         addr: settings.http,
         source,
     })?;
-    let front_ends = bind_front_ends(&settings, &budget).await?;
+    // One for every front end: accounts change its domains' secrets as they change.
+    let publish_auth = ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref());
+    let front_ends = bind_front_ends(&settings, &budget, &publish_auth).await?;
     let rtmp_addr = front_ends
         .iter()
         .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)
@@ -271,6 +274,17 @@ pub async fn start_with_clock(
         .unwrap_or_else(|| format!("http://{http_addr}"));
 
     let index = open_index(&settings).await?;
+    let accounts = {
+        let publish_auth = publish_auth.clone();
+        livesnap_core::accounts::Accounts::start(
+            index.clone(),
+            clock.clone(),
+            Box::new(move |secrets| publish_auth.set_domain_secrets(secrets)),
+            &back,
+        )
+        .await
+        .map_err(StartError::Index)?
+    };
     let callbacks = Callbacks::start(
         CallbackConfig {
             global_url: settings.callback_url.clone(),
@@ -350,12 +364,16 @@ pub async fn start_with_clock(
         auto,
         callbacks,
         jobs,
-        auth: Arc::new(crate::auth::Auth::new(
-            settings.admin_key.as_deref(),
-            settings.metrics_public,
-            settings.auth_failures_per_minute,
-            clock.clone(),
-        )),
+        auth: Arc::new(
+            crate::auth::Auth::new(
+                settings.admin_key.as_deref(),
+                settings.metrics_public,
+                settings.auth_failures_per_minute,
+                clock.clone(),
+            )
+            .with_accounts(accounts.clone()),
+        ),
+        accounts,
         publish: Arc::new(crate::publish_api::PublishUrlMaker {
             secret: settings.publish_secret.clone(),
             host: settings

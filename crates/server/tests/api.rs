@@ -750,6 +750,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}/snapshot.png"),
     ("GET", "/v1/usage"),
     ("POST", "/v1/publish-urls"),
+    ("GET", "/v1/accounts"),
+    ("POST", "/v1/accounts"),
+    ("GET", "/v1/accounts/{name}"),
+    ("PATCH", "/v1/accounts/{name}"),
+    ("DELETE", "/v1/accounts/{name}"),
+    ("GET", "/v1/accounts/{name}/keys"),
+    ("POST", "/v1/accounts/{name}/keys"),
+    ("DELETE", "/v1/accounts/{name}/keys/{id}"),
 ];
 
 /// True when the answer is the router's fallback: no route has this path.

@@ -340,6 +340,8 @@ mod automation;
 pub use automation::{BindingRow, TemplateRow};
 mod jobs;
 pub use jobs::{JobRow, UsageRow};
+mod accounts;
+pub use accounts::{AccountRow, KeyRow};
 
 /// One bind parameter, so queries built at run time can be bound on either backend.
 #[derive(Clone, Debug)]

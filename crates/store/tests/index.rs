@@ -69,6 +69,7 @@ on_both!(
     a_binding_cannot_outlive_its_template,
     automation_import_is_all_or_nothing_and_only_into_an_empty_index,
     jobs_and_their_usage_survive_reopen,
+    accounts_domains_and_keys_survive_reopen,
 );
 
 /// The write path's transaction: the row, the deliveries made from it (with its id) and the
@@ -1072,4 +1073,88 @@ async fn jobs_and_their_usage_survive_reopen(db: Db) {
     // Once no job uses it, the template can go.
     assert!(index.delete_job("2").await.unwrap());
     assert!(index.delete_template("t").await.unwrap());
+}
+
+/// Accounts: a domain is one account's; keys are kept by digest; deleting an account takes its
+/// domains and keys.
+async fn accounts_domains_and_keys_survive_reopen(db: Db) {
+    use livesnap_store::index::{AccountRow, KeyRow};
+    let index = db.open().await;
+    let account = |name: &str| AccountRow {
+        name: name.into(),
+        spec: "{}".into(),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    let doms = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    index
+        .put_account(&account("a"), &doms(&["a.example", "a2.example"]), true)
+        .await
+        .unwrap();
+    index
+        .put_account(&account("b"), &doms(&["b.example"]), true)
+        .await
+        .unwrap();
+    // A name twice, or another's domain: refused whole (the account is not half made).
+    assert!(index.put_account(&account("a"), &[], true).await.is_err());
+    assert!(index
+        .put_account(&account("c"), &doms(&["c.example", "a.example"]), true)
+        .await
+        .is_err());
+    assert_eq!(index.accounts().await.unwrap().len(), 2);
+    // Replaced: its domains are exactly the new ones.
+    let mut a = account("a");
+    a.spec = r#"{"max_jobs":3}"#.into();
+    a.updated_ms = 2;
+    index
+        .put_account(&a, &doms(&["a3.example"]), false)
+        .await
+        .unwrap();
+    let key = |id: &str, account: &str, hash: &str| KeyRow {
+        id: id.into(),
+        account: account.into(),
+        role: "admin".into(),
+        label: Some("ops".into()),
+        key_hash: hash.into(),
+        created_ms: 5,
+        last_used_ms: None,
+    };
+    index.insert_key(&key("k1", "a", "h1")).await.unwrap();
+    index.insert_key(&key("k2", "b", "h2")).await.unwrap();
+    assert!(
+        index.insert_key(&key("k3", "a", "h1")).await.is_err(),
+        "a digest twice"
+    );
+    let mut bad_role = key("k4", "a", "h4");
+    bad_role.role = "root".into();
+    assert!(index.insert_key(&bad_role).await.is_err());
+    index.key_used("k1", 99).await.unwrap();
+    index.close().await;
+
+    let index = db.open().await;
+    let accounts = index.accounts().await.unwrap();
+    assert_eq!(accounts[0], a);
+    assert_eq!(
+        index.account_domains().await.unwrap(),
+        [
+            ("a3.example".to_string(), "a".to_string()),
+            ("b.example".to_string(), "b".to_string())
+        ]
+    );
+    let keys = index.keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].last_used_ms, Some(99));
+    assert!(
+        !index.delete_key("b", "k1").await.unwrap(),
+        "another account's key"
+    );
+    assert!(index.delete_account("a").await.unwrap());
+    assert!(!index.delete_account("a").await.unwrap());
+    assert_eq!(index.keys().await.unwrap().len(), 1);
+    assert_eq!(index.account_domains().await.unwrap().len(), 1);
+    // Its domain is free again.
+    index
+        .put_account(&account("c"), &doms(&["a3.example"]), true)
+        .await
+        .unwrap();
 }

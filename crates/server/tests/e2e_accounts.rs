@@ -1,0 +1,425 @@
+//! End-to-end: accounts and their API keys in the real binary. The administrator makes accounts
+//! and keys; a key is shown once and works at once; an account's key sees its own account and
+//! the streams of its own domains only (another's answers 404), a read key changes nothing
+//! (403), routes not yet scoped to accounts are the administrator's (403); a domain's publishes
+//! need its account's publish secret; a revoked key and a deleted account's keys stop at once;
+//! accounts and keys survive a restart; no key appears in the log.
+
+#[path = "common/auto.rs"]
+mod auto;
+mod common;
+
+use auto::*;
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "e2e-accounts-admin-key";
+
+fn call(s: &Server, method: &str, path: &str, key: &str, body: Option<&Value>) -> Resp {
+    let auth = format!("Bearer {key}");
+    let text = body.map(|b| b.to_string());
+    request_with(
+        method,
+        &s.url(path),
+        text.as_deref(),
+        &[("authorization", &auth)],
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn ok(r: Resp, status: u16, what: &str) -> Value {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+#[test]
+fn accounts_keys_roles_and_their_streams() {
+    let work = workdir();
+    let src = per_second_source(work.path(), "src", 4);
+    let env = [
+        ("LIVESNAP_ADMIN_KEY", ADMIN),
+        ("LIVESNAP_AUTH_FAILURES_PER_MINUTE", "1000"),
+    ];
+    let s = Server::start_in(work.path(), &env, &[], None);
+
+    let acme = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({
+                "name": "acme", "domains": ["acme.example"], "max_jobs": 5,
+                "publish_secret": "acme-secret"
+            })),
+        ),
+        201,
+        "create acme",
+    );
+    assert_eq!(acme["domains"], json!(["acme.example"]));
+    assert_eq!(acme["publish_secret_set"], true);
+    assert!(acme.get("publish_secret").is_none(), "{acme}");
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "beta", "domains": ["beta.example"]})),
+        ),
+        201,
+        "create beta",
+    );
+    // A name taken, a domain owned, a domain no account may own, a bad field.
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "acme"})),
+        ),
+        409,
+        "dup",
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "c", "domains": ["acme.example"]})),
+        ),
+        409,
+        "owned domain",
+    );
+    let v = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "c", "domains": ["_default"]})),
+        ),
+        400,
+        "_default",
+    );
+    assert_eq!(v["field"], "domains");
+
+    let acme_admin = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts/acme/keys",
+            ADMIN,
+            Some(&json!({"role": "admin", "label": "ops"})),
+        ),
+        201,
+        "acme admin key",
+    );
+    let acme_key = acme_admin["key"].as_str().unwrap().to_string();
+    assert!(
+        acme_key.starts_with("lsk_") && acme_key.len() == 68,
+        "{acme_key}"
+    );
+    let beta_key = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts/beta/keys",
+            ADMIN,
+            Some(&json!({"role": "admin"})),
+        ),
+        201,
+        "beta key",
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An account's admin key makes its own keys, not another's.
+    let acme_read = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts/acme/keys",
+            &acme_key,
+            Some(&json!({"role": "read"})),
+        ),
+        201,
+        "acme read key",
+    );
+    let read_key = acme_read["key"].as_str().unwrap().to_string();
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts/beta/keys",
+            &acme_key,
+            Some(&json!({"role": "read"})),
+        ),
+        404,
+        "beta's keys",
+    );
+
+    // What an account's key sees of accounts.
+    let list = ok(
+        call(&s, "GET", "/v1/accounts", &acme_key, None),
+        200,
+        "list",
+    );
+    assert_eq!(list["accounts"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["accounts"][0]["name"], "acme");
+    ok(
+        call(&s, "GET", "/v1/accounts/beta", &acme_key, None),
+        404,
+        "beta's account",
+    );
+    ok(
+        call(&s, "GET", "/v1/accounts/beta/keys", &acme_key, None),
+        404,
+        "beta's keys",
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            &acme_key,
+            Some(&json!({"name": "x"})),
+        ),
+        403,
+        "create",
+    );
+    ok(
+        call(
+            &s,
+            "PATCH",
+            "/v1/accounts/acme",
+            &acme_key,
+            Some(&json!({"max_jobs": 9})),
+        ),
+        403,
+        "patch",
+    );
+    let keys = ok(
+        call(&s, "GET", "/v1/accounts/acme/keys", &read_key, None),
+        200,
+        "keys",
+    );
+    let listed = keys.to_string();
+    assert!(
+        !listed.contains(&acme_key) && !listed.contains(&read_key),
+        "a key is listed: {keys}"
+    );
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    assert!(
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["last_used_at"].is_string()),
+        "{keys}"
+    );
+    // A read key changes nothing; routes not scoped to accounts are the administrator's.
+    let r = call(
+        &s,
+        "POST",
+        "/v1/accounts/acme/keys",
+        &read_key,
+        Some(&json!({"role": "read"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("read key"));
+    ok(
+        call(&s, "GET", "/v1/templates", &acme_key, None),
+        403,
+        "templates",
+    );
+    ok(call(&s, "GET", "/metrics", &acme_key, None), 403, "metrics");
+
+    // Publishing in acme's domain needs acme's secret: its publish URL works, unsigned does not.
+    let urls = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/publish-urls",
+            &acme_key,
+            Some(&json!({"app": "live", "stream": "cam", "domain": "acme.example"})),
+        ),
+        200,
+        "acme's publish URL",
+    );
+    assert_eq!(urls["signed"], true);
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/publish-urls",
+            &acme_key,
+            Some(&json!({"app": "live", "stream": "cam", "domain": "beta.example"})),
+        ),
+        404,
+        "beta's publish URL",
+    );
+    let mut unsigned = Publisher::start(
+        &src.path,
+        &format!("rtmp://{}/live/x?domain=acme.example", s.rtmp),
+    );
+    assert!(!unsigned
+        .wait_exit(std::time::Duration::from_secs(20))
+        .success());
+    let mut theirs = Publisher::start(&src.path, urls["rtmp"].as_str().unwrap());
+    let mut mine = Publisher::start(&src.path, &s.rtmp_url("live", "admin-cam"));
+    let wait_live = |path: &str| {
+        poll(WAIT, path, || {
+            (call(&s, "GET", path, ADMIN, None).status == 200).then_some(())
+        })
+    };
+    wait_live("/v1/streams/live/cam?domain=acme.example");
+    wait_live("/v1/streams/live/admin-cam");
+
+    // Each sees its own: acme its stream, beta nothing, the administrator both.
+    let names = |key: &str| -> Vec<String> {
+        let v = ok(call(&s, "GET", "/v1/streams", key, None), 200, "streams");
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}/{}/{}",
+                    x["domain"].as_str().unwrap(),
+                    x["app"].as_str().unwrap(),
+                    x["stream"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(names(&acme_key), ["acme.example/live/cam"]);
+    assert_eq!(names(&read_key), ["acme.example/live/cam"]);
+    assert!(names(&beta_key).is_empty());
+    assert_eq!(names(ADMIN).len(), 2);
+    ok(
+        call(
+            &s,
+            "GET",
+            "/v1/streams/live/cam?domain=acme.example",
+            &beta_key,
+            None,
+        ),
+        404,
+        "acme's stream",
+    );
+    ok(
+        call(&s, "GET", "/v1/streams/live/admin-cam", &acme_key, None),
+        404,
+        "the admin's stream",
+    );
+    let pic = call(
+        &s,
+        "GET",
+        "/v1/streams/live/cam/snapshot.jpg?domain=acme.example",
+        &read_key,
+        None,
+    );
+    assert_eq!(pic.status, 200, "{}", pic.text());
+    assert_shows_source(&src, &pic.body, 30.0, "acme's picture with its read key");
+    ok(
+        call(
+            &s,
+            "GET",
+            "/v1/streams/live/cam/snapshot.jpg?domain=acme.example",
+            &beta_key,
+            None,
+        ),
+        404,
+        "beta",
+    );
+
+    // Revoked: at once.
+    let read_id = acme_read["id"].as_str().unwrap();
+    ok(
+        call(
+            &s,
+            "DELETE",
+            &format!("/v1/accounts/acme/keys/{read_id}"),
+            &acme_key,
+            None,
+        ),
+        204,
+        "revoke",
+    );
+    ok(
+        call(&s, "GET", "/v1/streams", &read_key, None),
+        401,
+        "a revoked key",
+    );
+
+    // A restart keeps accounts and keys.
+    theirs.kill();
+    mine.kill();
+    unsigned.kill();
+    s.stop();
+    let s = Server::start_in(work.path(), &env, &[], None);
+    let again = ok(
+        call(&s, "GET", "/v1/accounts/acme", &acme_key, None),
+        200,
+        "after restart",
+    );
+    assert_eq!(again["max_jobs"], 5);
+    ok(
+        call(&s, "GET", "/v1/streams", &read_key, None),
+        401,
+        "still revoked",
+    );
+
+    // Deleting an account: refused while its domain has live streams, unless forced; its keys
+    // stop at once.
+    let urls = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/publish-urls",
+            &acme_key,
+            Some(&json!({"app": "live", "stream": "cam", "domain": "acme.example"})),
+        ),
+        200,
+        "publish URL",
+    );
+    let mut p = Publisher::start(&src.path, urls["rtmp"].as_str().unwrap());
+    poll(WAIT, "acme's stream", || {
+        (call(
+            &s,
+            "GET",
+            "/v1/streams/live/cam?domain=acme.example",
+            &acme_key,
+            None,
+        )
+        .status
+            == 200)
+            .then_some(())
+    });
+    let r = call(&s, "DELETE", "/v1/accounts/acme", ADMIN, None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("live streams"));
+    ok(
+        call(&s, "DELETE", "/v1/accounts/acme?force=true", ADMIN, None),
+        204,
+        "forced",
+    );
+    ok(
+        call(&s, "GET", "/v1/streams", &acme_key, None),
+        401,
+        "a deleted account's key",
+    );
+    p.kill();
+    let log = s.log_text();
+    for k in [&acme_key, &read_key, &beta_key] {
+        assert!(!log.contains(k.as_str()), "a key is in the log");
+    }
+    s.stop();
+}
