@@ -807,7 +807,12 @@ impl Automation {
             stream: &key.stream,
             time: shot.due,
             sequence: sequence.unwrap_or(0),
-            job_id: job,
+            // An account's template shows its own name, not the account's prefix.
+            job_id: if t.job.is_some() {
+                job
+            } else {
+                crate::template::display_name(job)
+            },
             media_session_id: &session,
             format: t.options.format.extension(),
         };

@@ -226,6 +226,33 @@ pub struct Job {
     pub last_snapshot: Option<JobSnapshot>,
     /// Its stream in the hub (`/v1/streams`): `_jobs/job/{id}`.
     pub stream: String,
+    /// The account it belongs to (absent: the administrator's).
+    pub account: Option<String>,
+}
+
+/// Whose jobs a request sees: all (the administrator), or one account's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobScope<'a> {
+    /// Every job.
+    All,
+    /// The jobs of this account only; another's are not found.
+    Account(&'a str),
+}
+
+impl JobScope<'_> {
+    fn sees(&self, account: Option<&str>) -> bool {
+        match self {
+            JobScope::All => true,
+            JobScope::Account(a) => account == Some(*a),
+        }
+    }
+
+    fn account(&self) -> Option<String> {
+        match self {
+            JobScope::All => None,
+            JobScope::Account(a) => Some(a.to_string()),
+        }
+    }
 }
 
 /// Why a job request was refused.
@@ -578,6 +605,25 @@ impl Jobs {
             .ok_or_else(|| JobsError::NotFound(id.chars().take(64).collect()))
     }
 
+    /// Job `id` if `scope` sees it; another account's job is not found.
+    fn entry_in(&self, id: &str, scope: JobScope<'_>) -> Result<Arc<Entry>, JobsError> {
+        let entry = self.entry(id)?;
+        let account = entry.row().account.clone();
+        if scope.sees(account.as_deref()) {
+            Ok(entry)
+        } else {
+            Err(JobsError::NotFound(id.chars().take(64).collect()))
+        }
+    }
+
+    /// How many jobs of `account` (`None`: the administrator's) run.
+    fn running_of(&self, account: Option<&str>) -> usize {
+        self.entries()
+            .values()
+            .filter(|e| e.row().account.as_deref() == account && e.is_active())
+            .count()
+    }
+
     /// Makes the entry of a saved job and tells the automation which template it takes.
     fn add_entry(&self, row: JobRow) -> Arc<Entry> {
         let last = row
@@ -694,16 +740,22 @@ impl Jobs {
         Ok(())
     }
 
-    /// Submits a job: checked, saved, started. Refused with [`JobsError::TooManyRunning`]
-    /// when `max_jobs` jobs run already.
-    pub async fn create(self: &Arc<Self>, spec: JobSpec) -> Result<Job, JobsError> {
+    /// Submits a job of `scope`'s account: checked, saved, started. Refused with
+    /// [`JobsError::TooManyRunning`] when `max_jobs` jobs of that account run already (the
+    /// account's own limit, else the server's).
+    pub async fn create(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        scope: JobScope<'_>,
+        max_jobs: Option<usize>,
+    ) -> Result<Job, JobsError> {
         self.check(&spec)?;
+        let account = scope.account();
+        let max = max_jobs.unwrap_or(self.config.max_jobs);
         self.change(move |me| async move {
             let _change = me.change.lock().await;
-            if me.running() >= me.config.max_jobs {
-                return Err(JobsError::TooManyRunning {
-                    max: me.config.max_jobs,
-                });
+            if me.running_of(account.as_deref()) >= max {
+                return Err(JobsError::TooManyRunning { max });
             }
             if me.count() >= MAX_JOBS_KEPT {
                 return Err(JobsError::TooManyKept { max: MAX_JOBS_KEPT });
@@ -732,6 +784,7 @@ impl Jobs {
                 pictures: 0,
                 reconnects: 0,
                 last_snapshot: None,
+                account,
             };
             saved(me.index.insert_job(&row).await).map_err(|e| match e {
                 // The template was deleted since it was checked.
@@ -911,12 +964,16 @@ impl Jobs {
             }
             u.unsaved.iter().map(|(d, ms)| (d.clone(), *ms)).collect()
         };
-        let (id, name) = {
+        let (id, name, account) = {
             let row = entry.row();
-            (row.id.clone(), row.name.clone())
+            (row.id.clone(), row.name.clone(), row.account.clone())
         };
         for (day, ms) in unsaved {
-            if let Err(e) = self.index.add_usage(&day, &id, &name, ms).await {
+            if let Err(e) = self
+                .index
+                .add_usage(&day, &id, &name, account.as_deref(), ms)
+                .await
+            {
                 warn!(job = %id, error = %e, "job usage not saved; written at the next flush");
                 return;
             }
@@ -944,7 +1001,8 @@ impl Jobs {
     }
 
     /// Stops a job (it stays stopped across restarts). Stopping a stopped job does nothing.
-    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Job, JobsError> {
+    pub async fn stop(self: &Arc<Self>, id: &str, scope: JobScope<'_>) -> Result<Job, JobsError> {
+        self.entry_in(id, scope)?;
         let id = id.to_string();
         self.change(move |me| async move {
             let _change = me.change.lock().await;
@@ -965,18 +1023,24 @@ impl Jobs {
 
     /// Starts a stopped or failed job again; a running one is left as it is. Refused with
     /// [`JobsError::TooManyRunning`] when `max_jobs` jobs run already.
-    pub async fn start_job(self: &Arc<Self>, id: &str) -> Result<Job, JobsError> {
+    pub async fn start_job(
+        self: &Arc<Self>,
+        id: &str,
+        scope: JobScope<'_>,
+        max_jobs: Option<usize>,
+    ) -> Result<Job, JobsError> {
+        self.entry_in(id, scope)?;
         let id = id.to_string();
+        let max = max_jobs.unwrap_or(self.config.max_jobs);
         self.change(move |me| async move {
             let _change = me.change.lock().await;
             let entry = me.entry(&id)?;
             if entry.is_active() {
                 return Ok(me.view(&entry));
             }
-            if me.running() >= me.config.max_jobs {
-                return Err(JobsError::TooManyRunning {
-                    max: me.config.max_jobs,
-                });
+            let account = entry.row().account.clone();
+            if me.running_of(account.as_deref()) >= max {
+                return Err(JobsError::TooManyRunning { max });
             }
             // A failed run is over; its watcher has said so or is saying it.
             me.end_run(&entry).await;
@@ -990,7 +1054,8 @@ impl Jobs {
 
     /// Deletes a job: stopped (and saved so), then removed from the index. Its pictures and
     /// usage stay.
-    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), JobsError> {
+    pub async fn delete(self: &Arc<Self>, id: &str, scope: JobScope<'_>) -> Result<(), JobsError> {
+        self.entry_in(id, scope)?;
         let id = id.to_string();
         self.change(move |me| async move {
             let _change = me.change.lock().await;
@@ -1007,9 +1072,9 @@ impl Jobs {
         .await
     }
 
-    /// The job `id`.
-    pub fn get(&self, id: &str) -> Result<Job, JobsError> {
-        let entry = self.entry(id)?;
+    /// The job `id`, if `scope` sees it.
+    pub fn get(&self, id: &str, scope: JobScope<'_>) -> Result<Job, JobsError> {
+        let entry = self.entry_in(id, scope)?;
         Ok(self.view(&entry))
     }
 
@@ -1017,6 +1082,7 @@ impl Jobs {
     /// after `cursor` (the previous page's `next_cursor`), and the next page's cursor.
     pub fn list(
         &self,
+        scope: JobScope<'_>,
         state: Option<JobState>,
         name: Option<&str>,
         limit: Option<usize>,
@@ -1036,7 +1102,8 @@ impl Jobs {
         let mut entries: Vec<Arc<Entry>> = self.entries().values().cloned().collect();
         entries.retain(|e| {
             let row = e.row();
-            state.is_none_or(|s| row.state == s.as_str())
+            scope.sees(row.account.as_deref())
+                && state.is_none_or(|s| row.state == s.as_str())
                 && name.is_none_or(|n| row.name == n)
                 && after
                     .as_ref()
@@ -1060,9 +1127,12 @@ impl Jobs {
         &self,
         from: &str,
         to: &str,
+        scope: JobScope<'_>,
     ) -> Result<Vec<UsageRow>, livesnap_store::Error> {
         self.flush_all().await;
-        self.index.usage(from, to).await
+        let mut rows = self.index.usage(from, to).await?;
+        rows.retain(|r| scope.sees(r.account.as_deref()));
+        Ok(rows)
     }
 
     /// Today (UTC) on the server's clock, `YYYY-MM-DD`.
@@ -1087,6 +1157,7 @@ impl Jobs {
         });
         let base = self.config.public_url.trim_end_matches('/');
         Job {
+            account: row.account.clone(),
             stream: format!("{JOBS_DOMAIN}/{JOBS_APP}/{}", row.id),
             id: row.id,
             name: row.name,
@@ -1278,13 +1349,16 @@ mod manager_tests {
     impl Setup {
         async fn state(&self, id: &str, want: JobState) -> Job {
             for _ in 0..500 {
-                let job = self.jobs.get(id).unwrap();
+                let job = self.jobs.get(id, JobScope::All).unwrap();
                 if job.state == want {
                     return job;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            panic!("job {id} never became {want:?}: {:?}", self.jobs.get(id));
+            panic!(
+                "job {id} never became {want:?}: {:?}",
+                self.jobs.get(id, JobScope::All)
+            );
         }
 
         async fn attempt(&mut self) -> Attempt {
@@ -1330,24 +1404,42 @@ mod manager_tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            refused(t.jobs.create(spec("a", "http://x/y")).await),
+            refused(
+                t.jobs
+                    .create(spec("a", "http://x/y"), JobScope::All, None)
+                    .await
+            ),
             "input_url"
         );
         let mut bad = spec("a", "rtsp://cam/1");
         bad.template = "none".into();
-        assert_eq!(refused(t.jobs.create(bad).await), "template");
+        assert_eq!(
+            refused(t.jobs.create(bad, JobScope::All, None).await),
+            "template"
+        );
         bad = spec("a", "rtsp://cam/1");
         bad.storage = Some("nowhere".into());
-        assert_eq!(refused(t.jobs.create(bad).await), "storage");
         assert_eq!(
-            refused(t.jobs.create(spec(" ", "rtsp://cam/1")).await),
+            refused(t.jobs.create(bad, JobScope::All, None).await),
+            "storage"
+        );
+        assert_eq!(
+            refused(
+                t.jobs
+                    .create(spec(" ", "rtsp://cam/1"), JobScope::All, None)
+                    .await
+            ),
             "name"
         );
         assert_eq!(t.jobs.count(), 0);
 
         let job = t
             .jobs
-            .create(spec("cam 1", "rtsp://admin:secret@cam/1"))
+            .create(
+                spec("cam 1", "rtsp://admin:secret@cam/1"),
+                JobScope::All,
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(job.state, Pending);
@@ -1372,9 +1464,17 @@ mod manager_tests {
         assert!(job.error.is_some(), "the last error is kept after recovery");
 
         // max_jobs 2: a second runs, a third is refused with the limit named.
-        let second = t.jobs.create(spec("cam 2", "rtsp://cam/2")).await.unwrap();
+        let second = t
+            .jobs
+            .create(spec("cam 2", "rtsp://cam/2"), JobScope::All, None)
+            .await
+            .unwrap();
         let _second_attempt = t.attempt().await;
-        match t.jobs.create(spec("cam 3", "rtsp://cam/3")).await {
+        match t
+            .jobs
+            .create(spec("cam 3", "rtsp://cam/3"), JobScope::All, None)
+            .await
+        {
             Err(e @ JobsError::TooManyRunning { max: 2 }) => {
                 assert!(e.to_string().contains("max_jobs"), "{e}")
             }
@@ -1383,15 +1483,19 @@ mod manager_tests {
 
         // Ten seconds of running, then a stop: the usage has them, the stop frees a slot.
         t.clock.advance(Duration::from_secs(10));
-        let stopped = t.jobs.stop(&second.id).await.unwrap();
+        let stopped = t.jobs.stop(&second.id, JobScope::All).await.unwrap();
         assert_eq!(stopped.state, Stopped);
         let today = t.jobs.today();
-        let usage = t.jobs.usage(&today, &today).await.unwrap();
+        let usage = t.jobs.usage(&today, &today, JobScope::All).await.unwrap();
         let ran = usage.iter().find(|u| u.job == id).map(|u| u.running_ms);
         assert!(ran.is_some_and(|ms| ms >= 10_000), "usage {usage:?}");
         // A stopped job that never ran has no usage.
         assert!(usage.iter().all(|u| u.job != second.id), "{usage:?}");
-        let third = t.jobs.create(spec("cam 3", "rtsp://cam/3")).await.unwrap();
+        let third = t
+            .jobs
+            .create(spec("cam 3", "rtsp://cam/3"), JobScope::All, None)
+            .await
+            .unwrap();
         let _third_attempt = t.attempt().await;
 
         assert_eq!(
@@ -1403,16 +1507,25 @@ mod manager_tests {
                 (Pending, Stopped),
             ]
         );
-        let (page, next) = t.jobs.list(None, None, Some(2), None).unwrap();
+        let (page, next) = t
+            .jobs
+            .list(JobScope::All, None, None, Some(2), None)
+            .unwrap();
         assert_eq!(
             page.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
             ["cam 3", "cam 2"]
         );
-        let (rest, none) = t.jobs.list(None, None, Some(2), next.as_deref()).unwrap();
+        let (rest, none) = t
+            .jobs
+            .list(JobScope::All, None, None, Some(2), next.as_deref())
+            .unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].id, id);
         assert!(none.is_none());
-        let (stopped_only, _) = t.jobs.list(Some(Stopped), None, None, None).unwrap();
+        let (stopped_only, _) = t
+            .jobs
+            .list(JobScope::All, Some(Stopped), None, None, None)
+            .unwrap();
         assert_eq!(stopped_only.len(), 1);
 
         // A restart: the running jobs resume by themselves, the stopped one stays stopped.
@@ -1423,17 +1536,30 @@ mod manager_tests {
         let mut urls = vec![t.attempt().await.url, t.attempt().await.url];
         urls.sort();
         assert_eq!(urls, ["rtsp://admin:secret@cam/1", "rtsp://cam/3"]);
-        assert_eq!(t.jobs.get(&second.id).unwrap().state, Stopped);
-        assert_eq!(t.jobs.get(&third.id).unwrap().state, Pending);
-        assert_eq!(t.jobs.get(&id).unwrap().counters.reconnects, 1);
+        assert_eq!(
+            t.jobs.get(&second.id, JobScope::All).unwrap().state,
+            Stopped
+        );
+        assert_eq!(t.jobs.get(&third.id, JobScope::All).unwrap().state, Pending);
+        assert_eq!(
+            t.jobs.get(&id, JobScope::All).unwrap().counters.reconnects,
+            1
+        );
         // Starting the stopped one passes max_jobs now.
         assert!(matches!(
-            t.jobs.start_job(&second.id).await,
+            t.jobs.start_job(&second.id, JobScope::All, None).await,
             Err(JobsError::TooManyRunning { .. })
         ));
-        t.jobs.delete(&third.id).await.unwrap();
-        assert!(matches!(t.jobs.get(&third.id), Err(JobsError::NotFound(_))));
-        let started = t.jobs.start_job(&second.id).await.unwrap();
+        t.jobs.delete(&third.id, JobScope::All).await.unwrap();
+        assert!(matches!(
+            t.jobs.get(&third.id, JobScope::All),
+            Err(JobsError::NotFound(_))
+        ));
+        let started = t
+            .jobs
+            .start_job(&second.id, JobScope::All, None)
+            .await
+            .unwrap();
         assert_eq!(started.state, Pending);
         t.life.stop().await;
     }
@@ -1443,7 +1569,11 @@ mod manager_tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
         let mut t = setup(dir.path(), clock.clone(), 5).await;
-        let job = t.jobs.create(spec("cam", "rtsp://cam/1")).await.unwrap();
+        let job = t
+            .jobs
+            .create(spec("cam", "rtsp://cam/1"), JobScope::All, None)
+            .await
+            .unwrap();
         let mut a = t.attempt().await;
         a.connected.report();
         t.state(&job.id, JobState::Running).await;
@@ -1456,18 +1586,24 @@ mod manager_tests {
                 .sum()
         };
         let (x, y, z) = tokio::join!(
-            t.jobs.usage(&today, &today),
-            t.jobs.usage(&today, &today),
-            t.jobs.usage(&today, &today)
+            t.jobs.usage(&today, &today, JobScope::All),
+            t.jobs.usage(&today, &today, JobScope::All),
+            t.jobs.usage(&today, &today, JobScope::All)
         );
         for rows in [x, y, z] {
             assert!(ran(rows.unwrap()) <= 10_000);
         }
-        assert_eq!(ran(t.jobs.usage(&today, &today).await.unwrap()), 10_000);
+        assert_eq!(
+            ran(t.jobs.usage(&today, &today, JobScope::All).await.unwrap()),
+            10_000
+        );
         t.clock.advance(Duration::from_secs(5));
-        t.jobs.stop(&job.id).await.unwrap();
+        t.jobs.stop(&job.id, JobScope::All).await.unwrap();
         t.clock.advance(Duration::from_secs(5));
-        assert_eq!(ran(t.jobs.usage(&today, &today).await.unwrap()), 15_000);
+        assert_eq!(
+            ran(t.jobs.usage(&today, &today, JobScope::All).await.unwrap()),
+            15_000
+        );
 
         // What a crash between a stop and its state's save leaves: stopped, state running. It
         // loads stopped, and is not started.
@@ -1478,7 +1614,10 @@ mod manager_tests {
         t.index.close().await;
         drop(t);
         let mut t = setup(dir.path(), clock, 5).await;
-        assert_eq!(t.jobs.get(&job.id).unwrap().state, JobState::Stopped);
+        assert_eq!(
+            t.jobs.get(&job.id, JobScope::All).unwrap().state,
+            JobState::Stopped
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(t.attempts.try_recv().is_err(), "a stopped job was started");
         t.life.stop().await;
@@ -1492,7 +1631,7 @@ mod manager_tests {
         let mut t = setup(dir.path(), clock, 10).await;
         let job = t
             .jobs
-            .create(spec("gone", "rtsp://cam/none"))
+            .create(spec("gone", "rtsp://cam/none"), JobScope::All, None)
             .await
             .unwrap();
         for n in 1..=crate::source::NOT_FOUND_TRIES {
@@ -1509,7 +1648,10 @@ mod manager_tests {
         assert_eq!(failed.error.unwrap().message, "404 Not Found");
         // A failed job no longer counts as running; starting it tries again.
         assert_eq!(t.jobs.running(), 0);
-        t.jobs.start_job(&job.id).await.unwrap();
+        t.jobs
+            .start_job(&job.id, JobScope::All, None)
+            .await
+            .unwrap();
         t.attempt()
             .await
             .finish

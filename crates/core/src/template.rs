@@ -315,10 +315,43 @@ pub fn check_identifier(field: &'static str, name: &str) -> Result<(), FieldErro
     Ok(())
 }
 
+/// The separator of an account's template names as kept: `{account}:{name}`. Identifiers hold
+/// no `:`, so an account's template never takes the name of the administrator's, and two
+/// accounts may each have a template of the same name.
+pub const ACCOUNT_SEPARATOR: char = ':';
+
+/// Checks a template name as kept: an identifier, or an account's `{account}:{name}`.
+pub fn check_template_name(field: &'static str, name: &str) -> Result<(), FieldError> {
+    match name.split_once(ACCOUNT_SEPARATOR) {
+        Some((account, own)) => {
+            check_identifier(field, account)?;
+            check_identifier(field, own)
+        }
+        None => check_identifier(field, name),
+    }
+}
+
+/// The name an account's template is kept under.
+pub fn account_template_name(account: &str, name: &str) -> String {
+    format!("{account}{ACCOUNT_SEPARATOR}{name}")
+}
+
+/// The name a template kept as `name` has for `account`: its own part, when it is the
+/// account's; `None` when it is not.
+pub fn name_for_account<'a>(account: &str, name: &'a str) -> Option<&'a str> {
+    name.strip_prefix(account)?.strip_prefix(ACCOUNT_SEPARATOR)
+}
+
+/// The name a template's pictures show in `{JobId}` paths: an account's without its prefix.
+pub fn display_name(name: &str) -> &str {
+    name.split_once(ACCOUNT_SEPARATOR)
+        .map_or(name, |(_, own)| own)
+}
+
 impl TemplateSpec {
     /// Checks every field; the error names the first bad one.
     pub fn check(self) -> Result<Template, FieldError> {
-        check_identifier("name", &self.name)?;
+        check_template_name("name", &self.name)?;
         let trigger = match (self.interval_s, self.every_n_frames) {
             (Some(s), None) => {
                 NumericField::of("interval_s").check(s.into())?;
@@ -449,7 +482,7 @@ impl BindingSpec {
             media::stream::check_name("stream", &self.stream)
                 .map_err(|e| bad("stream", e.to_string()))?;
         }
-        check_identifier("template", &self.template)
+        check_template_name("template", &self.template)
     }
 
     /// How specific: 2 stream, 1 app, 0 domain; `None` when it does not match `key`.

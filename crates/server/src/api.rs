@@ -427,7 +427,7 @@ async fn list_streams(
         .hub
         .list()
         .iter()
-        .filter(|s| caller.sees_domain(&st.accounts, &s.key.domain))
+        .filter(|s| sees_stream(&st, &caller, &s.key))
         .map(|s| s.stats())
         .collect();
     Json(StreamList { streams })
@@ -471,6 +471,23 @@ struct DomainQuery {
     domain: Option<String>,
 }
 
+/// Whether the caller may see stream `key`: one in its domains, or its pull job's.
+fn sees_stream(st: &AppState, caller: &crate::auth::Caller, key: &StreamKey) -> bool {
+    if caller.sees_domain(&st.accounts, &key.domain) {
+        return true;
+    }
+    match caller {
+        crate::auth::Caller::Account { name, .. } => {
+            key.domain == livesnap_core::jobs::JOBS_DOMAIN
+                && st
+                    .jobs
+                    .get(&key.stream, livesnap_core::jobs::JobScope::Account(name))
+                    .is_ok()
+        }
+        _ => true,
+    }
+}
+
 /// The live stream `domain/app/stream`, if the caller may see it: another account's stream
 /// is not live as far as it is told.
 fn lookup(
@@ -485,7 +502,7 @@ fn lookup(
         StreamKey::new(domain, app, stream).map_err(|e| AppError::BadRequest(e.to_string()))?;
     st.hub
         .get(&key)
-        .filter(|_| caller.sees_domain(&st.accounts, &key.domain))
+        .filter(|_| sees_stream(st, caller, &key))
         .ok_or_else(|| AppError::Core(livesnap_core::Error::NotLive(key.to_string())))
 }
 

@@ -76,9 +76,9 @@ impl Caller {
 }
 
 /// The routes an account's key reaches: its account and keys, its streams (by its domains) and
-/// their pictures, publish URLs for them, and the API document. The others (templates,
-/// bindings, jobs, snapshots, usage, operations) are the administrator's until they carry
-/// their account.
+/// their pictures, publish URLs for them, its templates, bindings, jobs and usage, and the API
+/// document. The others (stored snapshots, callbacks, operations) are the administrator's
+/// until they carry their account.
 fn account_may_use(path: &str) -> bool {
     path == "/openapi.json"
         || path == "/v1/accounts"
@@ -86,6 +86,12 @@ fn account_may_use(path: &str) -> bool {
         || path == "/v1/streams"
         || path.starts_with("/v1/streams/")
         || path == "/v1/publish-urls"
+        || path == "/v1/templates"
+        || path.starts_with("/v1/templates/")
+        || path == "/v1/bindings"
+        || path == "/v1/jobs"
+        || path.starts_with("/v1/jobs/")
+        || path == "/v1/usage"
 }
 
 /// The SHA-256 digest of a key.

@@ -17,12 +17,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::AppState;
+use crate::auth::Caller;
 use crate::callbacks::{Delivery, DeliveryCounters};
 use crate::error::AppError;
 use crate::openapi::external::{
     AutoCountersSchema, DeliveryCountersSchema, DeliverySchema, LagSummarySchema, SpoolStatsSchema,
 };
 use crate::openapi::{ErrorBody, TAG_AUTOMATION, TAG_SNAPSHOTS};
+use axum::Extension;
 
 /// Most ids in one batch delete (as ApsaraVideo allows).
 pub const MAX_BATCH_DELETE: usize = 200;
@@ -39,6 +41,32 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshot_image))
         .routes(routes!(deliveries))
         .routes(routes!(automation_status))
+}
+
+/// The name a template the caller names is kept under: an account's own are `{account}:{name}`.
+fn kept_name(caller: &Caller, name: &str) -> String {
+    match caller {
+        Caller::Account { name: account, .. } => {
+            livesnap_core::template::account_template_name(account, name)
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// A kept template as the caller sees it: an account its own ones, by their own names.
+fn shown_spec(caller: &Caller, mut spec: TemplateSpec) -> Option<TemplateSpec> {
+    if let Caller::Account { name: account, .. } = caller {
+        spec.name = livesnap_core::template::name_for_account(account, &spec.name)?.to_string();
+    }
+    Some(spec)
+}
+
+/// Another account's template, or one that does not exist: not found either way.
+fn no_template(name: &str) -> AppError {
+    AppError::NotFound(format!(
+        "template {} not found",
+        name.chars().take(64).collect::<String>()
+    ))
 }
 
 /// Parses a JSON body, turning serde's message into a 400.
@@ -71,9 +99,17 @@ struct TemplateList {
     tag = TAG_AUTOMATION,
     responses((status = 200, description = "Every template", body = TemplateList))
 )]
-async fn list_templates(State(st): State<AppState>) -> Json<TemplateList> {
+async fn list_templates(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<TemplateList> {
     Json(TemplateList {
-        templates: st.auto.templates(),
+        templates: st
+            .auto
+            .templates()
+            .into_iter()
+            .filter_map(|t| shown_spec(&caller, t))
+            .collect(),
     })
 }
 
@@ -94,10 +130,16 @@ async fn list_templates(State(st): State<AppState>) -> Json<TemplateList> {
             changed", body = ErrorBody),
     )
 )]
-async fn create_template(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
-    let spec = template_body(body(&b)?)?;
+async fn create_template(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Bytes,
+) -> Result<Response, AppError> {
+    let mut spec = template_body(body(&b)?)?;
+    spec.name = kept_name(&caller, &spec.name);
     let saved = st.auto.put_template(spec, true).await?;
-    Ok((StatusCode::CREATED, Json(saved)).into_response())
+    let shown = shown_spec(&caller, saved.clone()).unwrap_or(saved);
+    Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
 
 /// `GET /v1/templates/{name}`: one template.
@@ -113,12 +155,14 @@ async fn create_template(State(st): State<AppState>, b: Bytes) -> Result<Respons
 )]
 async fn get_template(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<TemplateSpec>, AppError> {
     st.auto
-        .template(&name)
+        .template(&kept_name(&caller, &name))
+        .and_then(|t| shown_spec(&caller, t))
         .map(Json)
-        .ok_or_else(|| AppError::NotFound(format!("template {name} not found")))
+        .ok_or_else(|| no_template(&name))
 }
 
 /// `PUT /v1/templates/{name}`: replaces a template whole (missing fields take their defaults).
@@ -141,6 +185,7 @@ async fn get_template(
 )]
 async fn put_template(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     b: Bytes,
 ) -> Result<Json<TemplateSpec>, AppError> {
@@ -161,8 +206,17 @@ async fn put_template(
             object.insert("name".into(), json!(name));
         }
     }
-    let spec = template_body(value)?;
-    Ok(Json(st.auto.put_template(spec, false).await?))
+    let mut spec = template_body(value)?;
+    spec.name = kept_name(&caller, &spec.name);
+    let saved = st
+        .auto
+        .put_template(spec, false)
+        .await
+        .map_err(|e| match e {
+            livesnap_core::auto::ConfigError::NotFound(_) => no_template(&name),
+            other => AppError::Config(other),
+        })?;
+    Ok(Json(shown_spec(&caller, saved.clone()).unwrap_or(saved)))
 }
 
 /// `DELETE /v1/templates/{name}`: deletes a template no binding uses.
@@ -181,9 +235,16 @@ async fn put_template(
 )]
 async fn delete_template(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    st.auto.delete_template(&name).await?;
+    st.auto
+        .delete_template(&kept_name(&caller, &name))
+        .await
+        .map_err(|e| match e {
+            livesnap_core::auto::ConfigError::NotFound(_) => no_template(&name),
+            other => AppError::Config(other),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -201,10 +262,37 @@ struct BindingList {
     tag = TAG_AUTOMATION,
     responses((status = 200, description = "Every binding", body = BindingList))
 )]
-async fn list_bindings(State(st): State<AppState>) -> Json<BindingList> {
-    Json(BindingList {
-        bindings: st.auto.bindings(),
-    })
+async fn list_bindings(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<BindingList> {
+    let bindings = st
+        .auto
+        .bindings()
+        .into_iter()
+        .filter(|b| caller.sees_domain(&st.accounts, &b.domain))
+        .filter_map(|mut b| match &caller {
+            Caller::Account { name: account, .. } => {
+                b.template =
+                    livesnap_core::template::name_for_account(account, &b.template)?.to_string();
+                Some(b)
+            }
+            _ => Some(b),
+        })
+        .collect();
+    Json(BindingList { bindings })
+}
+
+/// An account binds only in its own domains: another's is not found.
+fn own_domain(st: &AppState, caller: &Caller, domain: &str) -> Result<(), AppError> {
+    if caller.sees_domain(&st.accounts, domain) {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!(
+            "no domain {}",
+            domain.chars().take(64).collect::<String>()
+        )))
+    }
 }
 
 /// A binding with the `apply_to_live` option of the request.
@@ -245,18 +333,24 @@ struct BindingRequest {
             changed", body = ErrorBody),
     )
 )]
-async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
+async fn create_binding(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Bytes,
+) -> Result<Response, AppError> {
     let r: BindingRequest = body(&b)?;
     let template = r
         .template
         .ok_or_else(|| AppError::BadRequest("template: missing".into()))?;
+    own_domain(&st, &caller, &r.domain)?;
     let spec = BindingSpec {
         domain: r.domain,
         app: r.app,
         stream: r.stream,
-        template,
+        template: kept_name(&caller, &template),
     };
-    let saved = st.auto.put_binding(spec, r.apply_to_live).await?;
+    let mut saved = st.auto.put_binding(spec, r.apply_to_live).await?;
+    saved.template = template;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
 
@@ -278,6 +372,7 @@ async fn create_binding(State(st): State<AppState>, b: Bytes) -> Result<Response
 )]
 async fn delete_binding(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     b: Bytes,
 ) -> Result<StatusCode, AppError> {
@@ -292,6 +387,7 @@ async fn delete_binding(
     } else {
         body(&b)?
     };
+    own_domain(&st, &caller, &r.domain)?;
     st.auto
         .delete_binding(&r.domain, &r.app, &r.stream, r.apply_to_live)
         .await?;

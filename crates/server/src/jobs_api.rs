@@ -7,8 +7,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use livesnap_core::jobs::{Job, JobSpec, JobState};
+use axum::{Extension, Json};
+use livesnap_core::jobs::{Job, JobScope, JobSpec, JobState};
 use media::picture::ImageFormat;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,8 +16,40 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{AppState, ImageQuery};
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::openapi::{ErrorBody, TAG_JOBS};
+
+/// Whose jobs the caller sees: the administrator all, an account its own.
+fn scope(caller: &Caller) -> JobScope<'_> {
+    match caller {
+        Caller::Account { name, .. } => JobScope::Account(name),
+        _ => JobScope::All,
+    }
+}
+
+/// The caller's `max_jobs`: its account's own limit, else the server's.
+fn max_jobs(st: &AppState, caller: &Caller) -> Option<usize> {
+    match caller {
+        Caller::Account { name, .. } => st
+            .accounts
+            .get(name)
+            .ok()
+            .and_then(|a| a.max_jobs)
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        _ => None,
+    }
+}
+
+/// A job as the caller sees it: an account's template by its own name.
+fn shown(caller: &Caller, mut job: Job) -> Job {
+    if let Caller::Account { name, .. } = caller {
+        if let Some(own) = livesnap_core::template::name_for_account(name, &job.template) {
+            job.template = own.to_string();
+        }
+    }
+    job
+}
 
 /// The longest span one usage query covers, in days.
 pub const MAX_USAGE_DAYS: i64 = 366;
@@ -49,11 +81,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 500, description = "The job could not be saved in the index", body = ErrorBody),
     )
 )]
-async fn create_job(State(st): State<AppState>, b: Bytes) -> Result<Response, AppError> {
-    let spec: JobSpec = serde_json::from_slice(&b)
+async fn create_job(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Bytes,
+) -> Result<Response, AppError> {
+    let mut spec: JobSpec = serde_json::from_slice(&b)
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let job = st.jobs.create(spec).await?;
-    Ok((StatusCode::CREATED, Json(job)).into_response())
+    if let Caller::Account { name, .. } = &caller {
+        spec.template = livesnap_core::template::account_template_name(name, &spec.template);
+    }
+    let limit = max_jobs(&st, &caller);
+    let job = st.jobs.create(spec, scope(&caller), limit).await?;
+    Ok((StatusCode::CREATED, Json(shown(&caller, job))).into_response())
 }
 
 /// The filters of `GET /v1/jobs`.
@@ -94,6 +134,7 @@ struct JobList {
 )]
 async fn list_jobs(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<JobList>, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -114,9 +155,14 @@ async fn list_jobs(
             crate::api::bounded::<usize>("limit", l, (1, max))
         })
         .transpose()?;
-    let (jobs, next_cursor) = st
-        .jobs
-        .list(state, q.name.as_deref(), limit, q.cursor.as_deref())?;
+    let (jobs, next_cursor) = st.jobs.list(
+        scope(&caller),
+        state,
+        q.name.as_deref(),
+        limit,
+        q.cursor.as_deref(),
+    )?;
+    let jobs = jobs.into_iter().map(|j| shown(&caller, j)).collect();
     Ok(Json(JobList { jobs, next_cursor }))
 }
 
@@ -133,9 +179,10 @@ async fn list_jobs(
 )]
 async fn get_job(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, AppError> {
-    Ok(Json(st.jobs.get(&id)?))
+    Ok(Json(shown(&caller, st.jobs.get(&id, scope(&caller))?)))
 }
 
 /// `DELETE /v1/jobs/{id}`: stops and deletes a job; its pictures and usage stay.
@@ -153,9 +200,10 @@ async fn get_job(
 )]
 async fn delete_job(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    st.jobs.delete(&id).await?;
+    st.jobs.delete(&id, scope(&caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -172,9 +220,13 @@ async fn delete_job(
 )]
 async fn stop_job(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, AppError> {
-    Ok(Json(st.jobs.stop(&id).await?))
+    Ok(Json(shown(
+        &caller,
+        st.jobs.stop(&id, scope(&caller)).await?,
+    )))
 }
 
 /// `POST /v1/jobs/{id}/start`: starts a stopped or failed job again.
@@ -191,20 +243,24 @@ async fn stop_job(
 )]
 async fn start_job(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, AppError> {
-    Ok(Json(st.jobs.start_job(&id).await?))
+    let limit = max_jobs(&st, &caller);
+    let job = st.jobs.start_job(&id, scope(&caller), limit).await?;
+    Ok(Json(shown(&caller, job)))
 }
 
 /// A picture of a job's source now, through the same path and headers as a pushed stream's.
 async fn job_image(
     st: AppState,
+    caller: Caller,
     id: String,
     q: Result<Query<ImageQuery>, QueryRejection>,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let job = st.jobs.get(&id)?;
+    let job = st.jobs.get(&id, scope(&caller))?;
     let key = livesnap_core::jobs::job_stream_key(&job.id)
         .ok_or_else(|| AppError::NotFound(format!("job {id} not found")))?;
     let Some(stream) = st.hub.get(&key) else {
@@ -238,10 +294,11 @@ async fn job_image(
 )]
 async fn job_snapshot_jpg(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    job_image(st, id, q, ImageFormat::Jpeg)
+    job_image(st, caller, id, q, ImageFormat::Jpeg)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -263,10 +320,11 @@ async fn job_snapshot_jpg(
 )]
 async fn job_snapshot_png(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    job_image(st, id, q, ImageFormat::Png)
+    job_image(st, caller, id, q, ImageFormat::Png)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -347,6 +405,7 @@ fn csv_field(s: &str) -> String {
 )]
 async fn usage(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -375,7 +434,7 @@ async fn usage(
         }
         Some(_) => {}
     }
-    let rows = st.jobs.usage(&from, &to).await?;
+    let rows = st.jobs.usage(&from, &to, scope(&caller)).await?;
     let days: Vec<UsageDay> = rows
         .into_iter()
         .map(|r| UsageDay {

@@ -8,6 +8,8 @@
 #[path = "common/auto.rs"]
 mod auto;
 mod common;
+#[path = "common/rtsp_peer.rs"]
+mod rtsp_peer;
 
 use auto::*;
 use common::*;
@@ -235,9 +237,9 @@ fn accounts_keys_roles_and_their_streams() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("read key"));
     ok(
-        call(&s, "GET", "/v1/templates", &acme_key, None),
+        call(&s, "GET", "/v1/snapshots", &acme_key, None),
         403,
-        "templates",
+        "snapshots",
     );
     ok(call(&s, "GET", "/metrics", &acme_key, None), 403, "metrics");
 
@@ -421,5 +423,276 @@ fn accounts_keys_roles_and_their_streams() {
     for k in [&acme_key, &read_key, &beta_key] {
         assert!(!log.contains(k.as_str()), "a key is in the log");
     }
+    s.stop();
+}
+
+fn key_of(s: &Server, account: &str) -> String {
+    ok(
+        call(
+            s,
+            "POST",
+            &format!("/v1/accounts/{account}/keys"),
+            ADMIN,
+            Some(&json!({"role": "admin"})),
+        ),
+        201,
+        "key",
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Templates, bindings, jobs and usage belong to the account that made them: two accounts may
+/// name a template alike, neither sees the other's (404), an account binds only its domains,
+/// its `max_jobs` holds, and the administrator sees all.
+#[test]
+fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
+    let work = workdir();
+    let camera = rtsp_peer::GstRtspServer::start(None);
+    let env = [
+        ("LIVESNAP_ADMIN_KEY", ADMIN),
+        ("LIVESNAP_AUTH_FAILURES_PER_MINUTE", "1000"),
+    ];
+    let s = Server::start_in(work.path(), &env, &[], None);
+    for (name, domain) in [("acme", "acme.example"), ("beta", "beta.example")] {
+        ok(
+            call(
+                &s,
+                "POST",
+                "/v1/accounts",
+                ADMIN,
+                Some(&json!({"name": name, "domains": [domain], "max_jobs": 1})),
+            ),
+            201,
+            name,
+        );
+    }
+    let acme = key_of(&s, "acme");
+    let beta = key_of(&s, "beta");
+
+    // The same template name in both accounts, each its own.
+    for (key, interval) in [(&acme, 1), (&beta, 7)] {
+        let t = ok(
+            call(
+                &s,
+                "POST",
+                "/v1/templates",
+                key,
+                Some(&json!({"name": "every", "interval_s": interval})),
+            ),
+            201,
+            "template",
+        );
+        assert_eq!(t["name"], "every", "{t}");
+    }
+    let mine = ok(
+        call(&s, "GET", "/v1/templates", &acme, None),
+        200,
+        "templates",
+    );
+    assert_eq!(mine["templates"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["templates"][0]["interval_s"], 1);
+    let theirs = ok(
+        call(&s, "GET", "/v1/templates/every", &beta, None),
+        200,
+        "beta's",
+    );
+    assert_eq!(theirs["interval_s"], 7);
+    ok(
+        call(&s, "GET", "/v1/templates/acme:every", &beta, None),
+        404,
+        "acme's, named by beta",
+    );
+    let all = ok(call(&s, "GET", "/v1/templates", ADMIN, None), 200, "all");
+    let names: Vec<&str> = all["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme:every", "beta:every"]);
+
+    // Bindings: only in one's own domains.
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/bindings",
+            &acme,
+            Some(&json!({"domain": "beta.example", "template": "every"})),
+        ),
+        404,
+        "a binding in beta's domain",
+    );
+    let b = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/bindings",
+            &acme,
+            Some(&json!({"domain": "acme.example", "app": "live", "template": "every"})),
+        ),
+        201,
+        "a binding in acme's domain",
+    );
+    assert_eq!(b["template"], "every");
+    assert!(ok(
+        call(&s, "GET", "/v1/bindings", &beta, None),
+        200,
+        "beta's bindings"
+    )["bindings"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    ok(
+        call(
+            &s,
+            "DELETE",
+            "/v1/bindings?domain=acme.example&app=live",
+            &beta,
+            None,
+        ),
+        404,
+        "beta deletes acme's",
+    );
+
+    // Jobs: acme's job is acme's; beta sees nothing of it; acme's max_jobs is 1.
+    let job = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/jobs",
+            &acme,
+            Some(
+                &json!({"name": "gate", "input_url": camera.url("", "/test"), "template": "every"}),
+            ),
+        ),
+        201,
+        "acme's job",
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["template"], "every");
+    assert_eq!(job["account"], "acme");
+    let r = call(
+        &s,
+        "POST",
+        "/v1/jobs",
+        &acme,
+        Some(&json!({"name": "two", "input_url": camera.url("", "/test"), "template": "every"})),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    poll(WAIT, "acme's job running", || {
+        (ok(
+            call(&s, "GET", &format!("/v1/jobs/{id}"), &acme, None),
+            200,
+            "job",
+        )["state"]
+            == "running")
+            .then_some(())
+    });
+    for (method, path) in [
+        ("GET", format!("/v1/jobs/{id}")),
+        ("POST", format!("/v1/jobs/{id}/stop")),
+        ("GET", format!("/v1/jobs/{id}/snapshot.jpg")),
+        ("DELETE", format!("/v1/jobs/{id}")),
+    ] {
+        ok(
+            call(&s, method, &path, &beta, None),
+            404,
+            &format!("beta: {method} {path}"),
+        );
+    }
+    assert!(
+        ok(call(&s, "GET", "/v1/jobs", &beta, None), 200, "beta's jobs")["jobs"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let pic = call(
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/snapshot.jpg"),
+        &acme,
+        None,
+    );
+    assert_eq!(pic.status, 200, "{}", pic.text());
+    // Its stream is acme's to see, not beta's.
+    let streams = ok(call(&s, "GET", "/v1/streams", &acme, None), 200, "streams");
+    assert!(streams.to_string().contains(&id), "{streams}");
+    assert!(
+        !ok(call(&s, "GET", "/v1/streams", &beta, None), 200, "streams")
+            .to_string()
+            .contains(&id)
+    );
+    // beta runs its own job alongside: its limit is its own.
+    let bj = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/jobs",
+            &beta,
+            Some(&json!({"name": "b", "input_url": camera.url("", "/test"), "template": "every"})),
+        ),
+        201,
+        "beta's job",
+    );
+    // Pictures of acme's job follow acme's template, named by its own name.
+    let rows = poll(WAIT, "a picture of acme's job", || {
+        let v = ok(
+            call(&s, "GET", &format!("/v1/snapshots?job={id}"), ADMIN, None),
+            200,
+            "rows",
+        );
+        let items = v["items"].as_array().unwrap().clone();
+        (!items.is_empty()).then_some(items)
+    });
+    assert_eq!(rows[0]["domain"], "_jobs");
+    assert_eq!(rows[0]["job"], id.as_str());
+    ok(
+        call(&s, "GET", "/v1/snapshots", &acme, None),
+        403,
+        "snapshots are the administrator's",
+    );
+
+    // Usage: each its own; the administrator all. Both jobs run a while first.
+    let bid = bj["id"].as_str().unwrap().to_string();
+    poll(WAIT, "beta's job running", || {
+        (ok(
+            call(&s, "GET", &format!("/v1/jobs/{bid}"), &beta, None),
+            200,
+            "job",
+        )["state"]
+            == "running")
+            .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ok(
+        call(&s, "POST", &format!("/v1/jobs/{id}/stop"), &acme, None),
+        200,
+        "stop",
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            &format!("/v1/jobs/{}/stop", bj["id"].as_str().unwrap()),
+            &beta,
+            None,
+        ),
+        200,
+        "stop",
+    );
+    let usage = |key: &str| -> Vec<String> {
+        ok(call(&s, "GET", "/v1/usage", key, None), 200, "usage")["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["job"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(usage(&acme), [id.clone()]);
+    assert_eq!(usage(&beta), [bj["id"].as_str().unwrap().to_string()]);
+    assert_eq!(usage(ADMIN).len(), 2);
     s.stop();
 }

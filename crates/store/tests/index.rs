@@ -990,8 +990,10 @@ async fn jobs_and_their_usage_survive_reopen(db: Db) {
         pictures: 0,
         reconnects: 0,
         last_snapshot: None,
+        account: None,
     };
     let mut a = job("1", 10);
+    a.account = Some("acme".into());
     index.insert_job(&a).await.unwrap();
     index.insert_job(&job("2", 20)).await.unwrap();
     // The same id twice, or a template that does not exist: refused.
@@ -1022,22 +1024,25 @@ async fn jobs_and_their_usage_survive_reopen(db: Db) {
     ));
 
     index
-        .add_usage("2026-12-05", "1", "cam 1", 1500)
+        .add_usage("2026-12-05", "1", "cam 1", Some("acme"), 1500)
         .await
         .unwrap();
     index
-        .add_usage("2026-12-05", "1", "cam 1", 2500)
+        .add_usage("2026-12-05", "1", "cam 1", Some("acme"), 2500)
         .await
         .unwrap();
     index
-        .add_usage("2026-12-06", "1", "cam 1", 7)
+        .add_usage("2026-12-06", "1", "cam 1", Some("acme"), 7)
         .await
         .unwrap();
     index
-        .add_usage("2026-12-05", "2", "cam 2", 1)
+        .add_usage("2026-12-05", "2", "cam 2", Some("acme"), 1)
         .await
         .unwrap();
-    assert!(index.add_usage("2026-12-5", "1", "x", 1).await.is_err());
+    assert!(index
+        .add_usage("2026-12-5", "1", "x", None, 1)
+        .await
+        .is_err());
     index.close().await;
 
     let index = db.open().await;
@@ -1064,6 +1069,7 @@ async fn jobs_and_their_usage_survive_reopen(db: Db) {
         ]
     );
     assert_eq!(usage[0].job_name, "cam 1");
+    assert_eq!(usage[0].account.as_deref(), Some("acme"));
     assert_eq!(
         index.usage("2026-12-06", "2026-12-06").await.unwrap().len(),
         1

@@ -42,6 +42,8 @@ pub struct JobRow {
     pub reconnects: i64,
     /// The JSON of its newest picture.
     pub last_snapshot: Option<String>,
+    /// The account it belongs to (`None`: the administrator's).
+    pub account: Option<String>,
 }
 
 /// One job's running time on one UTC day.
@@ -55,10 +57,12 @@ pub struct UsageRow {
     pub job_name: String,
     /// Milliseconds it ran that day.
     pub running_ms: i64,
+    /// The job's account (`None`: the administrator's).
+    pub account: Option<String>,
 }
 
 const JOB_COLUMNS: &str = "id, name, input_url, template, storage, callback_url, stopped, state, \
-     error, error_ms, created_ms, started_ms, frames, keyframes, pictures, reconnects, last_snapshot";
+     error, error_ms, created_ms, started_ms, frames, keyframes, pictures, reconnects, last_snapshot, account";
 
 /// True for a `YYYY-MM-DD` day.
 fn is_day(s: &str) -> bool {
@@ -76,14 +80,14 @@ impl Index {
     pub async fn insert_job(&self, job: &JobRow) -> Result<()> {
         let sql = format!(
             "INSERT INTO jobs ({JOB_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         with_db!(&self.db, pool => sqlx::query(&sql)
             .bind(&job.id).bind(&job.name).bind(&job.input_url).bind(&job.template)
             .bind(&job.storage).bind(&job.callback_url).bind(job.stopped).bind(&job.state)
             .bind(&job.error).bind(job.error_ms).bind(job.created_ms).bind(job.started_ms)
             .bind(job.frames).bind(job.keyframes).bind(job.pictures).bind(job.reconnects)
-            .bind(&job.last_snapshot)
+            .bind(&job.last_snapshot).bind(&job.account)
             .execute(pool).await.map(|_| ()))?;
         Ok(())
     }
@@ -126,18 +130,25 @@ impl Index {
     }
 
     /// Adds `ms` of running time to a job's usage on `day` (`YYYY-MM-DD`, UTC).
-    pub async fn add_usage(&self, day: &str, job: &str, job_name: &str, ms: u64) -> Result<()> {
+    pub async fn add_usage(
+        &self,
+        day: &str,
+        job: &str,
+        job_name: &str,
+        account: Option<&str>,
+        ms: u64,
+    ) -> Result<()> {
         if !is_day(day) {
             return Err(Error::InvalidFilter(format!(
                 "{day:?} is not a YYYY-MM-DD day"
             )));
         }
         let ms = to_i64("running_ms", ms)?;
-        let sql = "INSERT INTO job_usage (day, job, job_name, running_ms) VALUES ($1, $2, $3, $4) \
+        let sql = "INSERT INTO job_usage (day, job, job_name, running_ms, account) VALUES ($1, $2, $3, $4, $5) \
                    ON CONFLICT (day, job) DO UPDATE SET running_ms = job_usage.running_ms + excluded.running_ms, \
                    job_name = excluded.job_name";
         with_db!(&self.db, pool => sqlx::query(sql)
-            .bind(day).bind(job).bind(job_name).bind(ms)
+            .bind(day).bind(job).bind(job_name).bind(ms).bind(account)
             .execute(pool).await.map(|_| ()))?;
         Ok(())
     }
@@ -155,7 +166,7 @@ impl Index {
         if from > to {
             return Err(Error::InvalidFilter("`from` is after `to`".into()));
         }
-        let sql = "SELECT day, job, job_name, running_ms FROM job_usage \
+        let sql = "SELECT day, job, job_name, running_ms, account FROM job_usage \
                    WHERE day >= $1 AND day <= $2 ORDER BY day, job";
         let rows = with_db!(&self.db, pool =>
             sqlx::query_as::<_, UsageRow>(sql).bind(from).bind(to).fetch_all(pool).await)?;
