@@ -27,10 +27,13 @@ pub const MAX_DOMAINS: usize = 100;
 pub const MAX_KEYS: usize = 100;
 /// Longest account name, key label or domain, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
-/// Longest domain, in bytes.
-pub const MAX_DOMAIN_LEN: usize = 253;
+/// Longest domain, in bytes: what a stream key holds.
+pub const MAX_DOMAIN_LEN: usize = media::stream::MAX_NAME_LEN;
 /// Longest publish secret, in bytes.
 pub const MAX_SECRET_LEN: usize = 256;
+/// Shortest publish secret, in bytes: anyone who sees one signed URL could try short secrets
+/// offline.
+pub const MIN_SECRET_LEN: usize = 16;
 /// How often the keys' last use is written to the index.
 pub const KEY_USE_FLUSH: Duration = Duration::from_secs(60);
 /// The prefix of every key livesnap makes.
@@ -280,6 +283,7 @@ fn check_domain(d: &str) -> Result<(), AccountError> {
     let ok = !d.is_empty()
         && d.len() <= MAX_DOMAIN_LEN
         && !d.starts_with(['_', '.', '-'])
+        && !d.ends_with('.')
         && d.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
         && d.parse::<std::net::IpAddr>().is_err()
@@ -299,10 +303,10 @@ fn check_domain(d: &str) -> Result<(), AccountError> {
 
 fn check_settings(s: &Settings) -> Result<(), AccountError> {
     if let Some(secret) = &s.publish_secret {
-        if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
+        if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
             return Err(field(
                 "publish_secret",
-                format!("must be 1..={MAX_SECRET_LEN} bytes"),
+                format!("must be {MIN_SECRET_LEN}..={MAX_SECRET_LEN} bytes"),
             ));
         }
     }
@@ -358,10 +362,13 @@ impl Accounts {
                 warn!(key = %k.id, "key digest unreadable; the key does not work");
                 continue;
             };
-            let role = if k.role == "read" {
-                Role::Read
-            } else {
-                Role::Admin
+            let role = match k.role.as_str() {
+                "read" => Role::Read,
+                "admin" => Role::Admin,
+                other => {
+                    warn!(key = %k.id, role = %other, "key of an unknown role; the key does not work");
+                    continue;
+                }
             };
             state.keys.insert(
                 d,
@@ -454,6 +461,12 @@ impl Accounts {
         let s = self.read();
         let owner = s.owners.get(domain)?;
         s.accounts.get(owner)?.settings.publish_secret.clone()
+    }
+
+    /// The live-stream limit of `account`, when it has one.
+    pub fn max_streams_of(&self, account: &str) -> Option<usize> {
+        let limit = self.read().accounts.get(account)?.settings.max_streams?;
+        Some(usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
     /// The domains of `account`.
@@ -765,7 +778,12 @@ impl Accounts {
             .collect();
         for (id, at) in used {
             if let Err(e) = self.index.key_used(&id, at).await {
-                warn!(key = %id, error = %e, "key use not saved");
+                warn!(key = %id, error = %e, "key use not saved; written at the next flush");
+                self.used
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(id)
+                    .or_insert(at);
                 continue;
             }
             if let Some(k) = self.write().key_rows.get_mut(&id) {

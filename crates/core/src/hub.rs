@@ -361,7 +361,12 @@ pub struct Hub {
     /// Frames and bytes of the streams that have ended, per protocol (for totals since start).
     ended: Mutex<HashMap<&'static str, IngestTotals>>,
     trims: AtomicU64,
+    /// Domain -> (the account owning it, its `max_streams`), when it has one.
+    quota: OnceLock<Quota>,
 }
+
+/// Who owns a domain and how many live streams its domains may hold: `None` when no limit.
+pub type Quota = Arc<dyn Fn(&str) -> Option<(String, usize)> + Send + Sync>;
 
 /// What one front end (protocol) has taken in since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +419,7 @@ impl Hub {
             shots: OnceLock::new(),
             ended: Mutex::new(HashMap::new()),
             trims: AtomicU64::new(0),
+            quota: OnceLock::new(),
         });
         let weak = Arc::downgrade(&hub);
         hub.config.budget.set_reclaimer(Box::new(move |need| {
@@ -468,6 +474,11 @@ impl Hub {
             warn!(stream = %stream.key, freed = n, budget = self.config.budget.limit(), "ingest memory budget reached: GOP trimmed to its keyframe; frames until the next keyframe are not buffered");
         }
         freed
+    }
+
+    /// Sets who owns each domain and its live-stream limit (the accounts' `max_streams`).
+    pub fn set_quota(&self, quota: Quota) {
+        let _ = self.quota.set(quota);
     }
 
     /// The clock streams are scheduled by.
@@ -560,6 +571,17 @@ impl Hub {
         }
         if streams.len() >= self.config.max_streams {
             return Err(PublishRefused::TooManyStreams(self.config.max_streams));
+        }
+        if let Some(quota) = self.quota.get() {
+            if let Some((account, max)) = quota(&key.domain) {
+                let live = streams
+                    .keys()
+                    .filter(|k| quota(&k.domain).is_some_and(|(a, _)| a == account))
+                    .count();
+                if live >= max {
+                    return Err(PublishRefused::AccountFull { account, max });
+                }
+            }
         }
         let (keyframe_tx, _) = watch::channel(0);
         let stream = Arc::new(LiveStream {

@@ -40,10 +40,20 @@ pub enum AuthError {
 /// The secrets publishes are checked against: a domain's own (its account's), else the
 /// server's. Without either, a publish may go. Clones share the domains' secrets, which the
 /// server replaces as accounts change.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PublishAuth {
     secret: Option<Vec<u8>>,
     by_domain: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for PublishAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let domains = self.by_domain.read().map_or(0, |d| d.len());
+        f.debug_struct("PublishAuth")
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("domains_with_secrets", &domains)
+            .finish()
+    }
 }
 
 /// `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))`.

@@ -83,6 +83,13 @@ pub enum PublishRefused {
     TooManyStreams(usize),
     /// The name is not acceptable.
     BadName(String),
+    /// The account owning the stream's domain has its `max_streams` live.
+    AccountFull {
+        /// The account.
+        account: String,
+        /// Its limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for PublishRefused {
@@ -93,6 +100,10 @@ impl fmt::Display for PublishRefused {
                 write!(f, "the limit of {n} live streams is reached")
             }
             PublishRefused::BadName(why) => write!(f, "bad stream name: {why}"),
+            PublishRefused::AccountFull { account, max } => write!(
+                f,
+                "account {account} has its limit of {max} live streams (max_streams)"
+            ),
         }
     }
 }

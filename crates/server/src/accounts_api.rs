@@ -103,6 +103,13 @@ async fn create_account(
     b: Bytes,
 ) -> Result<Response, AppError> {
     admin_only(&caller)?;
+    if st.auth.is_open() {
+        return Err(AppError::Accounts(
+            livesnap_core::accounts::AccountError::Conflict(
+                "accounts need admin_key: without it the API is open to anyone and account keys would scope nothing".into(),
+            ),
+        ));
+    }
     let account = st.accounts.create(body(&b)?).await?;
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }

@@ -101,7 +101,8 @@ fn digest(key: &str) -> [u8; 32] {
 
 /// Compares two digests in time that does not depend on where they differ.
 fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The key of a request: `Authorization: Bearer <key>` (the scheme in any case).
@@ -120,14 +121,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The address failures are counted under: an IPv6 client is its /64, as the connection limits
 /// count it (one host holds a whole /64).
 fn counted_address(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-    }
+    // The connection limits' own rule: an IPv4 client on a dual-stack listener
+    // (`::ffff:a.b.c.d`) is its IPv4 address, an IPv6 one its /64.
+    ingest::frontend::source_of(ip)
 }
 
 /// Wrong keys per address in the current minute.
@@ -368,6 +364,12 @@ mod tests {
         }
         assert!(auth.blocked(v6("2001:db8::ffff"), now()).is_some());
         assert!(auth.blocked(v6("2001:db8:0:1::1"), now()).is_none());
+        // IPv4 clients of a dual-stack listener are each their own.
+        for _ in 0..3 {
+            auth.record_failure(v6("::ffff:198.51.100.1"), now());
+        }
+        assert!(auth.blocked(v6("::ffff:198.51.100.1"), now()).is_some());
+        assert!(auth.blocked(v6("::ffff:198.51.100.2"), now()).is_none());
     }
 
     #[test]

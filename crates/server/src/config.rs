@@ -427,6 +427,23 @@ impl Settings {
     /// that span settings.
     pub fn validate(&self) -> Result<(), String> {
         self.check_ranges()?;
+        if let Some(key) = &self.admin_key {
+            // A key a client cannot send (spaces are trimmed, non-ASCII is not a header
+            // value) or guess-short would lock everyone out or in.
+            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if !(16..=crate::auth::MAX_KEY_LEN).contains(&key.len()) || !printable {
+                return Err(format!(
+                    "admin_key must be 16..={} printable ASCII characters without spaces",
+                    crate::auth::MAX_KEY_LEN
+                ));
+            }
+        }
+        if let Some(secret) = &self.publish_secret {
+            let min = livesnap_core::accounts::MIN_SECRET_LEN;
+            if secret.len() < min {
+                return Err(format!("publish_secret must be at least {min} bytes"));
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both, or neither".into());
         }

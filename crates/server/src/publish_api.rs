@@ -21,7 +21,7 @@ pub const DEFAULT_PUBLISH_TTL_S: u64 = 3600;
 pub const MAX_PUBLISH_TTL_S: u64 = 366 * 86_400;
 
 /// What the URLs are made with: the secret, and where publishers reach this server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublishUrlMaker {
     /// `publish_secret`; without it the URLs are unsigned (and work as they are).
     pub secret: Option<String>,
@@ -34,6 +34,17 @@ pub struct PublishUrlMaker {
     pub rtsp_port: u16,
     /// Base of HTTP URLs (`public_url`).
     pub public_url: String,
+}
+
+impl std::fmt::Debug for PublishUrlMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishUrlMaker")
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("host", &self.host)
+            .field("rtmp_port", &self.rtmp_port)
+            .field("rtsp_port", &self.rtsp_port)
+            .finish()
+    }
 }
 
 /// The routes with their OpenAPI operations.
@@ -104,7 +115,26 @@ async fn publish_urls(
 ) -> Result<Json<PublishUrls>, AppError> {
     let req: PublishUrlRequest = serde_json::from_slice(&b)
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let domain = req.domain.as_deref().unwrap_or(DEFAULT_DOMAIN);
+    let domain = req
+        .domain
+        .as_deref()
+        .unwrap_or(DEFAULT_DOMAIN)
+        .to_ascii_lowercase();
+    let domain = domain.as_str();
+    // Names go into URLs as they are: refuse what a URL would read otherwise.
+    for (field, v) in [
+        ("app", &req.app),
+        ("stream", &req.stream),
+        ("domain", &domain.to_string()),
+    ] {
+        if v.chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(AppError::BadRequest(format!(
+                "{field} may hold only letters, digits, -, _ and . in a publish URL"
+            )));
+        }
+    }
     if !caller.sees_domain(&st.accounts, domain) {
         return Err(AppError::NotFound(format!(
             "no domain {}",
@@ -135,11 +165,16 @@ async fn publish_urls(
     };
     let mut query = Vec::new();
     let mut expires = None;
-    // The domain's own secret (its account's), else the server's.
-    let secret = st
-        .accounts
-        .publish_secret_of(&key.domain)
-        .or_else(|| maker.secret.clone());
+    // The domain's own secret (its account's), else the server's. An account without one of
+    // its own gets no URL signed with the server's: the signature does not cover the domain,
+    // so it would publish in any domain that takes the server's secret.
+    let own = st.accounts.publish_secret_of(&key.domain);
+    if own.is_none() && maker.secret.is_some() && !caller.is_admin() {
+        return Err(AppError::Forbidden(
+            "this account has no publish_secret of its own; the administrator sets one (PATCH /v1/accounts/{name})".into(),
+        ));
+    }
+    let secret = own.or_else(|| maker.secret.clone());
     if let Some(secret) = &secret {
         let at = ingest::publish_auth::unix_now().saturating_add(ttl);
         let sign = ingest::publish_auth::sign(secret.as_bytes(), &key.app, &key.stream, at);

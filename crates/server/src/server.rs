@@ -268,13 +268,13 @@ pub async fn start_with_clock(
         .iter()
         .find(|f| f.protocol() == ingest::rtsp::server::PROTOCOL)
         .map_or(settings.rtsp, |f| f.local_addr());
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let public_url = settings.public_url.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{http_addr}")
+    });
 
     let index = open_index(&settings).await?;
-    let accounts = {
+    let accounts: Arc<livesnap_core::accounts::Accounts> = {
         let publish_auth = publish_auth.clone();
         livesnap_core::accounts::Accounts::start(
             index.clone(),
@@ -309,6 +309,17 @@ pub async fn start_with_clock(
     )
     .await?;
 
+    if accounts.any() && settings.admin_key.is_none() {
+        warn!("accounts exist but admin_key is not set: the API is open to anyone and account keys scope nothing; set admin_key");
+    }
+    {
+        let accounts = accounts.clone();
+        hub.set_quota(Arc::new(move |domain: &str| {
+            let account = accounts.owner_of(domain)?;
+            let max = accounts.max_streams_of(&account)?;
+            Some((account, max))
+        }));
+    }
     let sink: Arc<dyn media::stream::StreamSink> = Arc::new(HubSink(hub.clone()));
     let jobs = Jobs::start(
         index.clone(),
@@ -397,8 +408,19 @@ pub async fn start_with_clock(
         stats: http_stats,
         tls: tls.clone(),
     };
-    if let Some(tls) = tls.clone() {
-        front.spawn_until_cancelled(reload_on_hangup(tls));
+    // Always, and caught before the listeners serve: without TLS a SIGHUP must not end the
+    // server either.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => {
+                front.spawn_until_cancelled(reload_on_hangup(tls.clone(), hangups));
+            }
+            Err(e) => {
+                warn!(error = %e, "SIGHUP cannot be caught: the certificate is read at start only")
+            }
+        }
     }
     front.spawn(crate::http::serve(
         http,
@@ -504,24 +526,25 @@ fn warn_if_over_open_files(settings: &Settings) {
 
 /// Reads the certificate and key again at each SIGHUP; files that do not load leave the one in
 /// use (and say why).
-async fn reload_on_hangup(tls: Arc<crate::tls::Tls>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return warn!("SIGHUP cannot be caught: the certificate is read at start only");
+#[cfg(unix)]
+async fn reload_on_hangup(
+    tls: Option<Arc<crate::tls::Tls>>,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        let Some(tls) = tls.clone() else {
+            info!("SIGHUP: nothing to read again (no tls_cert)");
+            continue;
         };
-        while hangups.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => info!("SIGHUP: TLS certificate and key read again"),
-                Err(e) => {
-                    warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays")
-                }
+        // File reads off the async threads.
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => info!("SIGHUP: TLS certificate and key read again"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays")
             }
+            Err(e) => warn!(error = %e, "SIGHUP: the reload did not finish"),
         }
     }
-    #[cfg(not(unix))]
-    std::future::pending::<()>().await;
 }
 
 async fn shutdown_signal() {

@@ -67,7 +67,16 @@ fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         return Err(file("certificate", cert, "no CERTIFICATE in it".into()));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| file("key", key, e.to_string()))?;
-    let mut config = ServerConfig::builder()
+    // The provider named, not the process default: another crate enabling a second provider
+    // must not make the builder panic.
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Pair {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            reason: e.to_string(),
+        })?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| TlsError::Pair {

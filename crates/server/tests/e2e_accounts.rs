@@ -55,8 +55,8 @@ fn accounts_keys_roles_and_their_streams() {
             "/v1/accounts",
             ADMIN,
             Some(&json!({
-                "name": "acme", "domains": ["acme.example"], "max_jobs": 5,
-                "publish_secret": "acme-secret"
+                "name": "acme", "domains": ["acme.example"], "max_jobs": 5, "max_streams": 1,
+                "publish_secret": "acme-publish-secret"
             })),
         ),
         201,
@@ -283,6 +283,24 @@ fn accounts_keys_roles_and_their_streams() {
     };
     wait_live("/v1/streams/live/cam?domain=acme.example");
     wait_live("/v1/streams/live/admin-cam");
+    // acme's max_streams is 1: a second stream in its domain is refused, signed or not.
+    let second = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/publish-urls",
+            &acme_key,
+            Some(&json!({"app": "live", "stream": "cam2", "domain": "acme.example"})),
+        ),
+        200,
+        "a second publish URL",
+    );
+    let mut over = Publisher::start(&src.path, second["rtmp"].as_str().unwrap());
+    assert!(!over.wait_exit(std::time::Duration::from_secs(20)).success());
+    assert!(
+        s.log_text().contains("max_streams"),
+        "the refusal names the limit"
+    );
 
     // Each sees its own: acme its stream, beta nothing, the administrator both.
     let names = |key: &str| -> Vec<String> {
@@ -695,4 +713,104 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
     assert_eq!(usage(&beta), [bj["id"].as_str().unwrap().to_string()]);
     assert_eq!(usage(ADMIN).len(), 2);
     s.stop();
+}
+
+/// Accounts need an admin key; an account without a publish secret of its own gets no URL signed
+/// with the server's (whose signature does not cover the domain); an admin key too weak to be
+/// one stops the start.
+#[test]
+fn accounts_need_an_admin_key_and_their_own_publish_secret() {
+    let open = Server::start();
+    let r = open.post_json("/v1/accounts", &json!({"name": "acme"}));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("admin_key"));
+    open.stop();
+
+    let s = Server::start_with(
+        &[
+            ("LIVESNAP_ADMIN_KEY", ADMIN),
+            ("LIVESNAP_PUBLISH_SECRET", "the-servers-own-secret"),
+        ],
+        &[],
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "plain", "domains": ["plain.example"]})),
+        ),
+        201,
+        "an account without a secret",
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts",
+            ADMIN,
+            Some(&json!({"name": "weak", "publish_secret": "short"})),
+        ),
+        400,
+        "a short secret",
+    );
+    let key = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/accounts/plain/keys",
+            ADMIN,
+            Some(&json!({"role": "admin"})),
+        ),
+        201,
+        "key",
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call(
+        &s,
+        "POST",
+        "/v1/publish-urls",
+        &key,
+        Some(&json!({"app": "live", "stream": "c", "domain": "plain.example"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("publish_secret"));
+    // The administrator's URL for the server's domains is signed with the server's secret.
+    let v = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/publish-urls",
+            ADMIN,
+            Some(&json!({"app": "live", "stream": "c"})),
+        ),
+        200,
+        "the administrator's URL",
+    );
+    assert_eq!(v["signed"], true);
+    s.stop();
+
+    let work = workdir();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_livesnap"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "127.0.0.1:0",
+            "--rtsp",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
+        .args(["--admin-key", "short"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("admin_key must be"), "{said}");
+    assert!(!said.contains("short\""), "{said}");
 }

@@ -186,3 +186,21 @@ fn a_certificate_without_its_key_or_an_unreadable_one_stops_the_start() {
         "{said}"
     );
 }
+
+#[test]
+fn a_sighup_without_tls_does_not_end_the_server() {
+    let s = Server::start();
+    let pid = s.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    poll(Duration::from_secs(20), "the SIGHUP said", || {
+        s.log_text()
+            .contains("SIGHUP: nothing to read again")
+            .then_some(())
+    });
+    assert_eq!(s.get("/healthz").status, 200);
+    s.stop();
+}

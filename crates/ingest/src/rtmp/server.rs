@@ -392,6 +392,10 @@ impl Connection {
                     Ok(k) => k,
                     Err(why) => {
                         // Debug-escaped: a name never starts a log line of its own.
+                        // Without their queries (a `sign` is not for the log); Debug-escaped:
+                        // a name never starts a log line of its own.
+                        let app = app.split('?').next().unwrap_or("");
+                        let name = name.split('?').next().unwrap_or("");
                         warn!(addr = %self.addr, ?app, ?name, %why, "rtmp publish refused");
                         self.session
                             .reject_publish("NetStream.Publish.BadName", &why.to_string())?;
@@ -420,7 +424,8 @@ impl Connection {
                     Err(refused) => {
                         let code = match refused {
                             PublishRefused::AlreadyLive(_) => "NetStream.Publish.BadName",
-                            PublishRefused::TooManyStreams(_) => "NetStream.Publish.Rejected",
+                            PublishRefused::TooManyStreams(_)
+                            | PublishRefused::AccountFull { .. } => "NetStream.Publish.Rejected",
                             PublishRefused::BadName(_) => "NetStream.Publish.BadName",
                         };
                         self.session.reject_publish(code, &refused.to_string())?;
