@@ -1072,6 +1072,15 @@ impl Jobs {
         .await
     }
 
+    /// The ids of the jobs `scope` sees.
+    pub fn ids(&self, scope: JobScope<'_>) -> Vec<String> {
+        self.entries()
+            .values()
+            .filter(|e| scope.sees(e.row().account.as_deref()))
+            .map(|e| e.link.id.clone())
+            .collect()
+    }
+
     /// The job `id`, if `scope` sees it.
     pub fn get(&self, id: &str, scope: JobScope<'_>) -> Result<Job, JobsError> {
         let entry = self.entry_in(id, scope)?;

@@ -77,8 +77,8 @@ impl Caller {
 
 /// The routes an account's key reaches: its account and keys, its streams (by its domains) and
 /// their pictures, publish URLs for them, its templates, bindings, jobs and usage, and the API
-/// document. The others (stored snapshots, callbacks, operations) are the administrator's
-/// until they carry their account.
+/// document, and the stored snapshots of its domains and jobs. The others (callbacks and the
+/// operations routes) are the administrator's.
 fn account_may_use(path: &str) -> bool {
     path == "/openapi.json"
         || path == "/v1/accounts"
@@ -92,6 +92,8 @@ fn account_may_use(path: &str) -> bool {
         || path == "/v1/jobs"
         || path.starts_with("/v1/jobs/")
         || path == "/v1/usage"
+        || path == "/v1/snapshots"
+        || path.starts_with("/v1/snapshots/")
 }
 
 /// The SHA-256 digest of a key.

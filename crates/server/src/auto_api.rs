@@ -442,6 +442,42 @@ struct SnapshotPage {
     next_cursor: Option<String>,
 }
 
+/// What stored snapshots an account's key sees: those of its domains and of its pull jobs.
+fn visible_rows(st: &AppState, caller: &Caller) -> Option<livesnap_store::index::Visible> {
+    let Caller::Account { name, .. } = caller else {
+        return None;
+    };
+    Some(livesnap_store::index::Visible {
+        domains: st.accounts.domains_of(name),
+        in_domain: Some((
+            livesnap_core::jobs::JOBS_DOMAIN.to_string(),
+            st.jobs.ids(livesnap_core::jobs::JobScope::Account(name)),
+        )),
+    })
+}
+
+/// Whether the caller may see `row`.
+fn sees_row(st: &AppState, caller: &Caller, row: &SnapshotRow) -> bool {
+    match visible_rows(st, caller) {
+        None => true,
+        Some(v) => {
+            v.domains.contains(&row.domain)
+                || v.in_domain
+                    .is_some_and(|(d, streams)| d == row.domain && streams.contains(&row.stream))
+        }
+    }
+}
+
+/// A row as the caller sees it: an account's template by its own name.
+fn shown_row(caller: &Caller, mut row: SnapshotRow) -> SnapshotRow {
+    if let Caller::Account { name, .. } = caller {
+        if let Some(own) = livesnap_core::template::name_for_account(name, &row.job) {
+            row.job = own.to_string();
+        }
+    }
+    row
+}
+
 /// `GET /v1/snapshots`: stored snapshots, newest first.
 #[utoipa::path(
     get,
@@ -459,6 +495,7 @@ struct SnapshotPage {
 )]
 async fn list_snapshots(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SnapshotPage>, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -472,11 +509,23 @@ async fn list_snapshots(
             )))
         }
     };
+    // An account names its templates by their own names; its job ids are its own already.
+    let job = q.job.map(|j| match &caller {
+        Caller::Account { name, .. }
+            if st
+                .jobs
+                .get(&j, livesnap_core::jobs::JobScope::Account(name))
+                .is_err() =>
+        {
+            livesnap_core::template::account_template_name(name, &j)
+        }
+        _ => j,
+    });
     let filter = ListFilter {
         domain: q.domain,
         app: q.app,
         stream: q.stream,
-        job: q.job,
+        job,
         mode,
         from_ms: time_param("from", q.from)?,
         to_ms: time_param("to", q.to)?,
@@ -486,17 +535,26 @@ async fn list_snapshots(
             .map(|l| crate::api::bounded("limit", l, (1, u64::from(MAX_LIST_LIMIT))))
             .transpose()?,
         cursor: q.cursor,
+        visible: visible_rows(&st, &caller),
     };
     let (items, next_cursor) = st.auto.index().list(&filter).await?;
+    let items = items.into_iter().map(|r| shown_row(&caller, r)).collect();
     Ok(Json(SnapshotPage { items, next_cursor }))
 }
 
-async fn find(st: &AppState, id: &str) -> Result<SnapshotRow, AppError> {
+/// The row `id`, if the caller may see it: another account's is not found.
+async fn find(st: &AppState, caller: &Caller, id: &str) -> Result<SnapshotRow, AppError> {
     st.auto
         .index()
         .get(id)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("snapshot {id} not found")))
+        .filter(|row| sees_row(st, caller, row))
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "snapshot {} not found",
+                id.chars().take(64).collect::<String>()
+            ))
+        })
 }
 
 /// One stored snapshot with a link to its picture.
@@ -526,9 +584,10 @@ struct StoredSnapshot {
 )]
 async fn get_snapshot(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<StoredSnapshot>, AppError> {
-    let row = find(&st, &id).await?;
+    let row = shown_row(&caller, find(&st, &caller, &id).await?);
     let url = crate::callbacks::snapshot_url(&st.public_url, &row.id);
     Ok(Json(StoredSnapshot { row, url }))
 }
@@ -552,9 +611,10 @@ async fn get_snapshot(
 )]
 async fn snapshot_image(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let row = find(&st, &id).await?;
+    let row = find(&st, &caller, &id).await?;
     let location = st.auto.location(&row.storage).ok_or_else(|| {
         AppError::NotFound(format!("storage location {} no longer exists", row.storage))
     })?;
@@ -581,9 +641,10 @@ async fn snapshot_image(
 )]
 async fn delete_snapshot(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let row = find(&st, &id).await?;
+    let row = find(&st, &caller, &id).await?;
     st.auto.delete_row(&row).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -630,6 +691,7 @@ struct DeleteResult {
 )]
 async fn batch_delete(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     b: Bytes,
 ) -> Result<Json<BatchDeleteResults>, AppError> {
     let req: BatchDelete = body(&b)?;
@@ -642,8 +704,10 @@ async fn batch_delete(
     let mut results = Vec::with_capacity(req.ids.len());
     for id in req.ids {
         let error = match st.auto.index().get(&id).await {
-            Ok(Some(row)) => st.auto.delete_row(&row).await.err().map(|e| e.to_string()),
-            Ok(None) => Some("not found".to_string()),
+            Ok(Some(row)) if sees_row(&st, &caller, &row) => {
+                st.auto.delete_row(&row).await.err().map(|e| e.to_string())
+            }
+            Ok(_) => Some("not found".to_string()),
             Err(e) => Some(e.to_string()),
         };
         results.push(DeleteResult {

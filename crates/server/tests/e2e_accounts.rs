@@ -237,9 +237,9 @@ fn accounts_keys_roles_and_their_streams() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("read key"));
     ok(
-        call(&s, "GET", "/v1/snapshots", &acme_key, None),
+        call(&s, "GET", "/v1/callbacks/deliveries", &acme_key, None),
         403,
-        "snapshots",
+        "deliveries",
     );
     ok(call(&s, "GET", "/metrics", &acme_key, None), 403, "metrics");
 
@@ -667,10 +667,85 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
     });
     assert_eq!(rows[0]["domain"], "_jobs");
     assert_eq!(rows[0]["job"], id.as_str());
-    ok(
+    // Stored snapshots: acme sees its job's, by id and in lists; beta sees none of them.
+    let row_id = rows[0]["id"].as_str().unwrap().to_string();
+    let mine = ok(
+        call(&s, "GET", &format!("/v1/snapshots?job={id}"), &acme, None),
+        200,
+        "acme's rows",
+    );
+    assert!(!mine["items"].as_array().unwrap().is_empty(), "{mine}");
+    let listed = ok(
         call(&s, "GET", "/v1/snapshots", &acme, None),
-        403,
-        "snapshots are the administrator's",
+        200,
+        "acme's rows",
+    );
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["job"] == id.as_str()),
+        "{listed}"
+    );
+    ok(
+        call(&s, "GET", &format!("/v1/snapshots/{row_id}"), &acme, None),
+        200,
+        "acme's row",
+    );
+    let img = call(
+        &s,
+        "GET",
+        &format!("/v1/snapshots/{row_id}/image"),
+        &acme,
+        None,
+    );
+    assert_eq!(img.status, 200);
+    let theirs = ok(
+        call(&s, "GET", "/v1/snapshots", &beta, None),
+        200,
+        "beta's rows",
+    );
+    assert!(
+        theirs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["job"] != id.as_str()),
+        "{theirs}"
+    );
+    ok(
+        call(&s, "GET", &format!("/v1/snapshots?job={id}"), &beta, None),
+        200,
+        "beta filters acme's job",
+    );
+    for (method, path) in [
+        ("GET", format!("/v1/snapshots/{row_id}")),
+        ("GET", format!("/v1/snapshots/{row_id}/image")),
+        ("DELETE", format!("/v1/snapshots/{row_id}")),
+    ] {
+        ok(
+            call(&s, method, &path, &beta, None),
+            404,
+            &format!("beta: {method} {path}"),
+        );
+    }
+    let batch = ok(
+        call(
+            &s,
+            "POST",
+            "/v1/snapshots/batch-delete",
+            &beta,
+            Some(&json!({"ids": [row_id]})),
+        ),
+        200,
+        "beta's batch delete",
+    );
+    assert_eq!(batch["results"][0]["deleted"], false, "{batch}");
+    ok(
+        call(&s, "GET", &format!("/v1/snapshots/{row_id}"), ADMIN, None),
+        200,
+        "still there",
     );
 
     // Usage: each its own; the administrator all. Both jobs run a while first.

@@ -251,6 +251,19 @@ pub struct ListFilter {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only the rows one account may see (never from a request's query).
+    #[serde(skip)]
+    pub visible: Option<Visible>,
+}
+
+/// The rows one account may see: those in its domains, and those of `streams` in `in_domain`
+/// (its pull jobs' streams, in the jobs' domain).
+#[derive(Clone, Debug, Default)]
+pub struct Visible {
+    /// Its domains.
+    pub domains: Vec<String>,
+    /// A domain it shares, and its streams there.
+    pub in_domain: Option<(String, Vec<String>)>,
 }
 
 /// The index: a pool on SQLite or PostgreSQL.
@@ -637,6 +650,35 @@ impl Index {
         }
         if let Some(mode) = filter.mode {
             conds.push(format!("mode = {}", param(Arg::Text(mode.as_str().into()))));
+        }
+        if let Some(v) = &filter.visible {
+            let mut any: Vec<String> = Vec::new();
+            if !v.domains.is_empty() {
+                let list: Vec<String> = v
+                    .domains
+                    .iter()
+                    .map(|d| param(Arg::Text(d.clone())))
+                    .collect();
+                any.push(format!("domain IN ({})", list.join(", ")));
+            }
+            if let Some((domain, streams)) = &v.in_domain {
+                if !streams.is_empty() {
+                    let d = param(Arg::Text(domain.clone()));
+                    let list: Vec<String> = streams
+                        .iter()
+                        .map(|s| param(Arg::Text(s.clone())))
+                        .collect();
+                    any.push(format!(
+                        "(domain = {d} AND stream IN ({}))",
+                        list.join(", ")
+                    ));
+                }
+            }
+            if any.is_empty() {
+                conds.push("1 = 0".into());
+            } else {
+                conds.push(format!("({})", any.join(" OR ")));
+            }
         }
         if let Some(from) = filter.from_ms {
             conds.push(format!("time_ms >= {}", param(Arg::Int(from))));

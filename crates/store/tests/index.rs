@@ -70,6 +70,7 @@ on_both!(
     automation_import_is_all_or_nothing_and_only_into_an_empty_index,
     jobs_and_their_usage_survive_reopen,
     accounts_domains_and_keys_survive_reopen,
+    an_accounts_view_holds_its_domains_and_its_streams_in_a_shared_domain,
 );
 
 /// The write path's transaction: the row, the deliveries made from it (with its id) and the
@@ -1163,4 +1164,68 @@ async fn accounts_domains_and_keys_survive_reopen(db: Db) {
         .put_account(&account("c"), &doms(&["a3.example"]), true)
         .await
         .unwrap();
+}
+
+/// `visible`: the rows of an account's domains, and of its streams in a shared domain (its pull
+/// jobs'), whatever the other filters; nothing when it owns nothing.
+async fn an_accounts_view_holds_its_domains_and_its_streams_in_a_shared_domain(db: Db) {
+    use livesnap_store::index::Visible;
+    let index = db.open().await;
+    for (i, (domain, stream)) in [
+        ("a.example", "cam"),
+        ("b.example", "cam"),
+        ("_jobs", "job-a"),
+        ("_jobs", "job-b"),
+        ("a2.example", "x"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        index
+            .insert(&snap(
+                domain,
+                "live",
+                stream,
+                "t",
+                1_000 * (i as i64 + 1),
+                Mode::Sequence,
+            ))
+            .await
+            .unwrap();
+    }
+    let seen = |visible: Visible, stream: Option<&str>| {
+        let index = &index;
+        let stream = stream.map(str::to_string);
+        async move {
+            let (rows, _) = index
+                .list(&ListFilter {
+                    stream,
+                    visible: Some(visible),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut v: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{}/{}", r.domain, r.stream))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let a = Visible {
+        domains: vec!["a.example".into(), "a2.example".into()],
+        in_domain: Some(("_jobs".into(), vec!["job-a".into()])),
+    };
+    assert_eq!(
+        seen(a.clone(), None).await,
+        ["_jobs/job-a", "a.example/cam", "a2.example/x"]
+    );
+    assert_eq!(seen(a, Some("cam")).await, ["a.example/cam"]);
+    assert!(seen(Visible::default(), None).await.is_empty());
+    let jobs_only = Visible {
+        domains: vec![],
+        in_domain: Some(("_jobs".into(), vec!["job-b".into()])),
+    };
+    assert_eq!(seen(jobs_only, None).await, ["_jobs/job-b"]);
 }
