@@ -77,6 +77,10 @@ pub struct AccountSpec {
     /// Publishes in its domains must be signed with this (besides the server's own).
     #[serde(default)]
     pub publish_secret: Option<String>,
+    /// Hosts its jobs may pull and its callbacks may reach: `cam.example.com`,
+    /// `*.example.com`, an address, or a CIDR block (`10.0.0.0/8`). Empty: any.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A change to an account (`PATCH`): each field given replaces the account's; an empty
@@ -96,6 +100,9 @@ pub struct AccountPatch {
     /// Publish secret; empty: none.
     #[serde(default)]
     pub publish_secret: Option<String>,
+    /// Hosts its jobs and callbacks may reach, all of them; empty: any.
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// What is kept of an account besides its name and domains (the `spec` column).
@@ -104,6 +111,8 @@ struct Settings {
     max_jobs: Option<u64>,
     max_streams: Option<u64>,
     publish_secret: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 /// An account as the API shows it (never its publish secret).
@@ -119,6 +128,8 @@ pub struct Account {
     pub max_streams: Option<u64>,
     /// Whether publishes in its domains must be signed with a secret of its own.
     pub publish_secret_set: bool,
+    /// Hosts its jobs and callbacks may reach (empty: any).
+    pub allowed_hosts: Vec<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// When it was last changed (RFC 3339).
@@ -301,7 +312,71 @@ fn check_domain(d: &str) -> Result<(), AccountError> {
     }
 }
 
+/// Most `allowed_hosts` patterns of one account.
+pub const MAX_ALLOWED_HOSTS: usize = 100;
+
+/// The host of a `scheme://[user@]host[:port]/...` URL, lowercased (an IPv6 one without its
+/// brackets).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether `host` matches `pattern`: the same host, a `*.suffix` one below it, or an address
+/// in a CIDR block.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        return host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"));
+    }
+    if let Some((net, bits)) = pattern.split_once('/') {
+        let (Ok(net), Ok(bits), Ok(ip)) = (
+            net.parse::<std::net::IpAddr>(),
+            bits.parse::<u32>(),
+            host.parse::<std::net::IpAddr>(),
+        ) else {
+            return false;
+        };
+        let prefix = |a: &[u8], b: &[u8], bits: u32| -> bool {
+            let whole = (bits / 8) as usize;
+            let rest = bits % 8;
+            if a[..whole] != b[..whole] {
+                return false;
+            }
+            rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
+        };
+        return match (net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) if bits <= 32 => {
+                prefix(&n.octets(), &i.octets(), bits)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) if bits <= 128 => {
+                prefix(&n.octets(), &i.octets(), bits)
+            }
+            _ => false,
+        };
+    }
+    pattern == host
+}
+
 fn check_settings(s: &Settings) -> Result<(), AccountError> {
+    if s.allowed_hosts.len() > MAX_ALLOWED_HOSTS
+        || s.allowed_hosts.iter().any(|h| {
+            h.is_empty()
+                || h.len() > MAX_DOMAIN_LEN
+                || h.chars().any(|c| c.is_control() || c.is_whitespace())
+        })
+    {
+        return Err(field(
+            "allowed_hosts",
+            format!("at most {MAX_ALLOWED_HOSTS} host names, *.suffix patterns, addresses or CIDR blocks"),
+        ));
+    }
     if let Some(secret) = &s.publish_secret {
         if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
             return Err(field(
@@ -469,6 +544,35 @@ impl Accounts {
         Some(usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
+    /// Checks that `account` may reach `url` (its `allowed_hosts`); `field` names the JSON
+    /// field in the refusal.
+    pub fn check_outbound(
+        &self,
+        account: &str,
+        field_name: &'static str,
+        url: &str,
+    ) -> Result<(), AccountError> {
+        let allowed = match self.read().accounts.get(account) {
+            Some(e) => e.settings.allowed_hosts.clone(),
+            None => return Ok(()),
+        };
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let host = url_host(url).unwrap_or_default();
+        if allowed.iter().any(|p| host_matches(p, &host)) {
+            return Ok(());
+        }
+        Err(field(
+            field_name,
+            format!(
+                "host {:?} is not in the account's allowed_hosts ({})",
+                host.chars().take(64).collect::<String>(),
+                allowed.join(", ")
+            ),
+        ))
+    }
+
     /// The domains of `account`.
     pub fn domains_of(&self, account: &str) -> Vec<String> {
         self.read()
@@ -486,6 +590,7 @@ impl Accounts {
             max_jobs: e.settings.max_jobs,
             max_streams: e.settings.max_streams,
             publish_secret_set: e.settings.publish_secret.is_some(),
+            allowed_hosts: e.settings.allowed_hosts.clone(),
             created_at: t(e.created_ms),
             updated_at: t(e.updated_ms),
         }
@@ -543,6 +648,7 @@ impl Accounts {
             max_jobs: spec.max_jobs,
             max_streams: spec.max_streams,
             publish_secret: spec.publish_secret,
+            allowed_hosts: spec.allowed_hosts,
         };
         check_settings(&settings)?;
         let _change = self.change.lock().await;
@@ -607,6 +713,9 @@ impl Accounts {
         }
         if let Some(s) = patch.publish_secret {
             entry.settings.publish_secret = (!s.is_empty()).then_some(s);
+        }
+        if let Some(h) = patch.allowed_hosts {
+            entry.settings.allowed_hosts = h;
         }
         check_settings(&entry.settings)?;
         entry.updated_ms = self.clock.unix_ms();
@@ -819,6 +928,30 @@ mod tests {
         ] {
             assert!(check_domain(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_match_names_wildcards_and_blocks() {
+        assert_eq!(
+            url_host("rtsp://u:p@Cam.Example.com:554/s").as_deref(),
+            Some("cam.example.com")
+        );
+        assert_eq!(
+            url_host("rtsp://[fd00::5]:554/s").as_deref(),
+            Some("fd00::5")
+        );
+        assert_eq!(url_host("nourl"), None);
+        assert!(host_matches("cam.example.com", "cam.example.com"));
+        assert!(host_matches("*.example.com", "cam.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(!host_matches("*.example.com", "evil-example.com"));
+        assert!(host_matches("10.0.0.0/8", "10.200.3.4"));
+        assert!(!host_matches("10.0.0.0/8", "11.0.0.1"));
+        assert!(host_matches("192.168.1.0/25", "192.168.1.127"));
+        assert!(!host_matches("192.168.1.0/25", "192.168.1.128"));
+        assert!(host_matches("fd00::/8", "fd12::1"));
+        assert!(!host_matches("10.0.0.0/8", "cam.example.com"));
+        assert!(host_matches("0.0.0.0/0", "1.2.3.4"));
     }
 
     #[test]

@@ -531,10 +531,21 @@ impl Hub {
     /// Finds a stream by `stream`, `app/stream` or `domain/app/stream`. A name that matches
     /// several live streams is [`Error::Ambiguous`].
     pub fn find(&self, name: &str) -> Result<Arc<LiveStream>> {
+        self.find_among(name, |_| true)
+    }
+
+    /// [`Hub::find`] among the streams `visible` admits only (an account's): the others are
+    /// neither found nor named as candidates.
+    pub fn find_among(
+        &self,
+        name: &str,
+        visible: impl Fn(&StreamKey) -> bool,
+    ) -> Result<Arc<LiveStream>> {
         let parts: Vec<&str> = name.split('/').collect();
         let streams = self.read();
         let matches: Vec<&Arc<LiveStream>> = streams
             .values()
+            .filter(|s| visible(&s.key))
             .filter(|s| match parts[..] {
                 [stream] => s.key.stream == stream,
                 [app, stream] => s.key.app == app && s.key.stream == stream,

@@ -869,7 +869,11 @@ fn wcs_timeout(now: SystemTime) -> Response {
             failed: the error body", body = WcsServerError),
     )
 )]
-async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
+async fn wcs_snapshot(
+    State(st): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
+    body: Bytes,
+) -> Response {
     let req: WcsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return AppError::BadRequest(format!("invalid JSON body: {e}")).into_response(),
@@ -897,7 +901,10 @@ async fn wcs_snapshot(State(st): State<AppState>, body: Bytes) -> Response {
         },
         precision: Precision::Keyframe,
     };
-    let stream = match st.hub.find(&req.stream_name) {
+    let stream = match st
+        .hub
+        .find_among(&req.stream_name, |key| sees_stream(&st, &caller, key))
+    {
         Ok(s) => s,
         Err(e) => return AppError::Core(e).into_response(),
     };

@@ -94,6 +94,7 @@ fn account_may_use(path: &str) -> bool {
         || path == "/v1/usage"
         || path == "/v1/snapshots"
         || path.starts_with("/v1/snapshots/")
+        || path == "/rest-api/stream/snapshot"
 }
 
 /// The SHA-256 digest of a key.

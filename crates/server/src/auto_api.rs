@@ -61,6 +61,14 @@ fn shown_spec(caller: &Caller, mut spec: TemplateSpec) -> Option<TemplateSpec> {
     Some(spec)
 }
 
+/// An account's template calls back only hosts its `allowed_hosts` admit.
+fn check_callback(st: &AppState, caller: &Caller, spec: &TemplateSpec) -> Result<(), AppError> {
+    if let (Caller::Account { name, .. }, Some(url)) = (caller, &spec.callback_url) {
+        st.accounts.check_outbound(name, "callback_url", url)?;
+    }
+    Ok(())
+}
+
 /// Another account's template, or one that does not exist: not found either way.
 fn no_template(name: &str) -> AppError {
     AppError::NotFound(format!(
@@ -136,6 +144,7 @@ async fn create_template(
     b: Bytes,
 ) -> Result<Response, AppError> {
     let mut spec = template_body(body(&b)?)?;
+    check_callback(&st, &caller, &spec)?;
     spec.name = kept_name(&caller, &spec.name);
     let saved = st.auto.put_template(spec, true).await?;
     let shown = shown_spec(&caller, saved.clone()).unwrap_or(saved);
@@ -207,6 +216,7 @@ async fn put_template(
         }
     }
     let mut spec = template_body(value)?;
+    check_callback(&st, &caller, &spec)?;
     spec.name = kept_name(&caller, &spec.name);
     let saved = st
         .auto

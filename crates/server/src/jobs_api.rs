@@ -90,6 +90,11 @@ async fn create_job(
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     if let Caller::Account { name, .. } = &caller {
         spec.template = livesnap_core::template::account_template_name(name, &spec.template);
+        st.accounts
+            .check_outbound(name, "input_url", &spec.input_url)?;
+        if let Some(url) = &spec.callback_url {
+            st.accounts.check_outbound(name, "callback_url", url)?;
+        }
     }
     let limit = max_jobs(&st, &caller);
     let job = st.jobs.create(spec, scope(&caller), limit).await?;

@@ -667,6 +667,30 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
     });
     assert_eq!(rows[0]["domain"], "_jobs");
     assert_eq!(rows[0]["job"], id.as_str());
+    // The WCS call finds only the caller's streams.
+    let wcs = ok(
+        call(
+            &s,
+            "POST",
+            "/rest-api/stream/snapshot",
+            &acme,
+            Some(&json!({"streamName": id})),
+        ),
+        200,
+        "WCS by acme",
+    );
+    assert!(wcs["data"].as_str().is_some_and(|d| d.len() > 100), "{wcs}");
+    ok(
+        call(
+            &s,
+            "POST",
+            "/rest-api/stream/snapshot",
+            &beta,
+            Some(&json!({"streamName": id})),
+        ),
+        404,
+        "WCS by beta",
+    );
     // Stored snapshots: acme sees its job's, by id and in lists; beta sees none of them.
     let row_id = rows[0]["id"].as_str().unwrap().to_string();
     let mine = ok(
@@ -787,6 +811,78 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
     assert_eq!(usage(&acme), [id.clone()]);
     assert_eq!(usage(&beta), [bj["id"].as_str().unwrap().to_string()]);
     assert_eq!(usage(ADMIN).len(), 2);
+
+    // allowed_hosts: the account's jobs and callbacks reach only the hosts it names.
+    ok(
+        call(
+            &s,
+            "PATCH",
+            "/v1/accounts/acme",
+            ADMIN,
+            Some(&json!({"allowed_hosts": ["*.cams.internal", "10.0.0.0/8"]})),
+        ),
+        200,
+        "allowed_hosts",
+    );
+    ok(
+        call(&s, "DELETE", &format!("/v1/jobs/{id}"), &acme, None),
+        204,
+        "delete acme's job",
+    );
+    let r = call(
+        &s,
+        "POST",
+        "/v1/jobs",
+        &acme,
+        Some(&json!({"name": "x", "input_url": camera.url("", "/test"), "template": "every"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["field"], "input_url");
+    assert!(r.text().contains("allowed_hosts"), "{}", r.text());
+    let r = call(
+        &s,
+        "POST",
+        "/v1/templates",
+        &acme,
+        Some(&json!({"name": "cb", "interval_s": 5, "callback_url": "http://127.0.0.1:9/hook"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["field"], "callback_url");
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/templates",
+            &acme,
+            Some(
+                &json!({"name": "cb", "interval_s": 5, "callback_url": "http://hooks.cams.internal/x"}),
+            ),
+        ),
+        201,
+        "a callback to an allowed host",
+    );
+    ok(
+        call(
+            &s,
+            "PATCH",
+            "/v1/accounts/acme",
+            ADMIN,
+            Some(&json!({"allowed_hosts": ["127.0.0.0/8"]})),
+        ),
+        200,
+        "allowed_hosts",
+    );
+    ok(
+        call(
+            &s,
+            "POST",
+            "/v1/jobs",
+            &acme,
+            Some(&json!({"name": "y", "input_url": camera.url("", "/test"), "template": "every"})),
+        ),
+        201,
+        "a job on an allowed host",
+    );
     s.stop();
 }
 
