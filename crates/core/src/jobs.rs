@@ -1072,6 +1072,15 @@ impl Jobs {
         .await
     }
 
+    /// The ids of the running jobs (neither stopped nor failed) `scope` sees.
+    pub fn running_ids(&self, scope: JobScope<'_>) -> Vec<String> {
+        self.entries()
+            .values()
+            .filter(|e| scope.sees(e.row().account.as_deref()) && e.is_active())
+            .map(|e| e.link.id.clone())
+            .collect()
+    }
+
     /// The ids of the jobs `scope` sees.
     pub fn ids(&self, scope: JobScope<'_>) -> Vec<String> {
         self.entries()

@@ -35,7 +35,21 @@ pub enum AuthError {
     /// The signature does not match the stream and time.
     #[error("the publish signature does not match this stream and expiry")]
     BadSignature,
+    /// The address sent too many refused publishes this minute.
+    #[error("too many refused publishes from this address; try again in {retry_after_s} s")]
+    TooManyFailures {
+        /// Seconds until its minute is over.
+        retry_after_s: u64,
+    },
 }
+
+/// Refused publishes one address (an IPv6 /64) may make per minute before every publish of it
+/// is refused until the minute is over.
+pub const FAILURES_PER_MINUTE: u32 = 10;
+/// Addresses whose refusals are remembered at once; past it the expired ones are forgotten,
+/// then all (a flood from many addresses costs bounded memory).
+pub const MAX_TRACKED_ADDRESSES: usize = 10_000;
+const WINDOW_S: u64 = 60;
 
 /// The secrets publishes are checked against: a domain's own (its account's), else the
 /// server's. Without either, a publish may go. Clones share the domains' secrets, which the
@@ -44,6 +58,9 @@ pub enum AuthError {
 pub struct PublishAuth {
     secret: Option<Vec<u8>>,
     by_domain: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<u8>>>>,
+    /// Address -> (start of its minute, Unix s; refusals in it).
+    failures:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u64, u32)>>>,
 }
 
 impl std::fmt::Debug for PublishAuth {
@@ -98,6 +115,7 @@ impl PublishAuth {
         PublishAuth {
             secret: secret.map(|s| s.as_bytes().to_vec()),
             by_domain: Default::default(),
+            failures: Default::default(),
         }
     }
 
@@ -151,6 +169,46 @@ impl PublishAuth {
         } else {
             Err(AuthError::BadSignature)
         }
+    }
+}
+
+impl PublishAuth {
+    /// [`PublishAuth::check`] for a publisher at `peer`: an address that had
+    /// [`FAILURES_PER_MINUTE`] publishes refused this minute is refused whatever it sends, and
+    /// every refusal counts.
+    pub fn check_from(
+        &self,
+        peer: std::net::IpAddr,
+        key: &StreamKey,
+        queries: &[&str],
+        now: u64,
+    ) -> Result<(), AuthError> {
+        let peer = crate::frontend::source_of(peer);
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(start, n)) = failures.get(&peer) {
+            if now < start + WINDOW_S && n >= FAILURES_PER_MINUTE {
+                return Err(AuthError::TooManyFailures {
+                    retry_after_s: start + WINDOW_S - now,
+                });
+            }
+        }
+        drop(failures);
+        let result = self.check(key, queries, now);
+        if result.is_err() {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if failures.len() >= MAX_TRACKED_ADDRESSES {
+                failures.retain(|_, (start, _)| now < *start + WINDOW_S);
+                if failures.len() >= MAX_TRACKED_ADDRESSES {
+                    failures.clear();
+                }
+            }
+            let entry = failures.entry(peer).or_insert((now, 0));
+            if now >= entry.0 + WINDOW_S {
+                *entry = (now, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
+        }
+        result
     }
 }
 
@@ -254,6 +312,30 @@ mod tests {
             .check(&key("live", "cam2"), &[&good], 1000)
             .unwrap_err();
         assert!(!e.to_string().contains(&good[20..]), "{e}");
+    }
+
+    #[test]
+    fn refused_publishes_are_counted_per_address() {
+        let auth = PublishAuth::new(Some(SECRET));
+        let k = key("live", "cam1");
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..FAILURES_PER_MINUTE {
+            assert_eq!(auth.check_from(a, &k, &[""], 100), Err(AuthError::Unsigned));
+        }
+        // Blocked for the rest of its minute, even signed; another address is not.
+        let good = signed("live", "cam1", 1000);
+        assert_eq!(
+            auth.check_from(a, &k, &[&good], 130),
+            Err(AuthError::TooManyFailures { retry_after_s: 30 })
+        );
+        assert_eq!(auth.check_from(b, &k, &[&good], 130), Ok(()));
+        assert_eq!(auth.check_from(a, &k, &[&good], 160), Ok(()));
+        // Without a secret nothing is refused, so nothing is counted.
+        let open = PublishAuth::new(None);
+        for _ in 0..(FAILURES_PER_MINUTE * 2) {
+            assert_eq!(open.check_from(a, &k, &[""], 100), Ok(()));
+        }
     }
 
     #[test]

@@ -169,7 +169,8 @@ struct DeleteQuery {
 }
 
 /// `DELETE /v1/accounts/{name}`: deletes an account with its keys (the administrator's key
-/// only); refused while its domains have live streams, unless `?force=true`.
+/// only); refused while its domains have live streams or its jobs run, unless `?force=true`
+/// (which stops its jobs).
 #[utoipa::path(
     delete,
     path = "/v1/accounts/{name}",
@@ -191,6 +192,8 @@ async fn delete_account(
     visible(&caller, &name)?;
     admin_only(&caller)?;
     st.accounts.get(&name)?;
+    let scope = livesnap_core::jobs::JobScope::Account(&name);
+    let jobs = st.jobs.running_ids(scope);
     if !q.force.unwrap_or(false) {
         let domains = st.accounts.domains_of(&name);
         let live = st
@@ -199,13 +202,18 @@ async fn delete_account(
             .iter()
             .filter(|s| domains.contains(&s.key.domain))
             .count();
-        if live > 0 {
+        if live > 0 || !jobs.is_empty() {
             return Err(AppError::Accounts(
                 livesnap_core::accounts::AccountError::Conflict(format!(
-                    "account {name} has {live} live streams; stop them first, or delete with ?force=true"
+                    "account {name} has {live} live streams and {} running jobs; stop them first, or delete with ?force=true",
+                    jobs.len()
                 )),
             ));
         }
+    }
+    // Forced: its jobs stop (and stay, stopped, for the administrator to see or delete).
+    for id in jobs {
+        st.jobs.stop(&id, scope).await?;
     }
     st.accounts.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)

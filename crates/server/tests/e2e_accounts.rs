@@ -872,7 +872,7 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
         200,
         "allowed_hosts",
     );
-    ok(
+    let y = ok(
         call(
             &s,
             "POST",
@@ -883,6 +883,27 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
         201,
         "a job on an allowed host",
     );
+    // An account whose job runs is deleted only by force, which stops the job.
+    let r = call(&s, "DELETE", "/v1/accounts/acme", ADMIN, None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("running jobs"), "{}", r.text());
+    ok(
+        call(&s, "DELETE", "/v1/accounts/acme?force=true", ADMIN, None),
+        204,
+        "forced",
+    );
+    let left = ok(
+        call(
+            &s,
+            "GET",
+            &format!("/v1/jobs/{}", y["id"].as_str().unwrap()),
+            ADMIN,
+            None,
+        ),
+        200,
+        "its job",
+    );
+    assert_eq!(left["state"], "stopped", "{left}");
     s.stop();
 }
 

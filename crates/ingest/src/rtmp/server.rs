@@ -404,7 +404,11 @@ impl Connection {
                 };
                 let queries = crate::publish_auth::queries(&app, &name, tc_url.as_deref());
                 let now = crate::publish_auth::unix_now();
-                if let Err(why) = self.config.publish_auth.check(&key, &queries, now) {
+                let checked =
+                    self.config
+                        .publish_auth
+                        .check_from(self.addr.ip(), &key, &queries, now);
+                if let Err(why) = checked {
                     warn!(addr = %self.addr, stream = %key, %why, "rtmp publish refused");
                     self.session
                         .reject_publish("NetStream.Publish.Unauthorized", &why.to_string())?;

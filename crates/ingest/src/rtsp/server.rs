@@ -356,7 +356,10 @@ impl Host for Publisher {
         // The query once: the stream name carries the URL's.
         let queries = [query, "", ""];
         let now = crate::publish_auth::unix_now();
-        if let Err(why) = self.publish_auth.check(&key, &queries, now) {
+        if let Err(why) = self
+            .publish_auth
+            .check_from(self.addr.ip(), &key, &queries, now)
+        {
             warn!(addr = %self.addr, stream = %key, %why, "rtsp publish refused");
             return Err(Refusal::Unauthorized(why.to_string()));
         }
