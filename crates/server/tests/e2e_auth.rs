@@ -144,3 +144,161 @@ fn wrong_keys_are_rate_limited_per_address_and_metrics_can_be_public() {
     assert!(!log.contains("guess-"), "a wrong key is in the log");
     s.stop();
 }
+
+/// Every route of the OpenAPI document, with its path naming one account's resources: another
+/// account's key never gets them (no 2xx, nothing of them in the answer), and a read key of
+/// the owner changes nothing (403 for every method but GET).
+#[test]
+fn another_accounts_key_never_reaches_and_a_read_key_never_changes() {
+    let s = Server::start_with(
+        &[
+            ("LIVESNAP_ADMIN_KEY", KEY),
+            ("LIVESNAP_AUTH_FAILURES_PER_MINUTE", "100000"),
+        ],
+        &[],
+    );
+    let post = |path: &str, key: &str, body: serde_json::Value| -> Value {
+        let auth = format!("Bearer {key}");
+        let r = request_with(
+            "POST",
+            &s.url(path),
+            Some(&body.to_string()),
+            &[("authorization", &auth)],
+        )
+        .unwrap();
+        assert!(
+            r.status / 100 == 2,
+            "POST {path}: {} {}",
+            r.status,
+            r.text()
+        );
+        r.json()
+    };
+    post(
+        "/v1/accounts",
+        KEY,
+        serde_json::json!({"name": "acme", "domains": ["acme.example"]}),
+    );
+    post(
+        "/v1/accounts",
+        KEY,
+        serde_json::json!({"name": "beta", "domains": ["beta.example"]}),
+    );
+    let acme = post(
+        "/v1/accounts/acme/keys",
+        KEY,
+        serde_json::json!({"role": "admin"}),
+    );
+    let acme_key = acme["key"].as_str().unwrap().to_string();
+    let acme_key_id = acme["id"].as_str().unwrap().to_string();
+    let read = post(
+        "/v1/accounts/acme/keys",
+        KEY,
+        serde_json::json!({"role": "read"}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let beta = post(
+        "/v1/accounts/beta/keys",
+        KEY,
+        serde_json::json!({"role": "admin"}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(
+        "/v1/templates",
+        &acme_key,
+        serde_json::json!({"name": "every", "interval_s": 5}),
+    );
+    post(
+        "/v1/bindings",
+        &acme_key,
+        serde_json::json!({"domain": "acme.example", "template": "every"}),
+    );
+    let job = post(
+        "/v1/jobs",
+        &acme_key,
+        serde_json::json!({"name": "cam", "input_url": "rtsp://127.0.0.1:9/none", "template": "every"}),
+    );
+    let job_id = job["id"].as_str().unwrap().to_string();
+
+    let doc = call(&s, "GET", "/openapi.json", Some(KEY)).json();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let method = method.to_uppercase();
+            // acme's own resources in the path.
+            let filled = path
+                .replace(
+                    "/v1/accounts/{name}/keys/{id}",
+                    &format!("/v1/accounts/acme/keys/{acme_key_id}"),
+                )
+                .replace("/v1/accounts/{name}", "/v1/accounts/acme")
+                .replace("/v1/templates/{name}", "/v1/templates/every")
+                .replace("/v1/jobs/{id}", &format!("/v1/jobs/{job_id}"))
+                .replace("{id}", "x1")
+                .replace("{app}", "live")
+                .replace("{stream}", "cam");
+            let is_public = filled == "/healthz" || filled == "/readyz";
+            if is_public {
+                continue;
+            }
+            let names_acme = path.contains('{')
+                && (filled.contains("acme")
+                    || filled.contains(&job_id)
+                    || filled.contains("every"));
+            let r = call(&s, &method, &filled, Some(&beta));
+            let text = r.text();
+            // An id the request named may be echoed in its "not found"; nothing else of acme's.
+            let shows = |secret: &str| !filled.contains(secret) && text.contains(secret);
+            assert!(
+                !shows(&job_id) && !shows("acme.example") && !shows(&acme_key_id),
+                "{method} {filled} with beta's key shows acme's: {text}"
+            );
+            // 400: a body refused before anything is looked up, the same whoever owns what.
+            if names_acme {
+                assert!(
+                    r.status == 404 || r.status == 403 || r.status == 400,
+                    "{method} {filled} with beta's key: {} {text}",
+                    r.status
+                );
+            }
+            if method != "GET" {
+                let r = call(&s, &method, &filled, Some(&read));
+                assert_eq!(
+                    r.status,
+                    403,
+                    "{method} {filled} with acme's read key: {}",
+                    r.text()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked} routes checked");
+    // A valid body to another's template is not found.
+    let auth = format!("Bearer {beta}");
+    let r = request_with(
+        "PUT",
+        &s.url("/v1/templates/every"),
+        Some(r#"{"interval_s": 5}"#),
+        &[("authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    // And acme's admin key does reach its own.
+    assert_eq!(
+        call(&s, "GET", &format!("/v1/jobs/{job_id}"), Some(&acme_key)).status,
+        200
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/templates/every", Some(&acme_key)).status,
+        200
+    );
+    s.stop();
+}
