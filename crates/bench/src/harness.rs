@@ -66,6 +66,11 @@ pub struct Server {
 impl Server {
     /// Starts the server with its data in `data_dir` and its log beside it (`<dir>.log`).
     pub fn start(bin: &Path, data_dir: &Path) -> Result<Server, String> {
+        Server::start_env(bin, data_dir, &[])
+    }
+
+    /// [`Server::start`] with environment variables (settings such as `LIVESNAP_ADMIN_KEY`).
+    pub fn start_env(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let log_path = data_dir.with_extension("log");
         let log =
@@ -89,6 +94,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -93,13 +93,21 @@ impl Response {
 pub struct Conn {
     addr: String,
     stream: Option<BufReader<TcpStream>>,
+    /// The API key sent as `Authorization: Bearer`, if any.
+    auth: Option<&'static str>,
 }
 
 impl Conn {
     pub fn new(addr: &str) -> Conn {
+        Conn::with_auth(addr, None)
+    }
+
+    /// A connection whose requests carry `Authorization: Bearer <auth>`.
+    pub fn with_auth(addr: &str, auth: Option<&'static str>) -> Conn {
         Conn {
             addr: addr.to_string(),
             stream: None,
+            auth,
         }
     }
 
@@ -135,7 +143,11 @@ impl Conn {
     /// Sends the request and reads the response; says whether the connection must be closed.
     fn exchange(&mut self, path: &str) -> Result<(Response, bool), String> {
         let s = self.stream.as_mut().ok_or("not connected")?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        let auth = self
+            .auth
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}\r\n", self.addr);
         s.get_mut()
             .write_all(req.as_bytes())
             .map_err(|e| format!("HTTP write: {e}"))?;

@@ -125,6 +125,7 @@ enum Scenario {
     Abuse,
     Protocols,
     Jobs,
+    Auth,
     Baseline,
     Limit,
     Saturation,
@@ -387,6 +388,10 @@ fn run_resolution(
     if wants(Scenario::Jobs) {
         let r = jobs::run(ctx, tag, &camera.path, ctx.jobs).map(|row| out.rows.push(row));
         record(&mut out, "jobs", r);
+    }
+    if wants(Scenario::Auth) {
+        let r = scenarios::auth(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));
+        record(&mut out, "auth", r);
     }
     if wants(Scenario::Abuse) {
         let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));

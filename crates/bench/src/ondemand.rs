@@ -15,6 +15,8 @@ pub struct Plan {
     pub streams: usize,
     /// `None`: back to back. `Some(d)`: each client sends one request every `d`.
     pub pace: Option<Duration>,
+    /// The API key each request carries, if the server wants one.
+    pub auth: Option<&'static str>,
 }
 
 /// What the clients saw.
@@ -89,7 +91,7 @@ impl Running {
 
 fn client(addr: &str, plan: Plan, index: usize, deadline: Instant) -> Outcome {
     let mut out = Outcome::default();
-    let mut conn = Conn::new(addr);
+    let mut conn = Conn::with_auth(addr, plan.auth);
     let mut rng = XorShift::new(index as u64);
     // Paced clients start spread over one period, not all at once.
     let mut next = Instant::now()

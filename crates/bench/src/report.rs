@@ -38,6 +38,8 @@ pub enum Kind {
     Protocol,
     /// RTSP pull jobs of one shared mount, pictured every 5 s.
     Jobs,
+    /// The light on-demand client with API keys off and on.
+    Auth,
     Baseline,
 }
 
@@ -430,6 +432,30 @@ fn on_demand_table(w: &mut String, r: &ResolutionResult) {
         if let Some(e) = &o.first_error {
             let _ = writeln!(w, "\n  first error of {}: `{e}`\n", row.name);
         }
+    }
+    let auth: Vec<&OnDemandFigures> = r
+        .rows
+        .iter()
+        .filter(|x| x.kind == Kind::Auth)
+        .filter_map(|x| x.on_demand.as_ref())
+        .collect();
+    if let [off, on] = auth[..] {
+        let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+        let _ = writeln!(
+            w,
+            "\n- on-demand latency with API keys on against off (light load, same run): miss p50 {} / {} ms = {} x, hit p50 {} / {} ms = {} x, p99 {} / {} ms = {} x; errors {} on, {} off",
+            opt(on.miss_p50, 1),
+            opt(off.miss_p50, 1),
+            opt(ratio(on.miss_p50, off.miss_p50), 2),
+            opt(on.hit_p50, 1),
+            opt(off.hit_p50, 1),
+            opt(ratio(on.hit_p50, off.hit_p50), 2),
+            opt(on.all_p99, 1),
+            opt(off.all_p99, 1),
+            opt(ratio(on.all_p99, off.all_p99), 2),
+            on.errors,
+            off.errors
+        );
     }
     let abuse: Vec<&OnDemandFigures> = r
         .rows

@@ -171,6 +171,7 @@ pub fn on_demand(
             clients: ctx.cores,
             streams: n,
             pace: None,
+            auth: None,
         };
         let warm = ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
         if warm.ok() == 0 {
@@ -187,6 +188,7 @@ pub fn on_demand(
                     clients: 1,
                     streams: n,
                     pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
+                    auth: None,
                 },
             ),
             (
@@ -195,6 +197,7 @@ pub fn on_demand(
                     clients,
                     streams: n,
                     pace: None,
+                    auth: None,
                 },
             ),
         ];
@@ -303,12 +306,14 @@ pub fn abuse(
             clients: ctx.cores,
             streams: n,
             pace: None,
+            auth: None,
         };
         ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
         let light = ondemand::Plan {
             clients: 1,
             streams: n,
             pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
+            auth: None,
         };
         let mut rows = vec![light_window(
             ctx,
@@ -406,6 +411,57 @@ pub fn abuse(
     })();
     server.stop(ctx.keep);
     result
+}
+
+/// The API key of the auth scenario's server (at least 16 printable characters, as the server
+/// asks).
+pub const BENCH_ADMIN_KEY: &str = "livesnap-bench-admin-key-0123456789";
+
+/// On-demand latency with API keys on and off: N publishers and the light on-demand load (one
+/// client, [`LIGHT_RATE_PER_S`] requests/s, keep-alive) on a server without `admin_key`, then
+/// on one with it, every request carrying the key. Two rows; the report sets their p50 and p99
+/// side by side (the goal: within the noise).
+pub fn auth(ctx: &Ctx, tag: &str, tags: &Arc<Vec<VideoTag>>, n: usize) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (label, key) in [("off", None), ("on", Some(BENCH_ADMIN_KEY))] {
+        let env: Vec<(&str, &str)> = key.map(|k| ("LIVESNAP_ADMIN_KEY", k)).into_iter().collect();
+        let server = Server::start_env(
+            &ctx.livesnap,
+            &ctx.tmp.join(format!("{tag}-auth-{label}")),
+            &env,
+        )?;
+        let result = (|| -> Result<Row, String> {
+            let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+            let prewarm = ondemand::Plan {
+                clients: ctx.cores,
+                streams: n,
+                pace: None,
+                auth: key,
+            };
+            ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
+            let light = ondemand::Plan {
+                clients: 1,
+                streams: n,
+                pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
+                auth: key,
+            };
+            let mut row = light_window(
+                ctx,
+                &server,
+                &load,
+                n,
+                light,
+                format!(
+                    "livesnap on demand, light (1 client, {LIGHT_RATE_PER_S}/s), API key {label}"
+                ),
+            )?;
+            row.kind = Kind::Auth;
+            Ok(row)
+        })();
+        server.stop(ctx.keep);
+        rows.push(result?);
+    }
+    Ok(rows)
 }
 
 /// One window of `plan` on `server`, as a row of [`Kind::Abuse`].
