@@ -808,7 +808,7 @@ fn templates_bindings_jobs_and_usage_are_each_accounts_own() {
             .map(|u| u["job"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(usage(&acme), [id.clone()]);
+    assert_eq!(usage(&acme), [id.as_str()]);
     assert_eq!(usage(&beta), [bj["id"].as_str().unwrap().to_string()]);
     assert_eq!(usage(ADMIN).len(), 2);
 
