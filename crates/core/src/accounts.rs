@@ -65,7 +65,8 @@ impl Role {
 pub struct AccountSpec {
     /// Unique name: letters, digits, `_`, `-`, `.`.
     pub name: String,
-    /// The domains it owns (publishers name them with `?domain=` or the URL's host).
+    /// The domains it owns (publishers name them with `?domain=`, or with the URL's host when
+    /// that host is also in the `domains` setting).
     #[serde(default)]
     pub domains: Vec<String>,
     /// Pull jobs it may run at once (default: the server's `max_jobs`).

@@ -193,7 +193,7 @@ async fn publish_urls(
     Ok(Json(PublishUrls {
         rtmp: format!("rtmp://{host}:{}/{path}", maker.rtmp_port),
         rtsp: format!("rtsp://{host}:{}/{path}", maker.rtsp_port),
-        whip: format!("{}/v1/whip/{path}", maker.public_url.trim_end_matches('/')),
+        whip: format!("{}/whip/{path}", maker.public_url.trim_end_matches('/')),
         expires,
         signed: secret.is_some(),
     }))

@@ -81,6 +81,12 @@ fn publishes_must_carry_a_valid_signature() {
     let rtmp = urls["rtmp"].as_str().unwrap().to_string();
     let (_, port) = s.rtmp.rsplit_once(':').unwrap();
     assert!(rtmp.contains(&format!(":{port}/live/cam1?")), "{rtmp}");
+    // WHIP publishers (issue 17) post to /whip/{app}/{stream} with the same query.
+    let whip = urls["whip"].as_str().unwrap();
+    assert!(
+        whip.starts_with("http://127.0.0.1:") && whip.contains("/whip/live/cam1?expires="),
+        "{whip}"
+    );
     // The server's signature is the one computed here.
     assert!(
         rtmp.ends_with(&signed_query("live", "cam1", expires)),
