@@ -740,13 +740,19 @@ impl Accounts {
         self.get(name)
     }
 
-    /// Deletes an account with its domains and keys (its keys stop working at once). The
-    /// caller checks what it still owns first.
-    pub async fn delete(&self, name: &str) -> Result<(), AccountError> {
+    /// Deletes an account with its domains and keys (its keys stop working at once), once
+    /// `may` agrees, asked under the same lock as every other account change (so no change
+    /// slips between the check of what it owns and the delete).
+    pub async fn delete(
+        &self,
+        name: &str,
+        may: impl FnOnce(&[String]) -> Result<(), AccountError>,
+    ) -> Result<(), AccountError> {
         let _change = self.change.lock().await;
-        if !self.read().accounts.contains_key(name) {
+        let Some(domains) = self.read().accounts.get(name).map(|e| e.domains.clone()) else {
             return Err(AccountError::NotFound(format!("account {}", shown(name))));
-        }
+        };
+        may(&domains)?;
         saved(self.index.delete_account(name).await)?;
         {
             let mut s = self.write();

@@ -193,29 +193,31 @@ async fn delete_account(
     admin_only(&caller)?;
     st.accounts.get(&name)?;
     let scope = livesnap_core::jobs::JobScope::Account(&name);
+    let force = q.force.unwrap_or(false);
     let jobs = st.jobs.running_ids(scope);
-    if !q.force.unwrap_or(false) {
-        let domains = st.accounts.domains_of(&name);
-        let live = st
-            .hub
-            .list()
-            .iter()
-            .filter(|s| domains.contains(&s.key.domain))
-            .count();
-        if live > 0 || !jobs.is_empty() {
-            return Err(AppError::Accounts(
-                livesnap_core::accounts::AccountError::Conflict(format!(
-                    "account {name} has {live} live streams and {} running jobs; stop them first, or delete with ?force=true",
-                    jobs.len()
-                )),
-            ));
+    // Forced: its jobs stop first (and stay, stopped, for the administrator to see or delete).
+    if force {
+        for id in &jobs {
+            st.jobs.stop(id, scope).await?;
         }
     }
-    // Forced: its jobs stop (and stay, stopped, for the administrator to see or delete).
-    for id in jobs {
-        st.jobs.stop(&id, scope).await?;
-    }
-    st.accounts.delete(&name).await?;
+    let hub = st.hub.clone();
+    st.accounts
+        .delete(&name, |domains| {
+            let live = hub
+                .list()
+                .iter()
+                .filter(|s| domains.contains(&s.key.domain))
+                .count();
+            if force || (live == 0 && jobs.is_empty()) {
+                return Ok(());
+            }
+            Err(livesnap_core::accounts::AccountError::Conflict(format!(
+                "account {name} has {live} live streams and {} running jobs; stop them first, or delete with ?force=true",
+                jobs.len()
+            )))
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

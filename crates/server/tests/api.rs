@@ -5,7 +5,6 @@
 
 #[path = "common/auto.rs"]
 mod auto;
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;

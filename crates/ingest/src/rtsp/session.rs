@@ -240,8 +240,17 @@ impl Session {
                     Err(Refusal::Forbidden(why)) => {
                         return (reply(403, &format!("Forbidden ({why})"), &[]), None)
                     }
+                    // RFC 2326 asks a 401 to name a scheme; the signed URL is what is missing,
+                    // so it names a realm no credentials satisfy.
                     Err(Refusal::Unauthorized(why)) => {
-                        return (reply(401, &format!("Unauthorized ({why})"), &[]), None)
+                        let challenge = (
+                            "WWW-Authenticate",
+                            "Basic realm=\"livesnap signed publish URL\"".into(),
+                        );
+                        return (
+                            reply(401, &format!("Unauthorized ({why})"), &[challenge]),
+                            None,
+                        );
                     }
                 }
                 self.setups = vec![None; sdp.media.len()];
@@ -400,6 +409,7 @@ mod tests {
     struct Fake {
         announced: Vec<String>,
         refuse: bool,
+        unsigned: bool,
         udp: Vec<(usize, (u16, u16))>,
         no_udp: bool,
     }
@@ -408,6 +418,9 @@ mod tests {
         fn announce(&mut self, url: &str, _: &Sdp) -> std::result::Result<(), Refusal> {
             if self.refuse {
                 return Err(Refusal::Forbidden("already live".into()));
+            }
+            if self.unsigned {
+                return Err(Refusal::Unauthorized("not signed".into()));
             }
             self.announced.push(url.to_string());
             Ok(())
@@ -614,6 +627,21 @@ mod tests {
             text.starts_with("RTSP/1.0 403 Forbidden (already live)\r\nCSeq: 7"),
             "{text}"
         );
+        // Unsigned: 401 with a challenge, as RFC 2326 asks of a 401.
+        let mut unsigned = Fake {
+            unsigned: true,
+            ..Fake::default()
+        };
+        let text = sent(
+            &Session::new("z".into())
+                .feed(&announce(3), &mut unsigned)
+                .unwrap(),
+        );
+        assert!(
+            text.starts_with("RTSP/1.0 401 Unauthorized (not signed)\r\nCSeq: 3"),
+            "{text}"
+        );
+        assert!(text.contains("WWW-Authenticate: Basic realm="), "{text}");
         // No ANNOUNCE accepted: RECORD and SETUP are out of order.
         let text = sent(
             &s.feed(
