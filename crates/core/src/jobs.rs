@@ -1113,7 +1113,8 @@ impl Jobs {
         let after = match cursor {
             None => None,
             Some(c) => Some(
-                parse_cursor(c)
+                livesnap_store::index::decode_cursor(c)
+                    .ok()
                     .ok_or_else(|| field("cursor", "not a cursor this server handed out"))?,
             ),
         };
@@ -1215,13 +1216,6 @@ impl Jobs {
 fn is_hostile_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
-}
-
-fn parse_cursor(c: &str) -> Option<(i64, String)> {
-    let (t, id) = c.split_once('.')?;
-    let t = t.parse().ok()?;
-    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| (t, id.to_string()))
 }
 
 #[cfg(test)]
@@ -1737,8 +1731,9 @@ mod tests {
             assert_eq!(JobState::parse(s).unwrap().as_str(), s);
         }
         assert_eq!(JobState::parse("RUNNING"), None);
-        assert_eq!(parse_cursor("17.0001"), Some((17, "0001".into())));
-        assert_eq!(parse_cursor("17.a'b"), None);
-        assert_eq!(parse_cursor("x.1"), None);
+        let cursor = |c: &str| livesnap_store::index::decode_cursor(c).ok();
+        assert_eq!(cursor("17.0001"), Some((17, "0001".into())));
+        assert_eq!(cursor("17.a'b"), None);
+        assert_eq!(cursor("x.1"), None);
     }
 }

@@ -16,8 +16,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use livesnap_core::accounts::digest;
 use livesnap_core::clock::Clock;
-use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::error::AppError;
@@ -95,11 +95,6 @@ fn account_may_use(path: &str) -> bool {
         || path == "/v1/snapshots"
         || path.starts_with("/v1/snapshots/")
         || path == "/rest-api/stream/snapshot"
-}
-
-/// The SHA-256 digest of a key.
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Compares two digests in time that does not depend on where they differ.

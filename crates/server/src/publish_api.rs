@@ -176,7 +176,9 @@ async fn publish_urls(
     }
     let secret = own.or_else(|| maker.secret.clone());
     if let Some(secret) = &secret {
-        let at = ingest::publish_auth::unix_now().saturating_add(ttl);
+        // On the server's clock, as everything it times.
+        let now = u64::try_from(st.hub.clock().unix_ms() / 1000).unwrap_or(0);
+        let at = now.saturating_add(ttl);
         let sign = ingest::publish_auth::sign(secret.as_bytes(), &key.app, &key.stream, at);
         query.push(format!("expires={at}&sign={sign}"));
         expires = Some(at);

@@ -465,7 +465,8 @@ fn encode_cursor(row: &SnapshotRow) -> String {
     format!("{}.{}", row.time_ms, row.id)
 }
 
-fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
+/// Reads a `{time_ms}.{id}` cursor (the snapshots' and the jobs' lists share the form).
+pub fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
     let bad = || Error::InvalidCursor(cursor.chars().take(64).collect());
     let (t, id) = cursor.split_once('.').ok_or_else(bad)?;
     let t = t.parse::<i64>().map_err(|_| bad())?;
