@@ -86,6 +86,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--rtsp-udp-ports",
                 "any",
+                "--webrtc-udp",
+                "127.0.0.1:0",
                 // Every publisher and client of the bench comes from 127.0.0.1.
                 "--max-connections-per-address",
                 "100000",

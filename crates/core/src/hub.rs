@@ -118,6 +118,16 @@ impl RateWindow {
     }
 }
 
+/// A stream's [`media::stream::KeyframeRequester`] (a closure, shown by name only).
+#[derive(Clone)]
+struct Requester(media::stream::KeyframeRequester);
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyframeRequester")
+    }
+}
+
 #[derive(Debug, Default)]
 struct StreamState {
     params: Option<Arc<StreamParams>>,
@@ -143,6 +153,10 @@ struct StreamState {
     /// RTP packets lost and access units the depacketizers dropped, as last reported.
     packets_lost: u64,
     depacketizer_drops: u64,
+    /// Asks the sender for a keyframe (WHIP publishers), if it can be asked.
+    keyframe_requester: Option<Requester>,
+    /// Keyframes asked for.
+    keyframe_requests: u64,
 }
 
 impl StreamState {
@@ -209,6 +223,8 @@ pub struct StreamStats {
     pub packets_lost: u64,
     pub bytes: u64,
     pub snapshots: u64,
+    /// Keyframes asked of the publisher before pictures (WHIP streams; `keyframe_request_after_ms`).
+    pub keyframe_requests: u64,
     pub template: Option<String>,
     pub auto_triggered: u64,
     pub auto_missed: u64,
@@ -248,6 +264,33 @@ impl LiveStream {
             vec![first.clone()]
         };
         Some(GopView { params, frames })
+    }
+
+    /// How long ago the newest keyframe arrived (`None`: none yet).
+    pub fn keyframe_age(&self) -> Option<Duration> {
+        let at = self.lock().last_keyframe_at?;
+        Some(self.clock.now().saturating_sub(at))
+    }
+
+    /// Asks the stream's sender for a keyframe when it can be asked (WHIP publishers) and
+    /// the newest keyframe is older than `older_than` (or there is none). True when asked.
+    pub fn request_keyframe(&self, older_than: Duration) -> bool {
+        let requester = {
+            let mut s = self.lock();
+            let fresh = s
+                .last_keyframe_at
+                .is_some_and(|at| self.clock.now().saturating_sub(at) <= older_than);
+            match s.keyframe_requester.clone() {
+                Some(r) if !fresh => {
+                    s.keyframe_requests += 1;
+                    r.0
+                }
+                _ => return false,
+            }
+        };
+        // Outside the lock: the requester only queues the request for its front end.
+        requester();
+        true
     }
 
     /// A receiver that changes whenever a keyframe arrives (or the stream closes).
@@ -333,6 +376,7 @@ impl LiveStream {
             packets_lost: s.packets_lost,
             bytes: s.bytes_total,
             snapshots: self.snapshots.load(Ordering::Relaxed),
+            keyframe_requests: s.keyframe_requests,
             template: s.schedule.as_ref().map(|sc| sc.template.spec.name.clone()),
             auto_triggered: s.schedule.as_ref().map_or(0, |sc| sc.triggered),
             auto_missed: s
@@ -813,6 +857,10 @@ impl StreamWriter for HubWriter {
         s.transport = Some(transport);
         s.packets_lost = packets_lost;
         s.depacketizer_drops = frames_dropped;
+    }
+
+    fn keyframe_requests(&mut self, request: media::stream::KeyframeRequester) {
+        self.stream.lock().keyframe_requester = Some(Requester(request));
     }
 }
 

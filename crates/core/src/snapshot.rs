@@ -59,7 +59,17 @@ pub struct SnapshotConfig {
     /// Memory all picture work at once may take (`picture_memory_bytes`), as estimated by
     /// [`work_bytes`]; work that would pass it waits, work that alone passes it is refused.
     pub memory: u64,
+    /// A stream whose sender can be asked for a keyframe (WHIP) and whose newest keyframe is
+    /// older than this is asked for one before an on-demand picture (`keyframe_request_after_ms`).
+    pub keyframe_request_after: Duration,
 }
+
+/// Default of [`SnapshotConfig::keyframe_request_after`]: browsers send a keyframe only when
+/// asked (or every few minutes), so without asking a picture of their stream may be that old.
+pub const DEFAULT_KEYFRAME_REQUEST_AFTER: Duration = Duration::from_millis(1000);
+/// Of an on-demand picture's time (`interval`), the share it waits for the keyframe it asked
+/// for (1/n) before it pictures the newest it has: the rest is left for the decode.
+pub const KEYFRAME_ANSWER_SHARE: u32 = 2;
 
 /// How long an on-demand picture may wait by default (WCS's `snapshot_taking_interval_ms`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(3000);
@@ -120,6 +130,7 @@ impl Default for SnapshotConfig {
             cache_entries: DEFAULT_CACHE_ENTRIES,
             cache_bytes: DEFAULT_CACHE_BYTES,
             memory: DEFAULT_PICTURE_MEMORY_BYTES,
+            keyframe_request_after: DEFAULT_KEYFRAME_REQUEST_AFTER,
         }
     }
 }
@@ -372,6 +383,18 @@ impl Snapshotter {
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         let deadline = self.clock.now() + self.config.interval;
         let mut keyframes = stream.keyframes();
+        if stream.request_keyframe(self.config.keyframe_request_after) {
+            // A sender asked answers within a frame or two and a round trip; without an
+            // answer in time, the newest keyframe there is will do.
+            let answer_by = self.clock.now() + self.config.interval / KEYFRAME_ANSWER_SHARE;
+            tokio::select! {
+                _ = keyframes.changed() => {}
+                () = self.clock.sleep_until(answer_by) => {
+                    debug!(stream = %stream.key, "no keyframe answered the request in time; picturing the newest");
+                }
+            }
+            keyframes.mark_unchanged();
+        }
         let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
         let mut tried_seq: Option<u64> = None;

@@ -15,5 +15,6 @@ pub mod publish_auth;
 pub mod rtmp;
 pub mod rtp;
 pub mod rtsp;
+pub mod whip;
 
 pub use error::{Error, Result};

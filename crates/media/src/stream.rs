@@ -130,4 +130,10 @@ pub trait StreamWriter: Send {
     /// counted so far: packets lost, and access units dropped whole (lost parts, or waiting for
     /// a keyframe after a loss). Front ends without packets never call it.
     fn transport(&mut self, _transport: &'static str, _packets_lost: u64, _frames_dropped: u64) {}
+    /// The stream's sender makes a keyframe when asked (a WebRTC PLI): `request` asks it.
+    /// Front ends whose senders cannot be asked never call it.
+    fn keyframe_requests(&mut self, _request: KeyframeRequester) {}
 }
+
+/// Asks a stream's sender for a keyframe; returns at once (the keyframe comes with the stream).
+pub type KeyframeRequester = std::sync::Arc<dyn Fn() + Send + Sync>;

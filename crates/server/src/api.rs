@@ -54,6 +54,8 @@ pub struct AppState {
     pub public_url: String,
     /// The Prometheus registry.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where WHIP offers go.
+    pub whip: ingest::whip::WhipHandle,
 }
 
 /// Longest a readiness check waits for the index or one storage location.
@@ -133,15 +135,55 @@ pub fn app(state: AppState) -> Router {
             .merge(crate::jobs_api::routes())
             .merge(crate::publish_api::routes())
             .merge(crate::accounts_api::routes())
+            .merge(crate::whip_api::routes())
             .routes(routes!(crate::openapi::openapi_json))
             .split_for_parts();
     crate::openapi::add_common_responses(&mut doc);
     router
+        .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(layers)
+        .layer(cors())
         .with_state(state)
+}
+
+/// Pages on any origin may call the API and publish over WHIP (the browser module): callers
+/// prove who they are with a bearer key or a publish signature, never with cookies, so an
+/// origin gains nothing by it that the key would not give. Outside the key check, so that
+/// preflights (which carry no key) are answered.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            HeaderName::from_static("x-livesnap-frame-time"),
+            HeaderName::from_static("x-livesnap-frame-age-ms"),
+            HeaderName::from_static("x-livesnap-frame-pts-ms"),
+            HeaderName::from_static("x-livesnap-keyframe"),
+            HeaderName::from_static("x-livesnap-cache"),
+            HeaderName::from_static("x-livesnap-size"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Every error answer as the one JSON error body ([`AppError`]): the router's and the layers'

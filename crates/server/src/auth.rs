@@ -25,6 +25,9 @@ use livesnap_core::accounts::{Accounts, Role};
 
 /// Routes every caller may reach, key or not: what load balancers and orchestrators probe.
 pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Paths under these need no API key: WHIP publishes are checked by their publish signature
+/// (`publish_secret`), as RTMP and RTSP publishes are.
+pub const PUBLIC_PREFIXES: [&str; 1] = ["/whip/"];
 /// Wrong keys one address may send per minute by default before it is answered `429`.
 pub const DEFAULT_FAILURES_PER_MINUTE: u32 = 10;
 /// The window failures are counted in.
@@ -226,7 +229,12 @@ impl Auth {
     }
 
     fn is_public(&self, path: &str) -> bool {
-        PUBLIC_PATHS.contains(&path) || (self.metrics_public && path == "/metrics")
+        PUBLIC_PATHS.contains(&path)
+            || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+            || crate::console::PUBLIC_PREFIXES
+                .iter()
+                .any(|p| path.starts_with(p))
+            || (self.metrics_public && path == "/metrics")
     }
 }
 

@@ -149,6 +149,31 @@ settings! {
         /// on the even port), or `any` for whatever free ports the system gives.
         rtsp_udp_ports ("LIVESNAP_RTSP_UDP_PORTS"): String =
             format!("{}-{}", rtsp::DEFAULT_UDP_PORTS.0, rtsp::DEFAULT_UDP_PORTS.1), "30000-30999";
+        /// UDP address of every WebRTC (WHIP) session: ICE-lite, one port for all publishers.
+        webrtc_udp ("LIVESNAP_WEBRTC_UDP"): SocketAddr = DEFAULT_WEBRTC_UDP, "0.0.0.0:8189";
+        /// Seconds a WHIP session may take from its offer to connected (ICE and DTLS); then it
+        /// is dropped with its stream.
+        webrtc_connect_timeout_s ("LIVESNAP_WEBRTC_CONNECT_TIMEOUT_S"): u64 =
+            whip::DEFAULT_CONNECT_TIMEOUT.as_secs(), "10", range(1, MAX_TIMEOUT_S);
+        /// Seconds a connected WHIP session may send no video before it is ended (a publisher
+        /// that vanishes is also ended when ICE consent expires, after about 30 s).
+        webrtc_idle_timeout_s ("LIVESNAP_WEBRTC_IDLE_TIMEOUT_S"): u64 =
+            whip::DEFAULT_IDLE_TIMEOUT.as_secs(), "30", range(1, MAX_TIMEOUT_S);
+        /// Most WHIP sessions at once, connected or not.
+        webrtc_max_sessions ("LIVESNAP_WEBRTC_MAX_SESSIONS"): usize = whip::DEFAULT_MAX_SESSIONS,
+            "500", range(1, MAX_COUNT);
+        /// Most WHIP sessions at once that have not connected yet (one address may hold an
+        /// eighth of them).
+        webrtc_max_pending_sessions ("LIVESNAP_WEBRTC_MAX_PENDING_SESSIONS"): usize =
+            whip::DEFAULT_MAX_PENDING_SESSIONS, "64", range(1, MAX_COUNT);
+        /// Before an on-demand picture of a stream whose publisher can be asked (WHIP), ask it
+        /// for a keyframe (RTCP PLI) when the newest is older than this many ms, and picture
+        /// the keyframe that answers. 0 asks every time.
+        keyframe_request_after_ms ("LIVESNAP_KEYFRAME_REQUEST_AFTER_MS"): u64 =
+            snapshot::DEFAULT_KEYFRAME_REQUEST_AFTER.as_millis() as u64, "1000",
+            range(0, MAX_INTERVAL_MS);
+        /// Ask WHIP publishers for keyframes with FIR as well as PLI.
+        webrtc_keyframe_fir ("LIVESNAP_WEBRTC_KEYFRAME_FIR"): bool = false, "false";
         /// Where livesnap keeps its data.
         data_dir ("LIVESNAP_DATA_DIR"): PathBuf = PathBuf::from(DEFAULT_DATA_DIR), "./data";
         /// How long an on-demand snapshot may wait for a picture, in ms (WCS setting).
@@ -298,6 +323,10 @@ settings! {
         /// Host names that are domains when they appear in an RTMP tcUrl (comma-separated in
         /// the environment and flags).
         domains ("LIVESNAP_DOMAINS"): Vec<String> = Vec::new(), "[]";
+        /// Addresses advertised to WHIP publishers as ICE candidates (`IP` or `IP:PORT`; the
+        /// port defaults to `webrtc_udp`'s). Empty: `webrtc_udp`'s address if it is a specific
+        /// one, else the HTTP listener's if specific, else this machine's addresses.
+        webrtc_candidates ("LIVESNAP_WEBRTC_CANDIDATES"): Vec<String> = Vec::new(), "[]";
     }
     table {
         /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.
@@ -311,6 +340,7 @@ use crate::http;
 use ingest::frontend;
 use ingest::rtmp::server as rtmp;
 use ingest::rtsp::server as rtsp;
+use ingest::whip;
 use livesnap_core::{hub, snapshot, template};
 
 /// The HTTP API's address by default.
@@ -322,6 +352,9 @@ pub const DEFAULT_RTMP: SocketAddr =
 /// The RTSP listener's address by default.
 pub const DEFAULT_RTSP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8554);
+/// The WebRTC (WHIP) UDP address by default.
+pub const DEFAULT_WEBRTC_UDP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8189);
 /// The data folder by default.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Largest HTTP request body by default.
@@ -476,6 +509,7 @@ impl Settings {
             ));
         }
         self.rtsp_udp_ports()?;
+        self.webrtc_candidates()?;
         Ok(())
     }
 
@@ -528,6 +562,35 @@ impl Settings {
             self.max_connections_per_address,
             self.max_pending_connections,
         )
+    }
+
+    /// The session limits of the WHIP front end.
+    pub fn whip_limits(&self) -> frontend::Limits {
+        frontend::Limits::new(
+            self.webrtc_max_sessions,
+            self.max_connections_per_address,
+            self.webrtc_max_pending_sessions,
+        )
+    }
+
+    /// `webrtc_candidates` as addresses (port 0: `webrtc_udp`'s).
+    pub fn webrtc_candidates(&self) -> Result<Vec<SocketAddr>, String> {
+        self.webrtc_candidates
+            .iter()
+            .map(|c| {
+                let c = c.trim();
+                c.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        c.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 0))
+                    })
+                    .ok()
+                    .filter(|a| !a.ip().is_unspecified())
+                    .ok_or_else(|| {
+                        format!("webrtc_candidates: {c:?} is not a specific IP address or IP:PORT")
+                    })
+            })
+            .collect()
     }
 
     /// The connection limits of the HTTP listener.
@@ -765,6 +828,11 @@ mod tests {
         }
         // The numbers without a range: none (a bool or text is not a number).
         let numbers = [
+            "webrtc_connect_timeout_s",
+            "webrtc_idle_timeout_s",
+            "webrtc_max_sessions",
+            "webrtc_max_pending_sessions",
+            "keyframe_request_after_ms",
             "snapshot_taking_interval_ms",
             "snapshot_taking_attempts",
             "workers",

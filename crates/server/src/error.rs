@@ -67,6 +67,9 @@ pub enum AppError {
     /// The server is at a limit (connections); try again later.
     #[error("{0}")]
     Overloaded(String),
+    /// A WHIP offer or delete was refused.
+    #[error(transparent)]
+    Whip(#[from] ingest::whip::WhipError),
     /// Any other refusal from the router or a layer (405 for a method a path does not serve),
     /// with its status.
     #[error("{message}")]
@@ -121,6 +124,22 @@ impl AppError {
                 }
             }
             AppError::Refused { status, .. } => *status,
+            AppError::Whip(e) => {
+                use ingest::publish_auth::AuthError;
+                use ingest::whip::WhipError as W;
+                use media::stream::PublishRefused as P;
+                match e {
+                    W::BadOffer(_) | W::NoVideo(_) | W::Refused(P::BadName(_)) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    W::Unauthorized(AuthError::TooManyFailures { .. })
+                    | W::Refused(P::AccountFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
+                    W::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                    W::Refused(P::AlreadyLive(_)) => StatusCode::CONFLICT,
+                    W::Refused(_) | W::Busy | W::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                    W::NoSession => StatusCode::NOT_FOUND,
+                }
+            }
             AppError::Config(e) => match e {
                 ConfigError::Field(_) => StatusCode::BAD_REQUEST,
                 ConfigError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -223,8 +242,17 @@ impl IntoResponse for AppError {
                     HeaderValue::from_static(challenge),
                 );
             }
-            AppError::TooManyAuthFailures { retry_after_s } => {
+            AppError::TooManyAuthFailures { retry_after_s }
+            | AppError::Whip(ingest::whip::WhipError::Unauthorized(
+                ingest::publish_auth::AuthError::TooManyFailures { retry_after_s },
+            )) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            AppError::Whip(ingest::whip::WhipError::Unauthorized(_)) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="livesnap-publish""#),
+                );
             }
             _ => {}
         }

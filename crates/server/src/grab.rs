@@ -200,6 +200,7 @@ async fn picture(
             cache_bytes: usize::MAX,
             // One picture, whatever its size: grab is the only work.
             memory: u64::MAX,
+            keyframe_request_after: livesnap_core::snapshot::DEFAULT_KEYFRAME_REQUEST_AFTER,
         },
         clock,
     );

@@ -90,7 +90,7 @@ async fn serve(settings: config::Settings) -> Result<(), String> {
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
     println!(
         "{}",
-        serde_json::json!({ "event": "listening", "http": running.http.to_string(), "rtmp": running.rtmp.to_string(), "rtsp": running.rtsp.to_string(), "tls": running.tls })
+        serde_json::json!({ "event": "listening", "http": running.http.to_string(), "rtmp": running.rtmp.to_string(), "rtsp": running.rtsp.to_string(), "webrtc": running.webrtc.to_string(), "tls": running.tls })
     );
     let _ = std::io::stdout().flush();
     running.run_until_signal().await;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use ingest::frontend::{ConnectionStats, FrontEnd};
 use ingest::rtmp::server::{RtmpConfig, RtmpFrontEnd};
 use ingest::rtsp::server::{RtspConfig, RtspFrontEnd};
+use ingest::whip::{WhipConfig, WhipFrontEnd, WhipHandle};
 use livesnap_core::auto::{AutoConfig, Automation};
 use livesnap_core::clock::{Clock, SystemClock};
 use livesnap_core::hub::{Hub, HubConfig, HubSink};
@@ -102,6 +103,8 @@ pub struct RunningServer {
     pub rtmp: SocketAddr,
     /// The RTSP listener's address.
     pub rtsp: SocketAddr,
+    /// The WebRTC (WHIP) UDP socket's address.
+    pub webrtc: SocketAddr,
     /// Whether the HTTP port speaks HTTPS.
     pub tls: bool,
     /// Every front end's listener.
@@ -124,13 +127,13 @@ pub struct FrontEndInfo {
     pub stats: Arc<ConnectionStats>,
 }
 
-/// Binds every front end the settings ask for, each on its own listener setting. RTSP and WHIP
-/// join this list as they arrive.
+/// Binds every front end the settings ask for, each on its own listener setting; WHIP's
+/// handle is what the HTTP routes hand offers to.
 async fn bind_front_ends(
     settings: &Settings,
     budget: &Arc<MemoryBudget>,
     publish_auth: &ingest::publish_auth::PublishAuth,
-) -> Result<Vec<Box<dyn FrontEnd>>, StartError> {
+) -> Result<(Vec<Box<dyn FrontEnd>>, WhipHandle), StartError> {
     let rtmp_config = RtmpConfig {
         domains: settings.domains.clone(),
         limits: settings.rtmp_limits(),
@@ -169,7 +172,56 @@ async fn bind_front_ends(
             addr: settings.rtsp,
             source,
         })?;
-    Ok(vec![Box::new(rtmp), Box::new(rtsp)])
+    let whip_config = WhipConfig {
+        domains: settings.domains.clone(),
+        candidates: webrtc_candidates(settings)?,
+        limits: settings.whip_limits(),
+        connect_timeout: Duration::from_secs(settings.webrtc_connect_timeout_s),
+        idle_timeout: Duration::from_secs(settings.webrtc_idle_timeout_s),
+        max_access_unit_bytes: settings.max_access_unit_bytes,
+        keyframe_fir: settings.webrtc_keyframe_fir,
+        h265: media::decode::cannot_decode(media::Codec::H265).is_none(),
+        publish_auth: publish_auth.clone(),
+        ..WhipConfig::default()
+    };
+    let (whip, whip_handle) = WhipFrontEnd::bind(settings.webrtc_udp, whip_config)
+        .await
+        .map_err(|source| StartError::Listen {
+            what: "WebRTC (WHIP)",
+            setting: "webrtc_udp",
+            addr: settings.webrtc_udp,
+            source,
+        })?;
+    Ok((
+        vec![Box::new(rtmp), Box::new(rtsp), Box::new(whip)],
+        whip_handle,
+    ))
+}
+
+/// The ICE candidates WHIP publishers are given: `webrtc_candidates`, else `webrtc_udp`'s
+/// address if specific, else the HTTP listener's if specific, else this machine's addresses
+/// of `webrtc_udp`'s family. A port of 0 is `webrtc_udp`'s port.
+fn webrtc_candidates(settings: &Settings) -> Result<Vec<SocketAddr>, StartError> {
+    let named = settings
+        .webrtc_candidates()
+        .map_err(|reason| StartError::Setting {
+            setting: "webrtc_candidates",
+            reason,
+        })?;
+    let udp = settings.webrtc_udp;
+    if !named.is_empty() || !udp.ip().is_unspecified() {
+        return Ok(named);
+    }
+    let http = settings.http.ip();
+    if !http.is_unspecified() && http.is_ipv4() == udp.is_ipv4() {
+        return Ok(vec![SocketAddr::new(http, 0)]);
+    }
+    let ips: Vec<std::net::IpAddr> = crate::netif::addresses()
+        .into_iter()
+        // An IPv6 socket takes both families; an IPv4 one only its own.
+        .filter(|ip| udp.is_ipv6() || ip.is_ipv4())
+        .collect();
+    Ok(ingest::whip::advertised(&ips, 0))
 }
 
 /// What a shutdown did.
@@ -226,6 +278,7 @@ pub async fn start_with_clock(
             cache_entries: settings.cache_entries,
             cache_bytes: settings.cache_bytes,
             memory: settings.picture_memory_bytes,
+            keyframe_request_after: Duration::from_millis(settings.keyframe_request_after_ms),
         },
         clock.clone(),
     );
@@ -259,7 +312,7 @@ pub async fn start_with_clock(
     })?;
     // One for every front end: accounts change its domains' secrets as they change.
     let publish_auth = ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref());
-    let front_ends = bind_front_ends(&settings, &budget, &publish_auth).await?;
+    let (front_ends, whip) = bind_front_ends(&settings, &budget, &publish_auth).await?;
     let rtmp_addr = front_ends
         .iter()
         .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)
@@ -268,6 +321,10 @@ pub async fn start_with_clock(
         .iter()
         .find(|f| f.protocol() == ingest::rtsp::server::PROTOCOL)
         .map_or(settings.rtsp, |f| f.local_addr());
+    let webrtc_addr = front_ends
+        .iter()
+        .find(|f| f.protocol() == ingest::whip::PROTOCOL)
+        .map_or(settings.webrtc_udp, |f| f.local_addr());
     let public_url = settings.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{http_addr}")
@@ -397,6 +454,7 @@ pub async fn start_with_clock(
             public_url: public_url.clone(),
         }),
         public_url,
+        whip,
     };
     if settings.admin_key.is_none() && !http_addr.ip().is_loopback() {
         warn!(http = %http_addr, "the HTTP API is open to anyone who can reach it: set admin_key (LIVESNAP_ADMIN_KEY) to require an API key");
@@ -430,11 +488,12 @@ pub async fn start_with_clock(
         front.tracker.clone(),
     ));
     warn_if_over_open_files(&settings);
-    info!(http = %http_addr, rtmp = %rtmp_addr, rtsp = %rtsp_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
+    info!(http = %http_addr, rtmp = %rtmp_addr, rtsp = %rtsp_addr, webrtc = %webrtc_addr, data_dir = %settings.data_dir.display(), workers = settings.workers(), io_threads = settings.io_threads(), decoder = media::decode::default_decoder_name(), jpeg = media::picture::jpeg_encoder_name(), "livesnap ready");
     Ok(RunningServer {
         http: http_addr,
         rtmp: rtmp_addr,
         rtsp: rtsp_addr,
+        webrtc: webrtc_addr,
         tls: settings.tls_cert.is_some(),
         front_ends: listening,
         state,

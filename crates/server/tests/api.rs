@@ -39,6 +39,7 @@ fn settings(dir: &std::path::Path) -> Settings {
         rtmp: "127.0.0.1:0".parse().unwrap(),
         rtsp: "127.0.0.1:0".parse().unwrap(),
         rtsp_udp_ports: "any".into(),
+        webrtc_udp: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         ..Settings::default()
     }
@@ -749,6 +750,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}/snapshot.png"),
     ("GET", "/v1/usage"),
     ("POST", "/v1/publish-urls"),
+    ("POST", "/whip/{app}/{stream}"),
+    ("OPTIONS", "/whip/{app}/{stream}"),
+    ("DELETE", "/whip/{app}/{stream}/{session}"),
+    ("OPTIONS", "/whip/{app}/{stream}/{session}"),
     ("GET", "/v1/accounts"),
     ("POST", "/v1/accounts"),
     ("GET", "/v1/accounts/{name}"),

@@ -68,6 +68,7 @@ async fn template_to_retention_on_a_manual_clock() {
         rtmp: "127.0.0.1:0".parse().unwrap(),
         rtsp: "127.0.0.1:0".parse().unwrap(),
         rtsp_udp_ports: "any".into(),
+        webrtc_udp: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         callback_url: Some(hook),
         retention_sweep_s: 1,

@@ -611,6 +611,8 @@ fn one_io_thread_serves_the_picture_path_and_absurd_counts_are_refused() {
             "127.0.0.1:0",
             "--rtsp",
             "127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
             "--rtsp-udp-ports",
             "any",
             "--data-dir",

@@ -995,6 +995,8 @@ fn accounts_need_an_admin_key_and_their_own_publish_secret() {
             "127.0.0.1:0",
             "--rtsp",
             "127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(work.path().join("data"))

@@ -151,6 +151,8 @@ fn a_certificate_without_its_key_or_an_unreadable_one_stops_the_start() {
             "127.0.0.1:0",
             "--rtsp",
             "127.0.0.1:0",
+            "--webrtc-udp",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(work.path().join("data"))
@@ -169,6 +171,8 @@ fn a_certificate_without_its_key_or_an_unreadable_one_stops_the_start() {
             "--rtmp",
             "127.0.0.1:0",
             "--rtsp",
+            "127.0.0.1:0",
+            "--webrtc-udp",
             "127.0.0.1:0",
         ])
         .arg("--data-dir")

@@ -94,6 +94,7 @@ fn settings(dir: &std::path::Path, hook: &str) -> Settings {
         rtmp: "127.0.0.1:0".parse().unwrap(),
         rtsp: "127.0.0.1:0".parse().unwrap(),
         rtsp_udp_ports: "any".into(),
+        webrtc_udp: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         callback_url: Some(hook.to_string()),
         callback_backoff_ms: 50,

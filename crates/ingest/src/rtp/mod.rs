@@ -501,6 +501,44 @@ impl Depacketizer {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// One whole access unit in Annex B form (start codes between NAL units) with its 90 kHz
+    /// RTP timestamp, put together by a stack that did the RTP part itself (WebRTC's, which
+    /// also repairs losses with NACKs). `contiguous: false` says access units before it were
+    /// lost: nothing is handed out until the next keyframe. Parameter sets, keyframes and the
+    /// limits are handled as for packets.
+    pub fn push_annexb(
+        &mut self,
+        timestamp: u32,
+        annexb: &[u8],
+        contiguous: bool,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        self.counters.packets += 1;
+        if !contiguous {
+            self.need_keyframe = true;
+        }
+        self.au.timestamp = Some(timestamp);
+        self.au.pts_ms = self.clock.ms(timestamp);
+        let mut result = Ok(());
+        for nal in media::avc::split_annexb(annexb) {
+            if let Err(e) = self.au.nal(nal) {
+                self.counters.packets_refused += 1;
+                self.au.broken = true;
+                self.au.oversized |= matches!(e, Error::TooLarge { .. });
+                result = Err(e);
+                break;
+            }
+        }
+        self.finish(out);
+        result
+    }
+
+    /// True when access units are being dropped until a keyframe comes (at the start, and
+    /// after a loss): the moment to ask the sender for one.
+    pub fn awaits_keyframe(&self) -> bool {
+        self.need_keyframe
+    }
+
     /// One packet in sequence order.
     fn take(&mut self, packet: Packet, gap: Gap, out: &mut Vec<Event>) -> Result<()> {
         match gap {

@@ -66,7 +66,7 @@ pub fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-fn ffmpeg_cmd() -> Command {
+pub fn ffmpeg_cmd() -> Command {
     require_ffmpeg();
     let mut c = Command::new("ffmpeg");
     c.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]);
@@ -186,7 +186,13 @@ pub fn request_with(
             rb = rb.header(*k, *v);
         }
         if let Some(b) = body {
-            rb = rb.header("content-type", "application/json").body(b);
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                rb = rb.header("content-type", "application/json");
+            }
+            rb = rb.body(b);
         }
         let r = rb
             .send()
@@ -230,6 +236,8 @@ pub struct Launched {
     pub http: String,
     pub rtmp: String,
     pub rtsp: String,
+    /// The WebRTC (WHIP) UDP socket.
+    pub webrtc: String,
 }
 
 /// The one launcher of the real binary: `livesnap serve` on port 0 with its data in `data`,
@@ -275,6 +283,8 @@ pub fn launch_under(
         "127.0.0.1:0",
         "--rtsp-udp-ports",
         "any",
+        "--webrtc-udp",
+        "127.0.0.1:0",
         "--data-dir",
     ])
     .arg(data);
@@ -339,7 +349,7 @@ pub fn launch_under(
         );
         a
     };
-    let (http, rtmp, rtsp) = (addr("http"), addr("rtmp"), addr("rtsp"));
+    let (http, rtmp, rtsp, webrtc) = (addr("http"), addr("rtmp"), addr("rtsp"), addr("webrtc"));
     if v["tls"] == true {
         // HTTPS: the test that asked for it checks /healthz with its own certificate.
         return Launched {
@@ -347,6 +357,7 @@ pub fn launch_under(
             http,
             rtmp,
             rtsp,
+            webrtc,
         };
     }
     // The contract says it is ready when it prints the line; /healthz must agree.
@@ -363,6 +374,7 @@ pub fn launch_under(
         http,
         rtmp,
         rtsp,
+        webrtc,
     }
 }
 
@@ -375,6 +387,7 @@ pub struct Server {
     pub http: String,
     pub rtmp: String,
     pub rtsp: String,
+    pub webrtc: String,
     /// Data, logs and config files; a restart starts another server on it.
     pub work: PathBuf,
     pub data: PathBuf,
@@ -440,12 +453,14 @@ impl Server {
             http,
             rtmp,
             rtsp,
+            webrtc,
         } = launch_under(prefix, &data, &log, config_path.as_deref(), env, args);
         Server {
             child,
             http,
             rtmp,
             rtsp,
+            webrtc,
             work: work.to_path_buf(),
             data,
             log,

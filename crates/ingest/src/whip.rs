@@ -1,0 +1,954 @@
+//! WebRTC publish (WHIP, RFC 9725): browsers, OBS and other WebRTC senders publish here.
+//!
+//! The HTTP side (the server crate's `/whip/...` routes) hands each offer to a [`WhipHandle`];
+//! this front end answers it and runs every session on one UDP socket (`webrtc_udp`), ICE-lite:
+//! the publisher checks connectivity, we only answer. str0m does ICE, DTLS, SRTP, RTCP
+//! (receiver reports, NACKs) and gives whole access units in Annex B form; the RTP
+//! [`Depacketizer`] turns those into parameter sets and frames, as for RTSP.
+//!
+//! One task owns every session (str0m's `Rtc` is sans-IO): it reads the socket, sends to
+//! whichever session the datagram belongs to (its nominated address, else the STUN username),
+//! fires str0m's timers from a heap, and takes commands (offers, deletes, keyframe requests)
+//! from a channel. A session ends when its publisher deletes it, when ICE consent expires
+//! (about 30 s after the peer went silent), when no video came for `idle_timeout`, or when it
+//! did not connect within `connect_timeout`; its stream ends with it.
+//!
+//! Sessions are counted like connections ([`ConnectionLimit`]): pending from the offer until
+//! ICE and DTLS are up, so a flood of offers that never connect takes only the pending pool.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink};
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::frontend::{Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits, Publication};
+use crate::publish_auth::{AuthError, PublishAuth};
+use crate::rtp::{Depacketizer, Event as RtpEvent};
+
+/// The protocol's name in logs, metrics and `/v1/streams`.
+pub const PROTOCOL: &str = "whip";
+/// Largest SDP offer taken (browsers send 5-10 KiB; a few hundred codecs would not fit).
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// A session that has not connected (ICE and DTLS) this long after its offer is dropped.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connected session that sent no video this long is ended.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most sessions at once by default, connected or not.
+pub const DEFAULT_MAX_SESSIONS: usize = 500;
+/// Most sessions at once not yet connected, by default (one address gets 1/8 of them).
+pub const DEFAULT_MAX_PENDING_SESSIONS: usize = 64;
+/// Keyframe requests to one publisher are at least this far apart: a sender answers each with
+/// a keyframe, which costs it bandwidth.
+pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// How often sessions are checked against their timeouts and their stats reported.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// Largest datagram read (WebRTC keeps packets under the path MTU, about 1200 bytes).
+const DATAGRAM_BYTES: usize = 2048;
+/// Commands (offers, deletes) waiting for the session task.
+const COMMAND_QUEUE: usize = 64;
+/// Keyframe requests waiting for the session task; more are dropped (the next comes soon).
+const KEYFRAME_QUEUE: usize = 256;
+
+/// Settings of the WHIP front end.
+#[derive(Debug, Clone)]
+pub struct WhipConfig {
+    /// Host names that are domains when they appear in a URL.
+    pub domains: Vec<String>,
+    /// The addresses advertised to publishers as ICE candidates; empty: the UDP socket's own
+    /// address (which must then be a specific one).
+    pub candidates: Vec<SocketAddr>,
+    /// Session limits (total, per address, not yet connected).
+    pub limits: Limits,
+    /// Time from the offer to ICE and DTLS connected.
+    pub connect_timeout: Duration,
+    /// Time without video that ends a session.
+    pub idle_timeout: Duration,
+    /// Largest access unit put together.
+    pub max_access_unit_bytes: usize,
+    /// Ask for keyframes with FIR as well as PLI (for senders that answer only FIR).
+    pub keyframe_fir: bool,
+    /// Take H.265 (when this build's decoder pictures it); H.264 is always taken.
+    pub h265: bool,
+    /// Session counts, for metrics.
+    pub stats: Arc<ConnectionStats>,
+    /// Signed publish URLs (`publish_secret`).
+    pub publish_auth: PublishAuth,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        WhipConfig {
+            domains: Vec::new(),
+            candidates: Vec::new(),
+            limits: Limits::new(
+                DEFAULT_MAX_SESSIONS,
+                crate::frontend::DEFAULT_MAX_PER_ADDRESS,
+                DEFAULT_MAX_PENDING_SESSIONS,
+            ),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_access_unit_bytes: crate::rtp::DEFAULT_MAX_ACCESS_UNIT_BYTES,
+            keyframe_fir: false,
+            h265: false,
+            stats: Arc::default(),
+            publish_auth: PublishAuth::default(),
+        }
+    }
+}
+
+/// Why an offer or a delete was refused; the HTTP side turns each into its status.
+#[derive(Debug, thiserror::Error)]
+pub enum WhipError {
+    /// The offer is not SDP str0m can read, or is too large.
+    #[error("bad SDP offer: {0}")]
+    BadOffer(String),
+    /// The offer has no video livesnap can take.
+    #[error("the offer has no video livesnap can take: {0}")]
+    NoVideo(String),
+    /// The publish signature is missing, wrong or expired.
+    #[error("publish refused: {0}")]
+    Unauthorized(AuthError),
+    /// The name is taken, bad, or the server or account holds its most streams.
+    #[error("{0}")]
+    Refused(PublishRefused),
+    /// The session limits are reached (in total, or for this address).
+    #[error("too many WebRTC sessions at once; try again later")]
+    Busy,
+    /// No such session (or not this stream's).
+    #[error("no such WHIP session")]
+    NoSession,
+    /// The front end is stopping.
+    #[error("the WebRTC front end is shutting down")]
+    Stopped,
+}
+
+/// An offer as the HTTP side received it.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// `{app}` of `/whip/{app}/{stream}`.
+    pub app: String,
+    /// `{stream}`.
+    pub stream: String,
+    /// The URL's query (without `?`): `domain=`, `expires=`, `sign=`.
+    pub query: String,
+    /// The bearer token, if any: a publish signature as a query (`expires=..&sign=..`), the
+    /// form WHIP clients such as OBS send it in.
+    pub token: Option<String>,
+    /// The request's URL with its host (for domains named by host).
+    pub url: String,
+    /// The SDP offer.
+    pub sdp: String,
+    /// Who sent it.
+    pub peer: SocketAddr,
+}
+
+/// The answer to an accepted offer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The session's id (the last segment of its resource URL).
+    pub session: String,
+    /// The SDP answer.
+    pub sdp: String,
+    /// The stream published.
+    pub key: StreamKey,
+}
+
+enum Command {
+    Offer(Box<Offer>, oneshot::Sender<Result<Answer, WhipError>>),
+    Delete {
+        session: String,
+        app: String,
+        stream: String,
+        reply: oneshot::Sender<Result<(), WhipError>>,
+    },
+}
+
+/// What the HTTP side holds: sends offers and deletes to the session task.
+#[derive(Clone)]
+pub struct WhipHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl WhipHandle {
+    /// Answers an offer: publishes the stream and starts its session.
+    pub async fn offer(&self, offer: Offer) -> Result<Answer, WhipError> {
+        if offer.sdp.len() > MAX_OFFER_BYTES {
+            return Err(WhipError::BadOffer(format!(
+                "{} bytes is more than the {MAX_OFFER_BYTES} taken",
+                offer.sdp.len()
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Offer(Box::new(offer), reply))
+            .await
+            .map_err(|_| WhipError::Stopped)?;
+        answer.await.map_err(|_| WhipError::Stopped)?
+    }
+
+    /// Ends session `session` of `/whip/{app}/{stream}` (its domain is the session's).
+    pub async fn delete(&self, app: &str, stream: &str, session: &str) -> Result<(), WhipError> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(Command::Delete {
+                session: session.to_string(),
+                app: app.to_string(),
+                stream: stream.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| WhipError::Stopped)?;
+        done.await.map_err(|_| WhipError::Stopped)?
+    }
+}
+
+/// The stream key of `/whip/{app}/{stream}?{query}` at `url`.
+fn resolve(
+    app: &str,
+    stream: &str,
+    query: &str,
+    url: &str,
+    domains: &[String],
+) -> Result<StreamKey, WhipError> {
+    let name = if query.is_empty() {
+        stream.to_string()
+    } else {
+        format!("{stream}?{query}")
+    };
+    crate::name::resolve(app, &name, Some(url), domains)
+        .map_err(|e| WhipError::Refused(PublishRefused::BadName(e.to_string())))
+}
+
+/// The WHIP front end: its UDP socket, bound, and the commands the HTTP side sends.
+pub struct WhipFrontEnd {
+    socket: UdpSocket,
+    local: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    config: WhipConfig,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl WhipFrontEnd {
+    /// Binds the UDP socket every session uses, and returns the handle the HTTP side offers to.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: WhipConfig,
+    ) -> std::io::Result<(WhipFrontEnd, WhipHandle)> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let candidates = if config.candidates.is_empty() {
+            vec![local]
+        } else {
+            config
+                .candidates
+                .iter()
+                .map(|c| {
+                    if c.port() == 0 {
+                        SocketAddr::new(c.ip(), local.port())
+                    } else {
+                        *c
+                    }
+                })
+                .collect()
+        };
+        if let Some(c) = candidates.iter().find(|c| c.ip().is_unspecified()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{c} cannot be a WebRTC candidate: bind webrtc_udp to a specific address or name the advertised ones in webrtc_candidates"
+                ),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = WhipHandle { commands: tx };
+        Ok((
+            WhipFrontEnd {
+                socket,
+                local,
+                candidates,
+                config,
+                commands: rx,
+            },
+            handle,
+        ))
+    }
+
+    /// The ICE candidates advertised.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+}
+
+impl FrontEnd for WhipFrontEnd {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn stats(&self) -> Arc<ConnectionStats> {
+        self.config.stats.clone()
+    }
+
+    fn serve(
+        self: Box<Self>,
+        sink: Arc<dyn StreamSink>,
+        shutdown: CancellationToken,
+        _tasks: TaskTracker,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let this = *self;
+            info!(udp = %this.local, candidates = ?this.candidates, "WHIP (WebRTC) sessions on UDP");
+            let mut host = match Host::new(this.config, this.candidates, sink) {
+                Ok(host) => host,
+                Err(e) => {
+                    warn!(error = %e, "WebRTC crypto could not start; WHIP publishes are refused");
+                    return;
+                }
+            };
+            host.run(this.socket, this.commands, shutdown).await;
+        })
+    }
+}
+
+/// One publisher's session.
+struct Session {
+    id: String,
+    key: StreamKey,
+    rtc: Rtc,
+    publication: Publication,
+    admitted: Admitted,
+    video: Option<Mid>,
+    depacketizer: Option<Depacketizer>,
+    unsupported: bool,
+    created: Instant,
+    connected: bool,
+    last_video: Instant,
+    last_keyframe_request: Option<Instant>,
+    /// str0m's next timer, and the earliest entry of this session in the timer heap.
+    timeout: StdInstant,
+    scheduled: Option<StdInstant>,
+    /// Why it ends, once it does.
+    ended: Option<String>,
+}
+
+/// Every session, and what finds them.
+struct Host {
+    config: WhipConfig,
+    candidates: Vec<SocketAddr>,
+    sink: Arc<dyn StreamSink>,
+    limit: ConnectionLimit,
+    crypto: Arc<str0m::crypto::CryptoProvider>,
+    cert: str0m::crypto::dtls::DtlsCert,
+    sessions: HashMap<u64, Session>,
+    by_id: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    timers: BinaryHeap<Reverse<(StdInstant, u64)>>,
+    next_seq: u64,
+    keyframes_tx: mpsc::Sender<u64>,
+    keyframes_rx: Option<mpsc::Receiver<u64>>,
+    /// Datagrams no session took (garbage, strays, late packets of ended sessions).
+    strays: u64,
+}
+
+impl Host {
+    fn new(
+        config: WhipConfig,
+        candidates: Vec<SocketAddr>,
+        sink: Arc<dyn StreamSink>,
+    ) -> Result<Host, String> {
+        let crypto = str0m::crypto::from_feature_flags();
+        // One certificate for every session: generating one per offer costs a key pair.
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| "no DTLS certificate could be made".to_string())?;
+        let (keyframes_tx, keyframes_rx) = mpsc::channel(KEYFRAME_QUEUE);
+        Ok(Host {
+            limit: ConnectionLimit::new(config.limits, config.stats.clone()),
+            config,
+            candidates,
+            sink,
+            crypto: Arc::new(crypto),
+            cert,
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_seq: 0,
+            keyframes_tx,
+            keyframes_rx: Some(keyframes_rx),
+            strays: 0,
+        })
+    }
+
+    async fn run(
+        &mut self,
+        socket: UdpSocket,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let mut keyframes = self.keyframes_rx.take().expect("run once");
+        let mut buf = vec![0u8; DATAGRAM_BYTES];
+        let mut sweep = tokio::time::interval(SWEEP_PERIOD);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending = Vec::new();
+        loop {
+            let next_timer = self.next_timer();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.datagram(&socket, source, &buf[..n]),
+                    // ICMP port unreachable from a peer that left, and the like.
+                    Err(e) => debug!(error = %e, "WebRTC socket read failed"),
+                },
+                Some(command) = commands.recv() => self.command(&socket, command),
+                Some(seq) = keyframes.recv() => self.request_keyframe(&socket, seq, true),
+                () = sleep_until_std(next_timer) => self.timers_due(&socket),
+                _ = sweep.tick() => self.sweep(&socket, &mut pending),
+            }
+        }
+        let n = self.sessions.len();
+        for (_, mut session) in self.sessions.drain() {
+            session.rtc.disconnect();
+            info!(session = %session.id, stream = %session.key, "WHIP session ended: shutting down");
+        }
+        if n > 0 {
+            info!(sessions = n, "WHIP front end stopped");
+        }
+    }
+
+    fn next_timer(&self) -> Option<StdInstant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn command(&mut self, socket: &UdpSocket, command: Command) {
+        match command {
+            Command::Offer(offer, reply) => {
+                let result = self.offer(socket, *offer);
+                let _ = reply.send(result);
+            }
+            Command::Delete {
+                session,
+                app,
+                stream,
+                reply,
+            } => {
+                // The id is the secret; the path must name the session's stream too.
+                let found = self.by_id.get(&session).copied().filter(|seq| {
+                    self.sessions
+                        .get(seq)
+                        .is_some_and(|s| s.key.app == app && s.key.stream == stream)
+                });
+                let result = match found {
+                    Some(seq) => {
+                        self.end(seq, "deleted by its publisher");
+                        Ok(())
+                    }
+                    None => Err(WhipError::NoSession),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn offer(&mut self, socket: &UdpSocket, offer: Offer) -> Result<Answer, WhipError> {
+        let key = resolve(
+            &offer.app,
+            &offer.stream,
+            &offer.query,
+            &offer.url,
+            &self.config.domains,
+        )?;
+        let queries = [
+            offer.query.as_str(),
+            offer.token.as_deref().unwrap_or(""),
+            "",
+        ];
+        self.config
+            .publish_auth
+            .check_from(
+                offer.peer.ip(),
+                &key,
+                &queries,
+                crate::publish_auth::unix_now(),
+            )
+            .map_err(|why| {
+                warn!(addr = %offer.peer, stream = %key, %why, "whip publish refused");
+                WhipError::Unauthorized(why)
+            })?;
+        let sdp = SdpOffer::from_sdp_string(&offer.sdp)
+            .map_err(|e| WhipError::BadOffer(e.to_string()))?;
+        if !has_video(&offer.sdp) {
+            return Err(WhipError::NoVideo("no m=video section".into()));
+        }
+        let admitted = self
+            .limit
+            .admit(PROTOCOL, offer.peer)
+            .ok_or(WhipError::Busy)?;
+        let now = Instant::now();
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_ice_lite(true)
+            // Only what is pictured: an offer that also has VP8 (a browser's first choice) gets
+            // H.264 in the answer, and one with VP8 only is refused at once.
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_h265(self.config.h265)
+            // Audio is taken and ignored: a publisher whose audio is refused may give up.
+            .enable_opus(true, false)
+            .build(now.into_std());
+        for c in &self.candidates {
+            match Candidate::host(*c, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(candidate = %c, error = %e, "WebRTC candidate refused"),
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(sdp)
+            .map_err(|e| WhipError::BadOffer(e.to_string()))?
+            .to_sdp_string();
+        if !has_video(&answer) {
+            return Err(WhipError::NoVideo(if self.config.h265 {
+                "none of its video codecs is H.264 or H.265".into()
+            } else {
+                "none of its video codecs is H.264 (packetization-mode 1)".into()
+            }));
+        }
+        let info = PublisherInfo {
+            addr: offer.peer,
+            protocol: PROTOCOL,
+        };
+        let mut publication = Publication::start(self.sink.as_ref(), key.clone(), info)
+            .map_err(WhipError::Refused)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let requests = self.keyframes_tx.clone();
+        publication.writer().keyframe_requests(Arc::new(move || {
+            // Full: requests are already waiting, and the next picture asks again.
+            let _ = requests.try_send(seq);
+        }));
+        let id = session_id();
+        info!(addr = %offer.peer, stream = %key, session = %id, "WHIP offer answered");
+        let session = Session {
+            id: id.clone(),
+            key: key.clone(),
+            rtc,
+            publication,
+            admitted,
+            video: None,
+            depacketizer: None,
+            unsupported: false,
+            created: now,
+            connected: false,
+            last_video: now,
+            last_keyframe_request: None,
+            timeout: now.into_std(),
+            scheduled: None,
+            ended: None,
+        };
+        self.sessions.insert(seq, session);
+        self.by_id.insert(id.clone(), seq);
+        self.drain(socket, seq);
+        Ok(Answer {
+            session: id,
+            sdp: answer,
+            key,
+        })
+    }
+
+    fn datagram(&mut self, socket: &UdpSocket, source: SocketAddr, data: &[u8]) {
+        let destination = self.destination_for(source);
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.stray(source, "not STUN, DTLS or RTP");
+            return;
+        };
+        let input = Input::Receive(Instant::now().into_std(), receive);
+        let known = self.by_addr.get(&source).copied().filter(|seq| {
+            self.sessions
+                .get(seq)
+                .is_some_and(|s| s.rtc.accepts(&input))
+        });
+        // A new address: only a STUN check with a session's username can name its session.
+        let seq = known.or_else(|| {
+            self.sessions
+                .iter()
+                .find(|(_, s)| s.rtc.accepts(&input))
+                .map(|(seq, _)| *seq)
+        });
+        let Some(seq) = seq else {
+            self.stray(source, "no session takes it");
+            return;
+        };
+        if known.is_none() {
+            self.by_addr.insert(source, seq);
+        }
+        let session = self.sessions.get_mut(&seq).expect("found above");
+        if let Err(e) = session.rtc.handle_input(input) {
+            debug!(session = %session.id, error = %e, "WebRTC datagram refused");
+        }
+        self.drain(socket, seq);
+    }
+
+    /// The address a datagram from `source` was sent to, as str0m wants it: one of the
+    /// advertised candidates. A socket bound to one address gets exactly that; one bound to
+    /// all addresses takes the candidate of the source's family (loopback for loopback).
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        let same_family = |c: &&SocketAddr| c.is_ipv4() == source.is_ipv4();
+        self.candidates
+            .iter()
+            .filter(same_family)
+            .find(|c| c.ip().is_loopback() == source.ip().is_loopback())
+            .or_else(|| self.candidates.iter().find(same_family))
+            .or(self.candidates.first())
+            .copied()
+            .unwrap_or(source)
+    }
+
+    fn stray(&mut self, source: SocketAddr, why: &str) {
+        self.strays += 1;
+        // Powers of two: a flood shows in the log without filling it.
+        if self.strays.is_power_of_two() {
+            debug!(%source, why, strays = self.strays, "WebRTC datagram dropped");
+        }
+    }
+
+    /// Runs str0m's output of session `seq` until it waits: sends its datagrams, handles its
+    /// events, schedules its next timer. Ends it if it ended.
+    fn drain(&mut self, socket: &UdpSocket, seq: u64) {
+        let Some(session) = self.sessions.get_mut(&seq) else {
+            return;
+        };
+        let fir = self.config.keyframe_fir;
+        let max_au = self.config.max_access_unit_bytes;
+        loop {
+            if !session.rtc.is_alive() {
+                session.ended.get_or_insert_with(|| "closed".into());
+                break;
+            }
+            match session.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    session.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // UDP: a full send buffer loses the datagram, as the network could.
+                    if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                        debug!(session = %session.id, error = %e, "WebRTC send failed");
+                    }
+                }
+                Ok(Output::Event(event)) => session.event(event, max_au, fir),
+                Err(e) => {
+                    session.ended = Some(format!("WebRTC error: {e}"));
+                    break;
+                }
+            }
+        }
+        if session.ended.is_some() {
+            self.end(seq, "");
+            return;
+        }
+        if session.scheduled.is_none_or(|s| session.timeout < s) {
+            session.scheduled = Some(session.timeout);
+            self.timers.push(Reverse((session.timeout, seq)));
+        }
+    }
+
+    fn timers_due(&mut self, socket: &UdpSocket) {
+        let now = Instant::now().into_std();
+        while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(session) = self.sessions.get_mut(&seq) else {
+                continue;
+            };
+            if session.scheduled != Some(t) {
+                continue; // Superseded by an earlier entry.
+            }
+            session.scheduled = None;
+            if session.timeout <= now {
+                if let Err(e) = session.rtc.handle_input(Input::Timeout(now)) {
+                    session.ended = Some(format!("WebRTC error: {e}"));
+                }
+            }
+            self.drain(socket, seq);
+        }
+    }
+
+    /// Asks session `seq`'s publisher for a keyframe (at most once per
+    /// [`KEYFRAME_REQUEST_MIN_INTERVAL`]).
+    fn request_keyframe(&mut self, socket: &UdpSocket, seq: u64, asked: bool) {
+        let Some(session) = self.sessions.get_mut(&seq) else {
+            return;
+        };
+        if session.ask_keyframe(self.config.keyframe_fir, asked) {
+            self.drain(socket, seq);
+        }
+    }
+
+    /// Ends sessions past their timeouts; reports stats; asks for keyframes where lost.
+    fn sweep(&mut self, socket: &UdpSocket, ended: &mut Vec<(u64, String)>) {
+        let now = Instant::now();
+        ended.clear();
+        for (seq, s) in &mut self.sessions {
+            if !s.connected && now.duration_since(s.created) >= self.config.connect_timeout {
+                ended.push((
+                    *seq,
+                    format!(
+                        "not connected within {} s (webrtc_connect_timeout_s)",
+                        self.config.connect_timeout.as_secs()
+                    ),
+                ));
+            } else if s.connected && now.duration_since(s.last_video) >= self.config.idle_timeout {
+                ended.push((
+                    *seq,
+                    format!(
+                        "no video for {} s (webrtc_idle_timeout_s)",
+                        self.config.idle_timeout.as_secs()
+                    ),
+                ));
+            } else if let Some(d) = &s.depacketizer {
+                let c = d.counters();
+                s.publication
+                    .writer()
+                    .transport("udp", c.packets_lost, c.frames_dropped);
+            }
+        }
+        for (seq, why) in std::mem::take(ended) {
+            if let Some(s) = self.sessions.get_mut(&seq) {
+                s.ended = Some(why);
+            }
+            self.end(seq, "");
+        }
+        // Sessions waiting for a keyframe after a loss ask again, spaced out.
+        let waiting: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.depacketizer.as_ref().is_some_and(|d| d.awaits_keyframe()))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in waiting {
+            self.request_keyframe(socket, seq, false);
+        }
+    }
+
+    /// Removes session `seq`; its stream ends (the publication is dropped).
+    fn end(&mut self, seq: u64, why: &str) {
+        let Some(mut session) = self.sessions.remove(&seq) else {
+            return;
+        };
+        session.rtc.disconnect();
+        self.by_id.remove(&session.id);
+        self.by_addr.retain(|_, s| *s != seq);
+        let why = session.ended.take().unwrap_or_else(|| why.to_string());
+        info!(session = %session.id, stream = %session.key, reason = %why, connected = session.connected, "WHIP session ended");
+        drop(session.admitted);
+    }
+}
+
+impl Session {
+    fn event(&mut self, event: RtcEvent, max_au: usize, fir: bool) {
+        match event {
+            RtcEvent::Connected => {
+                self.connected = true;
+                self.last_video = Instant::now();
+                self.admitted.establish();
+                info!(session = %self.id, stream = %self.key, "WHIP session connected");
+            }
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.ended = Some("ICE consent expired (the publisher went away)".into());
+            }
+            RtcEvent::MediaAdded(m) if m.kind == MediaKind::Video && self.video.is_none() => {
+                self.video = Some(m.mid);
+            }
+            RtcEvent::MediaData(data) if Some(data.mid) == self.video => {
+                self.media(data, max_au, fir);
+            }
+            _ => {}
+        }
+    }
+
+    fn media(&mut self, data: MediaData, max_au: usize, fir: bool) {
+        self.last_video = Instant::now();
+        let codec = match data.params.spec().codec {
+            RtcCodec::H264 => media::Codec::H264,
+            RtcCodec::H265 => media::Codec::H265,
+            other => {
+                if !std::mem::replace(&mut self.unsupported, true) {
+                    let name = format!("{other:?}").to_uppercase();
+                    warn!(session = %self.id, stream = %self.key, codec = %name, "WebRTC video codec not pictured yet; no pictures for this stream");
+                    self.publication.writer().unsupported(&name);
+                }
+                return;
+            }
+        };
+        if self
+            .depacketizer
+            .as_ref()
+            .is_none_or(|d| d.codec() != codec)
+        {
+            match Depacketizer::new(codec, "") {
+                Ok(mut d) => {
+                    d.set_max_access_unit_bytes(max_au);
+                    self.depacketizer = Some(d);
+                }
+                Err(e) => {
+                    warn!(session = %self.id, error = %e, "no depacketizer");
+                    return;
+                }
+            }
+        }
+        let d = self.depacketizer.as_mut().expect("made above");
+        let mut events = Vec::new();
+        // The RTP timestamp's low 32 bits: the depacketizer unwraps them itself.
+        if let Err(e) = d.push_annexb(
+            data.time.numer() as u32,
+            &data.data,
+            data.contiguous,
+            &mut events,
+        ) {
+            debug!(session = %self.id, error = %e, "access unit dropped");
+        }
+        let awaits = d.awaits_keyframe();
+        for event in events {
+            match event {
+                RtpEvent::Config(c) => self.publication.writer().config(c),
+                RtpEvent::Frame(f) => self.publication.writer().frame(f),
+            }
+        }
+        if awaits {
+            self.ask_keyframe(fir, false);
+        }
+    }
+
+    /// Asks the publisher for a keyframe unless one was asked for lately. `asked`: a picture
+    /// wants it (logged), else the stream lost data. True when a request went out.
+    fn ask_keyframe(&mut self, fir: bool, asked: bool) -> bool {
+        let now = Instant::now();
+        if self
+            .last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_MIN_INTERVAL)
+        {
+            return false;
+        }
+        let Some(mid) = self.video else {
+            return false;
+        };
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        if let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli) {
+            debug!(session = %self.id, error = %e, "keyframe request not sent");
+            return false;
+        }
+        if fir {
+            if let Some(mut writer) = self.rtc.writer(mid) {
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Fir);
+            }
+        }
+        self.last_keyframe_request = Some(now);
+        if asked {
+            debug!(session = %self.id, stream = %self.key, "keyframe asked of the publisher");
+        }
+        true
+    }
+}
+
+/// True when `sdp` has a video section that is not refused (port 0).
+fn has_video(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.strip_prefix("m=video ")
+            .and_then(|rest| rest.split(' ').next())
+            .is_some_and(|port| port != "0")
+    })
+}
+
+/// A session id: 128 random bits in hex, so that a session's resource cannot be guessed.
+fn session_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's randomness does not fail on the platforms we build for; a failure would
+    // leave zeros, which the next id would repeat: better to stop.
+    getrandom::getrandom(&mut bytes).expect("system randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn sleep_until_std(t: Option<StdInstant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The addresses of this machine that a publisher could reach: for `webrtc_candidates` when
+/// the socket listens on every address. Loopback is left out unless it is all there is.
+pub fn advertised(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = ips
+        .iter()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect();
+    if out.is_empty() {
+        out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_sections_count_unless_refused() {
+        assert!(has_video(
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!has_video("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        assert!(!has_video("v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"));
+    }
+
+    #[test]
+    fn session_ids_are_long_and_differ() {
+        let a = session_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, session_id());
+    }
+
+    #[test]
+    fn advertised_addresses_leave_out_loopback_unless_alone() {
+        let ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.1.2.3".parse().unwrap()];
+        assert_eq!(
+            advertised(&ips, 8189),
+            vec!["10.1.2.3:8189".parse().unwrap()]
+        );
+        assert_eq!(
+            advertised(&ips[..1], 8189),
+            vec!["127.0.0.1:8189".parse::<SocketAddr>().unwrap()]
+        );
+    }
+}
