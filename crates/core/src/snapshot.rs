@@ -376,6 +376,17 @@ impl Snapshotter {
         stream: &Arc<LiveStream>,
         request: SnapshotRequest,
     ) -> Result<Snapshot> {
+        self.take_asking(stream, request, true).await
+    }
+
+    /// [`Snapshotter::take`]; `ask_keyframe: false` never asks the publisher for a fresh
+    /// keyframe (viewers refreshing a grid must not cost publishers keyframes).
+    pub async fn take_asking(
+        self: &Arc<Self>,
+        stream: &Arc<LiveStream>,
+        request: SnapshotRequest,
+        ask_keyframe: bool,
+    ) -> Result<Snapshot> {
         // Check the size against the limits before waiting for anything.
         request
             .options
@@ -383,7 +394,7 @@ impl Snapshotter {
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         let deadline = self.clock.now() + self.config.interval;
         let mut keyframes = stream.keyframes();
-        if stream.request_keyframe(self.config.keyframe_request_after) {
+        if ask_keyframe && stream.request_keyframe(self.config.keyframe_request_after) {
             // A sender asked answers within a frame or two and a round trip; without an
             // answer in time, the newest keyframe there is will do.
             let answer_by = self.clock.now() + self.config.interval / KEYFRAME_ANSWER_SHARE;

@@ -594,6 +594,11 @@ pub(crate) struct ImageQuery {
     precision: Option<String>,
     /// The stream's domain (virtual host); `_default` when not given.
     domain: Option<String>,
+    /// `false`: picture the newest keyframe there is, without asking a WHIP publisher for a
+    /// fresh one (`keyframe_request_after_ms`); what the console's grid asks, so that viewers
+    /// never cost publishers keyframes. Default `true`.
+    #[param(value_type = Option<bool>)]
+    ask_keyframe: Option<String>,
 }
 
 /// Output width or height a request may ask for.
@@ -644,7 +649,16 @@ fn bounded_opt<T: TryFrom<u64>>(
 fn image_request(
     format: ImageFormat,
     q: ImageQuery,
-) -> Result<(SnapshotRequest, Option<String>), AppError> {
+) -> Result<(SnapshotRequest, Option<String>, bool), AppError> {
+    let ask_keyframe = match q.ask_keyframe.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(v) => {
+            return Err(AppError::BadRequest(format!(
+                "ask_keyframe must be true or false, got {v:?}"
+            )))
+        }
+    };
     let quality = bounded_opt("quality", q.quality.as_deref(), QUALITY_RANGE)?
         .unwrap_or(DEFAULT_JPEG_QUALITY);
     let precision = match q.precision {
@@ -659,7 +673,11 @@ fn image_request(
         height: bounded_opt("height", q.height.as_deref(), SIDE_RANGE)?,
         quality,
     };
-    Ok((SnapshotRequest { options, precision }, q.domain))
+    Ok((
+        SnapshotRequest { options, precision },
+        q.domain,
+        ask_keyframe,
+    ))
 }
 
 /// `GET /v1/streams/{app}/{stream}/snapshot.jpg`: a JPEG of the stream now.
@@ -750,9 +768,9 @@ async fn direct_image(
     format: ImageFormat,
 ) -> Result<Response, AppError> {
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let (request, domain) = image_request(format, q)?;
+    let (request, domain, ask) = image_request(format, q)?;
     let s = lookup(&st, &caller, domain.as_deref(), &app, &stream)?;
-    let snap = st.snapshots.take(&s, request).await?;
+    let snap = st.snapshots.take_asking(&s, request, ask).await?;
     Ok(image_response(format, &snap, st.hub.clock().wall()))
 }
 
@@ -764,8 +782,8 @@ pub(crate) async fn stream_image(
     q: ImageQuery,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
-    let (request, _) = image_request(format, q)?;
-    let snap = st.snapshots.take(stream, request).await?;
+    let (request, _, ask) = image_request(format, q)?;
+    let snap = st.snapshots.take_asking(stream, request, ask).await?;
     Ok(image_response(format, &snap, st.hub.clock().wall()))
 }
 

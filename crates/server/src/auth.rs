@@ -231,6 +231,7 @@ impl Auth {
     fn is_public(&self, path: &str) -> bool {
         PUBLIC_PATHS.contains(&path)
             || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+            || crate::console::PUBLIC_PATHS.contains(&path)
             || crate::console::PUBLIC_PREFIXES
                 .iter()
                 .any(|p| path.starts_with(p))
