@@ -273,24 +273,25 @@ impl LiveStream {
     }
 
     /// Asks the stream's sender for a keyframe when it can be asked (WHIP publishers) and
-    /// the newest keyframe is older than `older_than` (or there is none). True when asked.
+    /// the newest keyframe is older than `older_than` (or there is none). True when the
+    /// request went out.
     pub fn request_keyframe(&self, older_than: Duration) -> bool {
         let requester = {
-            let mut s = self.lock();
+            let s = self.lock();
             let fresh = s
                 .last_keyframe_at
                 .is_some_and(|at| self.clock.now().saturating_sub(at) <= older_than);
             match s.keyframe_requester.clone() {
-                Some(r) if !fresh => {
-                    s.keyframe_requests += 1;
-                    r.0
-                }
+                Some(r) if !fresh => r.0,
                 _ => return false,
             }
         };
         // Outside the lock: the requester only queues the request for its front end.
-        requester();
-        true
+        let sent = requester();
+        if sent {
+            self.lock().keyframe_requests += 1;
+        }
+        sent
     }
 
     /// A receiver that changes whenever a keyframe arrives (or the stream closes).

@@ -58,6 +58,14 @@ pub const DEFAULT_MAX_PENDING_SESSIONS: usize = 64;
 pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
 /// How often sessions are checked against their timeouts and their stats reported.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+/// Loss-driven keyframe requests that brought no usable keyframe back off, doubling up to this.
+pub const KEYFRAME_REQUEST_MAX_INTERVAL: Duration = Duration::from_secs(10);
+/// Source addresses remembered per session (its peer's candidates; a few are real): more
+/// push out the oldest, so one admitted peer cannot grow the map.
+const ADDRESSES_PER_SESSION: usize = 8;
+/// str0m timers handled per turn of the loop, so that one session always due cannot keep the
+/// socket, commands and the sweep waiting.
+const TIMERS_PER_TURN: usize = 256;
 /// Largest datagram read (WebRTC keeps packets under the path MTU, about 1200 bytes).
 const DATAGRAM_BYTES: usize = 2048;
 /// Commands (offers, deletes) waiting for the session task.
@@ -348,6 +356,12 @@ struct Session {
     scheduled: Option<StdInstant>,
     /// Why it ends, once it does.
     ended: Option<String>,
+    /// Our ICE username fragment.
+    ufrag: String,
+    /// Source addresses it took datagrams from, oldest first.
+    addrs: std::collections::VecDeque<SocketAddr>,
+    /// Loss-driven keyframe requests since the last keyframe (their spacing doubles).
+    loss_requests: u32,
 }
 
 /// Every session, and what finds them.
@@ -361,6 +375,8 @@ struct Host {
     sessions: HashMap<u64, Session>,
     by_id: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
+    /// Our ICE username fragment of each session: a STUN check names its session by it.
+    by_ufrag: HashMap<String, u64>,
     timers: BinaryHeap<Reverse<(StdInstant, u64)>>,
     next_seq: u64,
     keyframes_tx: mpsc::Sender<u64>,
@@ -392,6 +408,7 @@ impl Host {
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             timers: BinaryHeap::new(),
             next_seq: 0,
             keyframes_tx,
@@ -413,18 +430,20 @@ impl Host {
         let mut pending = Vec::new();
         loop {
             let next_timer = self.next_timer();
+            // Timers, commands and the sweep before datagrams: a socket kept busy (a flood, or
+            // just load) must not stall str0m's timers, timeouts or offers.
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = sleep_until_std(next_timer) => self.timers_due(&socket),
+                Some(command) = commands.recv() => self.command(&socket, command),
+                Some(seq) = keyframes.recv() => self.request_keyframe(&socket, seq, true),
+                _ = sweep.tick() => self.sweep(&socket, &mut pending),
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((n, source)) => self.datagram(&socket, source, &buf[..n]),
                     // ICMP port unreachable from a peer that left, and the like.
                     Err(e) => debug!(error = %e, "WebRTC socket read failed"),
                 },
-                Some(command) = commands.recv() => self.command(&socket, command),
-                Some(seq) = keyframes.recv() => self.request_keyframe(&socket, seq, true),
-                () = sleep_until_std(next_timer) => self.timers_due(&socket),
-                _ = sweep.tick() => self.sweep(&socket, &mut pending),
             }
         }
         let n = self.sessions.len();
@@ -445,7 +464,14 @@ impl Host {
         match command {
             Command::Offer(offer, reply) => {
                 let result = self.offer(socket, *offer);
-                let _ = reply.send(result);
+                let made = result.as_ref().ok().map(|a| a.session.clone());
+                // The caller went away (its request timed out, its client left): nobody knows
+                // the session, so it must not hold the name until its connect timeout.
+                if let (Err(_), Some(id)) = (reply.send(result), made) {
+                    if let Some(seq) = self.by_id.get(&id).copied() {
+                        self.end(seq, "its offer's request was gone before the answer");
+                    }
+                }
             }
             Command::Delete {
                 session,
@@ -549,9 +575,14 @@ impl Host {
         let requests = self.keyframes_tx.clone();
         publication.writer().keyframe_requests(Arc::new(move || {
             // Full: requests are already waiting, and the next picture asks again.
-            let _ = requests.try_send(seq);
+            requests.try_send(seq).is_ok()
         }));
         let id = session_id();
+        let ufrag = answer
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .unwrap_or("")
+            .to_string();
         info!(addr = %offer.peer, stream = %key, session = %id, "WHIP offer answered");
         let session = Session {
             id: id.clone(),
@@ -569,9 +600,13 @@ impl Host {
             timeout: now.into_std(),
             scheduled: None,
             ended: None,
+            ufrag: ufrag.clone(),
+            addrs: std::collections::VecDeque::new(),
+            loss_requests: 0,
         };
         self.sessions.insert(seq, session);
         self.by_id.insert(id.clone(), seq);
+        self.by_ufrag.insert(ufrag, seq);
         self.drain(socket, seq);
         Ok(Answer {
             session: id,
@@ -592,19 +627,21 @@ impl Host {
                 .get(seq)
                 .is_some_and(|s| s.rtc.accepts(&input))
         });
-        // A new address: only a STUN check with a session's username can name its session.
+        // A new address: only a STUN check can name its session, by our username fragment
+        // in its USERNAME; anything else from an unknown address is dropped unread.
         let seq = known.or_else(|| {
+            let seq = *self.by_ufrag.get(stun_local_ufrag(data)?)?;
             self.sessions
-                .iter()
-                .find(|(_, s)| s.rtc.accepts(&input))
-                .map(|(seq, _)| *seq)
+                .get(&seq)
+                .is_some_and(|s| s.rtc.accepts(&input))
+                .then_some(seq)
         });
         let Some(seq) = seq else {
             self.stray(source, "no session takes it");
             return;
         };
         if known.is_none() {
-            self.by_addr.insert(source, seq);
+            self.remember(seq, source);
         }
         let session = self.sessions.get_mut(&seq).expect("found above");
         if let Err(e) = session.rtc.handle_input(input) {
@@ -626,6 +663,28 @@ impl Host {
             .or(self.candidates.first())
             .copied()
             .unwrap_or(source)
+    }
+
+    /// `source` sends for session `seq` (at most [`ADDRESSES_PER_SESSION`] kept per session).
+    fn remember(&mut self, seq: u64, source: SocketAddr) {
+        if let Some(old) = self.by_addr.insert(source, seq).filter(|old| *old != seq) {
+            if let Some(s) = self.sessions.get_mut(&old) {
+                s.addrs.retain(|a| *a != source);
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&seq) else {
+            return;
+        };
+        if !session.addrs.contains(&source) {
+            session.addrs.push_back(source);
+        }
+        while session.addrs.len() > ADDRESSES_PER_SESSION {
+            if let Some(oldest) = session.addrs.pop_front() {
+                if self.by_addr.get(&oldest) == Some(&seq) {
+                    self.by_addr.remove(&oldest);
+                }
+            }
+        }
     }
 
     fn stray(&mut self, source: SocketAddr, why: &str) {
@@ -651,7 +710,9 @@ impl Host {
             }
             match session.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    session.timeout = t;
+                    // A deadline at or before now is due at once; a millisecond later keeps a
+                    // subsystem that stays due from spinning this loop.
+                    session.timeout = t.max(StdInstant::now() + Duration::from_millis(1));
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
@@ -667,6 +728,11 @@ impl Host {
                 }
             }
         }
+        if !session.rtc.is_alive() {
+            session
+                .ended
+                .get_or_insert_with(|| "closed by the publisher".into());
+        }
         if session.ended.is_some() {
             self.end(seq, "");
             return;
@@ -678,8 +744,11 @@ impl Host {
     }
 
     fn timers_due(&mut self, socket: &UdpSocket) {
-        let now = Instant::now().into_std();
-        while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
+        for _ in 0..TIMERS_PER_TURN {
+            let now = Instant::now().into_std();
+            let Some(Reverse((t, seq))) = self.timers.peek().copied() else {
+                break;
+            };
             if t > now {
                 break;
             }
@@ -764,7 +833,12 @@ impl Host {
         };
         session.rtc.disconnect();
         self.by_id.remove(&session.id);
-        self.by_addr.retain(|_, s| *s != seq);
+        self.by_ufrag.remove(&session.ufrag);
+        for a in &session.addrs {
+            if self.by_addr.get(a) == Some(&seq) {
+                self.by_addr.remove(a);
+            }
+        }
         let why = session.ended.take().unwrap_or_else(|| why.to_string());
         info!(session = %session.id, stream = %session.key, reason = %why, connected = session.connected, "WHIP session ended");
         drop(session.admitted);
@@ -782,6 +856,10 @@ impl Session {
             }
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.ended = Some("ICE consent expired (the publisher went away)".into());
+            }
+            RtcEvent::Closed => {
+                self.ended
+                    .get_or_insert_with(|| "closed by the publisher".into());
             }
             RtcEvent::MediaAdded(m) if m.kind == MediaKind::Video && self.video.is_none() => {
                 self.video = Some(m.mid);
@@ -838,7 +916,12 @@ impl Session {
         for event in events {
             match event {
                 RtpEvent::Config(c) => self.publication.writer().config(c),
-                RtpEvent::Frame(f) => self.publication.writer().frame(f),
+                RtpEvent::Frame(f) => {
+                    if f.keyframe {
+                        self.loss_requests = 0;
+                    }
+                    self.publication.writer().frame(f)
+                }
             }
         }
         if awaits {
@@ -850,9 +933,19 @@ impl Session {
     /// wants it (logged), else the stream lost data. True when a request went out.
     fn ask_keyframe(&mut self, fir: bool, asked: bool) -> bool {
         let now = Instant::now();
+        // A picture's request waits the least; requests for a loss that brought no usable
+        // keyframe back off (an encoder answering each with a keyframe too large to take
+        // would otherwise be asked forever).
+        let spacing = if asked {
+            KEYFRAME_REQUEST_MIN_INTERVAL
+        } else {
+            KEYFRAME_REQUEST_MIN_INTERVAL
+                .saturating_mul(1 << self.loss_requests.min(16))
+                .min(KEYFRAME_REQUEST_MAX_INTERVAL)
+        };
         if self
             .last_keyframe_request
-            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_MIN_INTERVAL)
+            .is_some_and(|t| now.duration_since(t) < spacing)
         {
             return false;
         }
@@ -872,11 +965,41 @@ impl Session {
             }
         }
         self.last_keyframe_request = Some(now);
+        if !asked {
+            self.loss_requests = self.loss_requests.saturating_add(1);
+        }
         if asked {
             debug!(session = %self.id, stream = %self.key, "keyframe asked of the publisher");
         }
         true
     }
+}
+
+/// STUN's magic cookie (RFC 5389 6) and its USERNAME attribute (15.3).
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_USERNAME: u16 = 0x0006;
+
+/// Our username fragment in a STUN message's USERNAME (`ours:theirs`, RFC 8445 7.2.2), if it
+/// is a STUN message with one. Read by hand: str0m keeps its parser to itself, and this is
+/// the one attribute demultiplexing needs.
+fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(20..20 + len)?;
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        let n = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
+        let value = body.get(at + 4..at + 4 + n)?;
+        if kind == STUN_USERNAME {
+            let name = std::str::from_utf8(value).ok()?;
+            return Some(name.split(':').next().unwrap_or(name));
+        }
+        at += 4 + n.div_ceil(4) * 4;
+    }
+    None
 }
 
 /// True when `sdp` has a video section that is not refused (port 0).
@@ -929,6 +1052,30 @@ mod tests {
         ));
         assert!(!has_video("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
         assert!(!has_video("v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"));
+    }
+
+    #[test]
+    fn the_local_ufrag_is_read_from_a_stun_username() {
+        let mut m = vec![0x00, 0x01, 0, 0];
+        m.extend_from_slice(&STUN_MAGIC);
+        m.extend_from_slice(&[7; 12]);
+        // A PRIORITY attribute first, then USERNAME "abcd:wxyz1" (10 bytes, padded to 12).
+        m.extend_from_slice(&[0x00, 0x24, 0, 4, 1, 2, 3, 4]);
+        m.extend_from_slice(&[0x00, 0x06, 0, 10]);
+        m.extend_from_slice(b"abcd:wxyz1\0\0");
+        let len = (m.len() - 20) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(stun_local_ufrag(&m), Some("abcd"));
+        // Truncated, not STUN, RTP: nothing.
+        assert_eq!(stun_local_ufrag(&m[..30]), None);
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+        let mut bad = m.clone();
+        bad[4] = 0;
+        assert_eq!(stun_local_ufrag(&bad), None);
+        // An attribute claiming more than there is.
+        let mut long = m.clone();
+        long[30] = 0xff;
+        assert_eq!(stun_local_ufrag(&long), None);
     }
 
     #[test]

@@ -135,5 +135,6 @@ pub trait StreamWriter: Send {
     fn keyframe_requests(&mut self, _request: KeyframeRequester) {}
 }
 
-/// Asks a stream's sender for a keyframe; returns at once (the keyframe comes with the stream).
-pub type KeyframeRequester = std::sync::Arc<dyn Fn() + Send + Sync>;
+/// Asks a stream's sender for a keyframe; returns at once (the keyframe comes with the stream),
+/// false when the request could not be queued.
+pub type KeyframeRequester = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;

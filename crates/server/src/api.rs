@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where WHIP offers go.
     pub whip: ingest::whip::WhipHandle,
+    /// Origins whose pages may call the API when it is open (`cors_origins`).
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 /// Longest a readiness check waits for the index or one storage location.
@@ -145,18 +147,31 @@ pub fn app(state: AppState) -> Router {
         .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(layers)
-        .layer(cors())
+        .layer(cors(state.auth.is_open(), state.cors_origins.clone()))
         .with_state(state)
 }
 
-/// Pages on any origin may call the API and publish over WHIP (the browser module): callers
-/// prove who they are with a bearer key or a publish signature, never with cookies, so an
-/// origin gains nothing by it that the key would not give. Outside the key check, so that
-/// preflights (which carry no key) are answered.
-fn cors() -> tower_http::cors::CorsLayer {
+/// Which pages on other origins a browser lets call this server (the browser module):
+/// - WHIP and the module itself: any page (a publish is checked by its signature, as RTMP's);
+/// - the API, when it needs a key (`admin_key`): any page, since a caller proves who it is
+///   with a bearer key, never with cookies, so an origin gains nothing the key would not give;
+/// - the API, when it is open: only the origins of `cors_origins` (`*` for any). Else any
+///   website a visitor of the server's network opened could read and change it.
+///
+/// Outside the key check, so that preflights (which carry no key) are answered.
+fn cors(open: bool, origins: Arc<Vec<String>>) -> tower_http::cors::CorsLayer {
     use axum::http::{header, Method};
+    let allowed = move |origin: &HeaderValue, parts: &axum::http::request::Parts| {
+        let path = parts.uri.path();
+        path.starts_with("/whip/")
+            || path.starts_with("/sdk/")
+            || !open
+            || origins
+                .iter()
+                .any(|o| o == "*" || origin.as_bytes() == o.trim_end_matches('/').as_bytes())
+    };
     tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
+        .allow_origin(tower_http::cors::AllowOrigin::predicate(allowed))
         .allow_methods([
             Method::GET,
             Method::HEAD,

@@ -327,6 +327,10 @@ settings! {
         /// port defaults to `webrtc_udp`'s). Empty: `webrtc_udp`'s address if it is a specific
         /// one, else the HTTP listener's if specific, else this machine's addresses.
         webrtc_candidates ("LIVESNAP_WEBRTC_CANDIDATES"): Vec<String> = Vec::new(), "[]";
+        /// Origins (`https://app.example`) whose pages may call the API from a browser while it
+        /// is open (no `admin_key`); `*` for any. With `admin_key` any origin may, with a key;
+        /// WHIP and `/sdk/` take any origin always.
+        cors_origins ("LIVESNAP_CORS_ORIGINS"): Vec<String> = Vec::new(), "[]";
     }
     table {
         /// Named storage locations (`[storage.NAME]` tables); `local` exists by default.

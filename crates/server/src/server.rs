@@ -455,6 +455,7 @@ pub async fn start_with_clock(
         }),
         public_url,
         whip,
+        cors_origins: Arc::new(settings.cors_origins.clone()),
     };
     if settings.admin_key.is_none() && !http_addr.ip().is_loopback() {
         warn!(http = %http_addr, "the HTTP API is open to anyone who can reach it: set admin_key (LIVESNAP_ADMIN_KEY) to require an API key");

@@ -117,9 +117,16 @@ async fn whip_offer(
         peer,
     };
     let answer = st.whip.offer(offer).await?;
+    // Names may hold `#`, `?`, `%`, spaces or any Unicode: each segment is percent-encoded,
+    // so that a client's DELETE reaches this session whatever the name.
+    let segment = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
     let location = format!(
         "/whip/{}/{}/{}",
-        answer.key.app, answer.key.stream, answer.session
+        segment(&answer.key.app),
+        segment(&answer.key.stream),
+        answer.session
     );
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
     let headers = response.headers_mut();

@@ -60,6 +60,29 @@ fn camera(dir: &Path) -> (PathBuf, Vec<u8>) {
     (clip, rgb)
 }
 
+/// A page on another origin than the server's: `http://127.0.0.1:{port}/` serves an empty
+/// page (and no icon), as a customer's own site would host a page using the module.
+fn page_server() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let body = "<!doctype html><title>a customer's page</title>";
+            let answer = if head.starts_with("GET / ") {
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_string()
+            };
+            let _ = c.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
 /// POSTs an SDP offer to `path` with `headers`.
 fn offer(s: &Server, path: &str, sdp: &str, headers: &[(&str, &str)]) -> Resp {
     let mut h = vec![("content-type", "application/sdp")];
@@ -71,12 +94,12 @@ fn offer(s: &Server, path: &str, sdp: &str, headers: &[(&str, &str)]) -> Resp {
 fn a_browser_publishes_over_whip_and_its_pictures_show_the_camera() {
     let work = workdir();
     let (clip, reference) = camera(work.path());
-    let s = Server::start();
+    // The page is on another origin than the server: the module and WHIP answer any origin,
+    // the open API the origins of cors_origins.
+    let page = format!("http://127.0.0.1:{}", page_server());
+    let s = Server::start_with(&[], &["--cors-origins", &page]);
     let b = Browser::start(Some(&clip));
-    // The page is on another origin (localhost) than the server (127.0.0.1): the module, the
-    // API and WHIP all answer it through CORS.
-    let port = s.http.rsplit(':').next().unwrap();
-    b.goto(&format!("http://localhost:{port}/healthz"));
+    b.goto(&format!("{page}/"));
     let server = format!("http://{}", s.http);
     let location = b.run(
         r#"
@@ -239,6 +262,22 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
         "a refused offer went live"
     );
 
+    // The open API answers no foreign page (no cors_origins here); WHIP answers any.
+    let pre = request_with(
+        "OPTIONS",
+        &s.url("/v1/streams"),
+        None,
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        None,
+        "an open API answered a foreign page"
+    );
     // A CORS preflight from a page elsewhere, with the headers a WHIP client sends.
     let pre = request_with(
         "OPTIONS",
@@ -259,7 +298,10 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
         "preflight: {}",
         pre.status
     );
-    assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     let allowed = pre
         .header("access-control-allow-headers")
         .unwrap_or("")
@@ -345,6 +387,15 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
     // The name is free again.
     let r = offer(&s, path, H264_OFFER, &[]);
     assert_eq!(r.status, 201, "{}", r.text());
+
+    // A name with characters a URL gives meaning to: its Location is percent-encoded, and a
+    // DELETE of it reaches the session.
+    let r = offer(&s, "/whip/live/a%23b%20c", H264_OFFER, &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with("/whip/live/a%23b%20c/"), "{location}");
+    assert!(s.stream("live", "a%23b%20c").is_some());
+    assert_eq!(s.delete(&location).status, 200);
 }
 
 #[test]
@@ -432,6 +483,22 @@ fn whip_needs_a_publish_signature_not_an_api_key() {
     // A cam1 signature does not publish cam3.
     let r = offer(&s, &format!("/whip/live/cam3?{query}"), H264_OFFER, &[]);
     assert_eq!(r.status, 401, "{}", r.text());
+    // With a key required, any page may call the API (the key is what it needs).
+    let pre = request_with(
+        "OPTIONS",
+        &s.url("/v1/streams"),
+        None,
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "authorization"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     // The API itself still needs the key.
     assert_eq!(s.get("/v1/streams").status, 401);
     let r = request_with("GET", &s.url("/v1/streams/live/cam1"), None, &admin).unwrap();
@@ -456,7 +523,10 @@ fn the_browser_module_is_served_to_any_origin() {
     assert!(r
         .header("content-type")
         .is_some_and(|t| t.starts_with("text/javascript")));
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     let js = r.text();
     for name in [
         "export class Livesnap",
