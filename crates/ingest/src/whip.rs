@@ -91,8 +91,9 @@ pub struct WhipConfig {
     pub max_access_unit_bytes: usize,
     /// Ask for keyframes with FIR as well as PLI (for senders that answer only FIR).
     pub keyframe_fir: bool,
-    /// Take H.265 (when this build's decoder pictures it); H.264 is always taken.
-    pub h265: bool,
+    /// Codecs taken besides H.264 (those this build's decoder pictures: H.265, VP8, VP9, AV1
+    /// with the `ffmpeg` feature).
+    pub codecs: Vec<media::Codec>,
     /// Session counts, for metrics.
     pub stats: Arc<ConnectionStats>,
     /// Signed publish URLs (`publish_secret`).
@@ -113,7 +114,7 @@ impl Default for WhipConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_access_unit_bytes: crate::rtp::DEFAULT_MAX_ACCESS_UNIT_BYTES,
             keyframe_fir: false,
-            h265: false,
+            codecs: Vec::new(),
             stats: Arc::default(),
             publish_auth: PublishAuth::default(),
         }
@@ -345,7 +346,7 @@ struct Session {
     publication: Publication,
     admitted: Admitted,
     video: Option<Mid>,
-    depacketizer: Option<Depacketizer>,
+    feed: Option<Feed>,
     unsupported: bool,
     created: Instant,
     connected: bool,
@@ -456,6 +457,10 @@ impl Host {
         }
     }
 
+    fn takes(&self, codec: media::Codec) -> bool {
+        self.config.codecs.contains(&codec)
+    }
+
     fn next_timer(&self) -> Option<StdInstant> {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
@@ -532,18 +537,29 @@ impl Host {
             .admit(PROTOCOL, offer.peer)
             .ok_or(WhipError::Busy)?;
         let now = Instant::now();
-        let mut rtc = RtcConfig::new()
+        // Only what is pictured, in the publisher's order of preference (str0m answers in the
+        // order its codecs were enabled): an offer whose first choice is not pictured here (a
+        // browser's VP8, in a build without libavcodec) gets the first one that is, and an
+        // offer with none is refused at once.
+        let mut config = RtcConfig::new()
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.cert.clone())
             .set_ice_lite(true)
-            // Only what is pictured: an offer that also has VP8 (a browser's first choice) gets
-            // H.264 in the answer, and one with VP8 only is refused at once.
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_h265(self.config.h265)
-            // Audio is taken and ignored: a publisher whose audio is refused may give up.
-            .enable_opus(true, false)
-            .build(now.into_std());
+            .clear_codecs();
+        for codec in offered_video_codecs(&offer.sdp) {
+            if codec != media::Codec::H264 && !self.takes(codec) {
+                continue;
+            }
+            config = match codec {
+                media::Codec::H264 => config.enable_h264(true),
+                media::Codec::H265 => config.enable_h265(true),
+                media::Codec::Vp8 => config.enable_vp8(true),
+                media::Codec::Vp9 => config.enable_vp9(true),
+                media::Codec::Av1 => config.enable_av1(true),
+            };
+        }
+        // Audio is taken and ignored: a publisher whose audio is refused may give up.
+        let mut rtc = config.enable_opus(true, false).build(now.into_std());
         for c in &self.candidates {
             match Candidate::host(*c, "udp") {
                 Ok(c) => {
@@ -558,11 +574,13 @@ impl Host {
             .map_err(|e| WhipError::BadOffer(e.to_string()))?
             .to_sdp_string();
         if !has_video(&answer) {
-            return Err(WhipError::NoVideo(if self.config.h265 {
-                "none of its video codecs is H.264 or H.265".into()
-            } else {
-                "none of its video codecs is H.264 (packetization-mode 1)".into()
-            }));
+            let names: Vec<&str> = std::iter::once("H.264 (packetization-mode 1)")
+                .chain(self.config.codecs.iter().map(|c| c.display_name()))
+                .collect();
+            return Err(WhipError::NoVideo(format!(
+                "none of its video codecs is one this server pictures: {}",
+                names.join(", ")
+            )));
         }
         let info = PublisherInfo {
             addr: offer.peer,
@@ -591,7 +609,7 @@ impl Host {
             publication,
             admitted,
             video: None,
-            depacketizer: None,
+            feed: None,
             unsupported: false,
             created: now,
             connected: false,
@@ -801,11 +819,12 @@ impl Host {
                         self.config.idle_timeout.as_secs()
                     ),
                 ));
-            } else if let Some(d) = &s.depacketizer {
-                let c = d.counters();
+            } else if let Some(f) = &s.feed {
+                // Packets lost are repaired or counted inside str0m; what shows here is the
+                // access units that could not be pictured.
                 s.publication
                     .writer()
-                    .transport("udp", c.packets_lost, c.frames_dropped);
+                    .transport("udp", 0, f.frames_dropped());
             }
         }
         for (seq, why) in std::mem::take(ended) {
@@ -818,7 +837,7 @@ impl Host {
         let waiting: Vec<u64> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.depacketizer.as_ref().is_some_and(|d| d.awaits_keyframe()))
+            .filter(|(_, s)| s.feed.as_ref().is_some_and(Feed::awaits_keyframe))
             .map(|(seq, _)| *seq)
             .collect();
         for seq in waiting {
@@ -876,43 +895,33 @@ impl Session {
         let codec = match data.params.spec().codec {
             RtcCodec::H264 => media::Codec::H264,
             RtcCodec::H265 => media::Codec::H265,
+            RtcCodec::Vp8 => media::Codec::Vp8,
+            RtcCodec::Vp9 => media::Codec::Vp9,
+            RtcCodec::Av1 => media::Codec::Av1,
             other => {
                 if !std::mem::replace(&mut self.unsupported, true) {
                     let name = format!("{other:?}").to_uppercase();
-                    warn!(session = %self.id, stream = %self.key, codec = %name, "WebRTC video codec not pictured yet; no pictures for this stream");
+                    warn!(session = %self.id, stream = %self.key, codec = %name, "WebRTC video codec not pictured; no pictures for this stream");
                     self.publication.writer().unsupported(&name);
                 }
                 return;
             }
         };
-        if self
-            .depacketizer
-            .as_ref()
-            .is_none_or(|d| d.codec() != codec)
-        {
-            match Depacketizer::new(codec, "") {
-                Ok(mut d) => {
-                    d.set_max_access_unit_bytes(max_au);
-                    self.depacketizer = Some(d);
-                }
+        if self.feed.as_ref().is_none_or(|f| f.codec() != codec) {
+            match Feed::new(codec, max_au) {
+                Ok(f) => self.feed = Some(f),
                 Err(e) => {
                     warn!(session = %self.id, error = %e, "no depacketizer");
                     return;
                 }
             }
         }
-        let d = self.depacketizer.as_mut().expect("made above");
+        let feed = self.feed.as_mut().expect("made above");
         let mut events = Vec::new();
-        // The RTP timestamp's low 32 bits: the depacketizer unwraps them itself.
-        if let Err(e) = d.push_annexb(
-            data.time.numer() as u32,
-            &data.data,
-            data.contiguous,
-            &mut events,
-        ) {
+        if let Err(e) = feed.push(data.time.numer(), &data.data, data.contiguous, &mut events) {
             debug!(session = %self.id, error = %e, "access unit dropped");
         }
-        let awaits = d.awaits_keyframe();
+        let awaits = feed.awaits_keyframe();
         for event in events {
             match event {
                 RtpEvent::Config(c) => self.publication.writer().config(c),
@@ -975,6 +984,147 @@ impl Session {
     }
 }
 
+/// A video track's access units, as str0m hands them whole, turned into configurations and
+/// frames for the hub.
+enum Feed {
+    /// H.264, H.265: the RTP depacketizer's parameter-set and keyframe handling.
+    Nal(Box<Depacketizer>),
+    /// VP8, VP9, AV1.
+    Framed(FramedFeed),
+}
+
+impl Feed {
+    fn new(codec: media::Codec, max_au: usize) -> crate::Result<Feed> {
+        Ok(match codec {
+            media::Codec::H264 | media::Codec::H265 => {
+                let mut d = Depacketizer::new(codec, "")?;
+                d.set_max_access_unit_bytes(max_au);
+                Feed::Nal(Box::new(d))
+            }
+            _ => Feed::Framed(FramedFeed::new(codec, max_au)),
+        })
+    }
+
+    fn codec(&self) -> media::Codec {
+        match self {
+            Feed::Nal(d) => d.codec(),
+            Feed::Framed(f) => f.codec,
+        }
+    }
+
+    fn awaits_keyframe(&self) -> bool {
+        match self {
+            Feed::Nal(d) => d.awaits_keyframe(),
+            Feed::Framed(f) => f.need_keyframe,
+        }
+    }
+
+    fn frames_dropped(&self) -> u64 {
+        match self {
+            Feed::Nal(d) => d.counters().frames_dropped,
+            Feed::Framed(f) => f.frames_dropped,
+        }
+    }
+
+    /// One access unit at `time` (90 kHz, extended to 64 bits by str0m).
+    fn push(
+        &mut self,
+        time: u64,
+        data: &[u8],
+        contiguous: bool,
+        out: &mut Vec<RtpEvent>,
+    ) -> crate::Result<()> {
+        match self {
+            // The low 32 bits, as in RTP: the depacketizer unwraps them itself.
+            Feed::Nal(d) => d.push_annexb(time as u32, data, contiguous, out),
+            Feed::Framed(f) => f.push(time, data, contiguous, out),
+        }
+    }
+}
+
+/// VP8, VP9 and AV1 frames: the configuration read off each keyframe (a new one when the size
+/// or colour changes), nothing handed out before the first keyframe, nor after a loss until
+/// the next one; timestamps in ms from the first frame, decode time never going back.
+struct FramedFeed {
+    codec: media::Codec,
+    max_bytes: usize,
+    config: Option<media::framed::FrameConfig>,
+    need_keyframe: bool,
+    first: Option<u64>,
+    last_dts: i64,
+    frames_dropped: u64,
+}
+
+impl FramedFeed {
+    fn new(codec: media::Codec, max_bytes: usize) -> FramedFeed {
+        FramedFeed {
+            codec,
+            max_bytes,
+            config: None,
+            need_keyframe: true,
+            first: None,
+            last_dts: 0,
+            frames_dropped: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        time: u64,
+        data: &[u8],
+        contiguous: bool,
+        out: &mut Vec<RtpEvent>,
+    ) -> crate::Result<()> {
+        if !contiguous {
+            self.need_keyframe = true;
+        }
+        if data.len() > self.max_bytes {
+            self.drop_frame();
+            return Err(crate::Error::TooLarge {
+                what: "access unit",
+                size: data.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let keyframe = media::framed::is_keyframe(self.codec, data);
+        if keyframe {
+            match media::framed::keyframe_config(self.codec, data) {
+                Ok(Some(c)) if self.config != Some(c) => {
+                    self.config = Some(c);
+                    out.push(RtpEvent::Config(c.into()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.drop_frame();
+                    return Err(crate::Error::RtpUnsupported(e.to_string()));
+                }
+            }
+        }
+        if self.config.is_none() || (self.need_keyframe && !keyframe) {
+            self.drop_frame();
+            return Ok(());
+        }
+        self.need_keyframe = false;
+        let first = *self.first.get_or_insert(time);
+        // 90 kHz ticks since the first frame; a frame from before it (reordered) is at 0.
+        let pts_ms = i64::try_from(time.saturating_sub(first) / 90).unwrap_or(i64::MAX);
+        let dts_ms = self.last_dts.max(pts_ms);
+        self.last_dts = dts_ms;
+        out.push(RtpEvent::Frame(media::Frame {
+            dts_ms,
+            pts_ms,
+            keyframe,
+            data: bytes::Bytes::copy_from_slice(data),
+        }));
+        Ok(())
+    }
+
+    fn drop_frame(&mut self) {
+        self.frames_dropped += 1;
+        self.need_keyframe = true;
+    }
+}
+
 /// STUN's magic cookie (RFC 5389 6) and its USERNAME attribute (15.3).
 const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_USERNAME: u16 = 0x0006;
@@ -982,7 +1132,7 @@ const STUN_USERNAME: u16 = 0x0006;
 /// Our username fragment in a STUN message's USERNAME (`ours:theirs`, RFC 8445 7.2.2), if it
 /// is a STUN message with one. Read by hand: str0m keeps its parser to itself, and this is
 /// the one attribute demultiplexing needs.
-fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != STUN_MAGIC {
         return None;
     }
@@ -1000,6 +1150,37 @@ fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
         at += 4 + n.div_ceil(4) * 4;
     }
     None
+}
+
+/// The video codecs of an offer's first video section, in its order of preference (the order
+/// of the payload types on its `m=video` line), each once.
+pub fn offered_video_codecs(sdp: &str) -> Vec<media::Codec> {
+    let mut lines = sdp.lines().map(str::trim);
+    let Some(m) = lines.find(|l| l.starts_with("m=video ")) else {
+        return Vec::new();
+    };
+    let pts: Vec<&str> = m.split(' ').skip(3).collect();
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    for l in lines.take_while(|l| !l.starts_with("m=")) {
+        if let Some((pt, rest)) = l.strip_prefix("a=rtpmap:").and_then(|r| r.split_once(' ')) {
+            names.insert(pt, rest.split('/').next().unwrap_or(""));
+        }
+    }
+    let mut out = Vec::new();
+    for pt in pts {
+        let codec = match names.get(pt).map(|n| n.to_ascii_uppercase()).as_deref() {
+            Some("H264") => media::Codec::H264,
+            Some("H265") => media::Codec::H265,
+            Some("VP8") => media::Codec::Vp8,
+            Some("VP9") => media::Codec::Vp9,
+            Some("AV1") => media::Codec::Av1,
+            _ => continue,
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    out
 }
 
 /// True when `sdp` has a video section that is not refused (port 0).
@@ -1076,6 +1257,74 @@ mod tests {
         let mut long = m.clone();
         long[30] = 0xff;
         assert_eq!(stun_local_ufrag(&long), None);
+    }
+
+    fn vp8_frame(key: bool, width: u16) -> Vec<u8> {
+        let mut f = if key {
+            vec![0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]
+        } else {
+            vec![0x31, 0x00, 0x00]
+        };
+        if key {
+            f.extend_from_slice(&width.to_le_bytes());
+            f.extend_from_slice(&240u16.to_le_bytes());
+        }
+        f.extend_from_slice(&[0x11; 30]);
+        f
+    }
+
+    #[test]
+    fn framed_frames_wait_for_a_keyframe_and_give_its_configuration() {
+        let mut feed = FramedFeed::new(media::Codec::Vp8, 1 << 20);
+        let mut out = Vec::new();
+        // An inter frame first: nothing, counted.
+        feed.push(1000, &vp8_frame(false, 0), true, &mut out)
+            .unwrap();
+        assert!(out.is_empty() && feed.frames_dropped == 1);
+        // The keyframe: its configuration, then itself at 0 ms.
+        feed.push(90_000, &vp8_frame(true, 320), true, &mut out)
+            .unwrap();
+        feed.push(93_000, &vp8_frame(false, 0), true, &mut out)
+            .unwrap();
+        assert!(
+            matches!(&out[0], RtpEvent::Config(media::VideoConfig::Framed(c)) if c.width == 320 && c.height == 240)
+        );
+        assert!(matches!(&out[1], RtpEvent::Frame(f) if f.keyframe && f.pts_ms == 0));
+        assert!(matches!(&out[2], RtpEvent::Frame(f) if !f.keyframe && f.pts_ms == 33));
+        out.clear();
+        // A loss: nothing until the next keyframe; the same size gives no new configuration,
+        // a new size does.
+        feed.push(96_000, &vp8_frame(false, 0), false, &mut out)
+            .unwrap();
+        assert!(out.is_empty() && feed.need_keyframe);
+        feed.push(99_000, &vp8_frame(true, 320), true, &mut out)
+            .unwrap();
+        assert!(matches!(out.as_slice(), [RtpEvent::Frame(f)] if f.keyframe));
+        feed.push(102_000, &vp8_frame(true, 640), true, &mut out)
+            .unwrap();
+        assert!(
+            matches!(&out[1], RtpEvent::Config(media::VideoConfig::Framed(c)) if c.width == 640)
+        );
+        // A keyframe whose header cannot be read is dropped, and too large a frame.
+        assert!(feed
+            .push(105_000, &[0x50, 0, 0, 1], true, &mut out)
+            .is_err());
+        let mut small = FramedFeed::new(media::Codec::Vp8, 8);
+        assert!(small
+            .push(0, &vp8_frame(true, 320), true, &mut out)
+            .is_err());
+    }
+
+    #[test]
+    fn offered_codecs_come_in_the_offers_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 45\r\na=rtpmap:96 VP8/90000\r\n\
+                   a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:45 AV1/90000\r\n";
+        assert_eq!(
+            offered_video_codecs(sdp),
+            vec![media::Codec::Vp8, media::Codec::H264, media::Codec::Av1]
+        );
+        assert!(offered_video_codecs("v=0\r\n").is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use ffmpeg_next as ff;
 
 use crate::decode::{Decoder, Picture, Planes};
 use crate::sps::{Colour, Matrix};
-use crate::{avc, Codec, Error, Frame, Result, VideoConfig};
+use crate::{Codec, Error, Frame, Result, VideoConfig};
 
 /// The libavcodec backend: one context, kept between calls for the same codec.
 pub struct FfmpegDecoder {
@@ -160,7 +160,7 @@ impl FfmpegDecoder {
             if i == 0 {
                 config.annexb_parameter_sets(&mut self.annexb);
             }
-            avc::append_annexb(&frame.data, config.nal_length_size(), &mut self.annexb)?;
+            config.append_for_decoder(&frame.data, &mut self.annexb)?;
             self.send()
                 .map_err(|e| Error::Decode(format!("frame {i} (dts {} ms): {e}", frame.dts_ms)))?;
             have |= self.receive(&mut spare, &mut newest);

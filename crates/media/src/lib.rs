@@ -14,6 +14,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod frame;
+pub mod framed;
 pub mod hevc;
 pub mod picture;
 pub mod range;

@@ -180,7 +180,15 @@ async fn bind_front_ends(
         idle_timeout: Duration::from_secs(settings.webrtc_idle_timeout_s),
         max_access_unit_bytes: settings.max_access_unit_bytes,
         keyframe_fir: settings.webrtc_keyframe_fir,
-        h265: media::decode::cannot_decode(media::Codec::H265).is_none(),
+        codecs: [
+            media::Codec::H265,
+            media::Codec::Vp8,
+            media::Codec::Vp9,
+            media::Codec::Av1,
+        ]
+        .into_iter()
+        .filter(|c| media::decode::cannot_decode(*c).is_none())
+        .collect(),
         publish_auth: publish_auth.clone(),
         ..WhipConfig::default()
     };

@@ -248,9 +248,15 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
     let r = offer(&s, path, AUDIO_OFFER, &[]);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("no video"), "{}", r.text());
-    let r = offer(&s, path, VP8_OFFER, &[]);
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("H.264"), "{}", r.text());
+    // VP8 is pictured with libavcodec only (the ffmpeg feature; see the test below).
+    let r = offer(&s, "/whip/live/vp8", VP8_OFFER, &[]);
+    if cfg!(feature = "ffmpeg") {
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(s.delete(r.header("location").unwrap()).status, 200);
+    } else {
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("H.264"), "{}", r.text());
+    }
     let huge = format!(
         "{H264_OFFER}{}",
         "a=x-padding:0123456789abcdef\r\n".repeat(3000)
@@ -536,4 +542,45 @@ fn the_browser_module_is_served_to_any_origin() {
     ] {
         assert!(js.contains(name), "the module has no {name}");
     }
+}
+
+/// VP8, VP9 and AV1 from the browser, pictured with libavcodec: each stream shows the camera.
+#[cfg(feature = "ffmpeg")]
+#[test]
+fn a_browser_publishes_vp8_vp9_and_av1_and_each_is_pictured() {
+    let work = workdir();
+    let (clip, reference) = camera(work.path());
+    let s = Server::start();
+    let b = Browser::start(Some(&clip));
+    b.goto(&s.url("/healthz"));
+    for codec in ["VP8", "VP9", "AV1"] {
+        let stream = codec.to_lowercase();
+        b.run(
+            r#"
+            const { Livesnap } = await import("/sdk/livesnap.js");
+            window.ls = new Livesnap({});
+            const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+            window.pub = await window.ls.publish("live/" + args.stream, media, { codec: args.codec });
+            return null;
+            "#,
+            json!({ "codec": codec, "stream": stream }),
+        );
+        let live = s.wait_keyframes("live", &stream, None, 1);
+        assert_eq!(live["codec"], stream.as_str(), "{live}");
+        assert_eq!(
+            (live["width"].as_u64(), live["height"].as_u64()),
+            (Some(640), Some(480)),
+            "{live}"
+        );
+        let shot = s.snapshot_get("live", &stream, "png", "");
+        assert_eq!((shot.image.width, shot.image.height), (640, 480));
+        let db = psnr(&shot.image.rgb, &reference);
+        assert!(
+            db > 30.0,
+            "{codec}: the picture does not show the camera: PSNR {db:.1} dB"
+        );
+        b.run("await window.pub.stop(); return null;", Value::Null);
+        s.wait_gone("live", &stream, None);
+    }
+    b.assert_no_console_errors("the publish page");
 }

@@ -142,10 +142,11 @@ export class Livesnap {
   /**
    * Publishes `mediaStream`'s video (and audio, which livesnap ignores) as `name` over WHIP.
    * With an API key the URL is signed first (`POST /v1/publish-urls`), so a server with a
-   * `publish_secret` takes it. H.264 is preferred.
+   * `publish_secret` takes it. `codec` is preferred (default `"H264"`; `"VP8"`, `"VP9"`,
+   * `"AV1"` and `"H265"` where the server pictures them, with its `ffmpeg` feature).
    * @returns {Promise<{pc: RTCPeerConnection, location: string, stop: () => Promise<void>}>}
    */
-  async publish(name, mediaStream, { iceGatheringTimeoutMs = 2000 } = {}) {
+  async publish(name, mediaStream, { iceGatheringTimeoutMs = 2000, codec = "H264" } = {}) {
     const n = splitName(name);
     if (!n.app) throw new LivesnapError("publish needs app/stream or domain/app/stream", 0);
     const url = await this.whipUrl(n);
@@ -153,7 +154,7 @@ export class Livesnap {
     try {
       for (const track of mediaStream.getTracks()) {
         const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [mediaStream] });
-        if (track.kind === "video") preferH264(transceiver);
+        if (track.kind === "video") prefer(transceiver, codec);
       }
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc, iceGatheringTimeoutMs);
@@ -199,13 +200,14 @@ export class Livesnap {
   }
 }
 
-/** Puts H.264 first among the codecs a video transceiver offers, where the browser allows. */
-function preferH264(transceiver) {
+/** Puts `codec` first among the codecs a video transceiver offers, where the browser allows. */
+function prefer(transceiver, codec) {
   const caps = globalThis.RTCRtpSender?.getCapabilities?.("video");
   if (!caps || typeof transceiver.setCodecPreferences !== "function") return;
-  const h264 = caps.codecs.filter((c) => c.mimeType.toLowerCase() === "video/h264");
-  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== "video/h264");
-  if (h264.length > 0) transceiver.setCodecPreferences([...h264, ...rest]);
+  const mime = `video/${codec}`.toLowerCase();
+  const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === mime);
+  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== mime);
+  if (first.length > 0) transceiver.setCodecPreferences([...first, ...rest]);
 }
 
 /** Waits until ICE gathering is complete (or the timeout): WHIP here takes no trickle. */
