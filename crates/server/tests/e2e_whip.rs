@@ -584,3 +584,38 @@ fn a_browser_publishes_vp8_vp9_and_av1_and_each_is_pictured() {
     }
     b.assert_no_console_errors("the publish page");
 }
+
+/// A publisher that vanishes (its browser killed: no DELETE, no DTLS close) ends its stream:
+/// no video for `webrtc_idle_timeout_s`, or ICE consent expiring, whichever comes first. The
+/// sessions show in /metrics as the `whip` front end's connections.
+#[test]
+fn a_publisher_that_vanishes_ends_its_stream() {
+    let s = Server::start_with(&[], &["--webrtc-idle-timeout-s", "3"]);
+    let b = Browser::start(None);
+    b.goto(&s.url("/healthz"));
+    b.run(
+        r#"
+        const { Livesnap } = await import("/sdk/livesnap.js");
+        const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+        window.pub = await new Livesnap({}).publish("live/gone", media);
+        return null;
+        "#,
+        Value::Null,
+    );
+    s.wait_keyframes("live", "gone", None, 1);
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("livesnap_connections{protocol=\"whip\"}") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    drop(b);
+    s.wait_gone("live", "gone", None);
+    let log = s.log_text();
+    assert!(
+        log.contains("no video for 3 s") || log.contains("ICE consent expired"),
+        "{}",
+        s.log_tail(20)
+    );
+}
