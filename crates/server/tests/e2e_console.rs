@@ -211,6 +211,18 @@ fn the_console_pages_work_and_show_names_as_text() {
         0
     );
     b.screenshot("console-live");
+    // On a phone's screen: the grid fits the width (no sideways scrolling).
+    runtime()
+        .block_on(b.driver().set_window_rect(0, 0, 390, 844))
+        .unwrap();
+    b.wait_for(
+        "document.documentElement.scrollWidth <= window.innerWidth",
+        "the live page to fit a phone's width",
+    );
+    b.screenshot("console-live-phone");
+    runtime()
+        .block_on(b.driver().set_window_rect(0, 0, 1280, 900))
+        .unwrap();
 
     // A stream's page: details, and a snapshot through the browser module.
     b.goto(&s.url("/#/stream/_default/live/cam1"));
