@@ -918,8 +918,17 @@ impl Session {
         }
         let feed = self.feed.as_mut().expect("made above");
         let mut events = Vec::new();
-        if let Err(e) = feed.push(data.time.numer(), &data.data, data.contiguous, &mut events) {
-            debug!(session = %self.id, error = %e, "access unit dropped");
+        match feed.push(data.time.numer(), &data.data, data.contiguous, &mut events) {
+            Ok(()) => {}
+            // What this server cannot picture (a VP9 profile, a size past the limits) shows on
+            // the stream, once, as for RTMP.
+            Err(crate::Error::RtpUnsupported(what)) => {
+                if !std::mem::replace(&mut self.unsupported, true) {
+                    warn!(session = %self.id, stream = %self.key, %what, "WebRTC video not pictured");
+                    self.publication.writer().unsupported(&what);
+                }
+            }
+            Err(e) => debug!(session = %self.id, error = %e, "access unit dropped"),
         }
         let awaits = feed.awaits_keyframe();
         for event in events {
@@ -1096,7 +1105,15 @@ impl FramedFeed {
                 Ok(_) => {}
                 Err(e) => {
                     self.drop_frame();
-                    return Err(crate::Error::RtpUnsupported(e.to_string()));
+                    return Err(match e {
+                        media::Error::Unsupported(_) | media::Error::PictureTooLarge { .. } => {
+                            crate::Error::RtpUnsupported(e.to_string())
+                        }
+                        _ => crate::Error::RtpPayload {
+                            codec: self.codec.display_name(),
+                            what: "unreadable keyframe header",
+                        },
+                    });
                 }
             }
         }

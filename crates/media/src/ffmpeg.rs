@@ -48,6 +48,20 @@ fn codec_id(codec: Codec) -> ff::codec::Id {
     }
 }
 
+/// Software AV1 decoders, in order of preference: libavcodec's own `av1` decodes only with
+/// hardware, so it is never taken.
+const AV1_DECODERS: [&str; 2] = ["libdav1d", "libaom-av1"];
+
+/// The decoder of `codec` this libavcodec has, if any.
+fn find(codec: Codec) -> Option<ff::Codec> {
+    match codec {
+        Codec::Av1 => AV1_DECODERS
+            .iter()
+            .find_map(|n| ff::decoder::find_by_name(n)),
+        _ => ff::decoder::find(codec_id(codec)),
+    }
+}
+
 fn av_error(what: &str) -> impl Fn(ff::Error) -> Error + '_ {
     move |e| Error::Decode(format!("{what}: {e}"))
 }
@@ -65,11 +79,11 @@ impl FfmpegDecoder {
     /// True when the system's libavcodec can decode `codec`.
     pub fn supports(codec: Codec) -> bool {
         init();
-        ff::decoder::find(codec_id(codec)).is_some()
+        find(codec).is_some()
     }
 
     fn open(codec: Codec) -> Result<ff::decoder::Video> {
-        let found = ff::decoder::find(codec_id(codec)).ok_or_else(|| {
+        let found = find(codec).ok_or_else(|| {
             Error::Unsupported(format!(
                 "this libavcodec has no {} decoder",
                 codec.display_name()

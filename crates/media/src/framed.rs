@@ -61,7 +61,7 @@ impl FrameConfig {
 pub fn is_keyframe(codec: Codec, data: &[u8]) -> bool {
     match codec {
         Codec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
-        Codec::Vp9 => vp9_header(data).is_ok_and(|h| h.is_some()),
+        Codec::Vp9 => vp9_is_keyframe(data).unwrap_or(false),
         Codec::Av1 => av1_is_keyframe(data),
         Codec::H264 | Codec::H265 => false,
     }
@@ -116,6 +116,24 @@ fn vp8_keyframe(data: &[u8]) -> Result<Option<FrameConfig>> {
         height,
         colour: Colour::untagged(),
     }))
+}
+
+/// Whether a VP9 frame is a shown keyframe, whatever its profile (spec 6.2: frame_marker,
+/// profile bits, show_existing_frame, frame_type).
+fn vp9_is_keyframe(data: &[u8]) -> std::result::Result<bool, BitReaderError> {
+    let mut r = BitReader::new(data);
+    if r.read::<2, u8>("frame_marker")? != 2 {
+        return Ok(false);
+    }
+    let low = u8::from(r.read_bit("profile_low_bit")?);
+    let high = u8::from(r.read_bit("profile_high_bit")?);
+    if (high << 1) | low == 3 {
+        r.skip(1, "reserved_zero")?;
+    }
+    if r.read_bit("show_existing_frame")? {
+        return Ok(false);
+    }
+    Ok(!r.read_bit("frame_type")?)
 }
 
 /// VP9 (bitstream spec 6.2, uncompressed_header): `Some` for a keyframe, with its size and
@@ -312,14 +330,15 @@ fn av1_sequence_size(data: &[u8]) -> Result<Option<FrameConfig>> {
     }))
 }
 
-/// uvlc() (spec 4.10.3), read and dropped.
+/// uvlc() (spec 4.10.3), read and dropped: leading zeros up to the 1; 32 or more of them mean
+/// the largest value and no value bits follow.
 fn uvlc(r: &mut impl BitRead) -> std::result::Result<(), BitReaderError> {
-    let mut zeros = 0;
+    let mut zeros = 0u32;
     while !r.read_bit("uvlc leading zero")? {
         zeros += 1;
-        if zeros >= 32 {
-            return Ok(());
-        }
+    }
+    if zeros >= 32 {
+        return Ok(());
     }
     r.skip(zeros, "uvlc value")
 }

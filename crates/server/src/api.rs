@@ -147,25 +147,36 @@ pub fn app(state: AppState) -> Router {
         .layer(Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(layers)
-        .layer(cors(state.auth.is_open(), state.cors_origins.clone()))
+        .layer(cors(
+            state.auth.is_open(),
+            state.publish.secret.is_some(),
+            state.cors_origins.clone(),
+        ))
         .with_state(state)
 }
 
 /// Which pages on other origins a browser lets call this server (the browser module):
-/// - WHIP and the module itself: any page (a publish is checked by its signature, as RTMP's);
+/// - the module itself: any page (it is a file);
+/// - WHIP, when publishes must be signed (`publish_secret`): any page (the signature is what
+///   it needs, as RTMP's);
 /// - the API, when it needs a key (`admin_key`): any page, since a caller proves who it is
 ///   with a bearer key, never with cookies, so an origin gains nothing the key would not give;
-/// - the API, when it is open: only the origins of `cors_origins` (`*` for any). Else any
-///   website a visitor of the server's network opened could read and change it.
+/// - otherwise (an open API, unsigned WHIP): only the origins of `cors_origins` (`*` for any).
+///   Else any website opened by someone on the server's network could read and change it, or
+///   publish into it.
 ///
 /// Outside the key check, so that preflights (which carry no key) are answered.
-fn cors(open: bool, origins: Arc<Vec<String>>) -> tower_http::cors::CorsLayer {
+fn cors(open: bool, signed: bool, origins: Arc<Vec<String>>) -> tower_http::cors::CorsLayer {
     use axum::http::{header, Method};
     let allowed = move |origin: &HeaderValue, parts: &axum::http::request::Parts| {
         let path = parts.uri.path();
-        path.starts_with("/whip/")
-            || path.starts_with("/sdk/")
-            || !open
+        let gated = if path.starts_with("/whip/") {
+            signed
+        } else {
+            !open
+        };
+        path.starts_with("/sdk/")
+            || gated
             || origins
                 .iter()
                 .any(|o| o == "*" || origin.as_bytes() == o.trim_end_matches('/').as_bytes())

@@ -328,8 +328,8 @@ settings! {
         /// one, else the HTTP listener's if specific, else this machine's addresses.
         webrtc_candidates ("LIVESNAP_WEBRTC_CANDIDATES"): Vec<String> = Vec::new(), "[]";
         /// Origins (`https://app.example`) whose pages may call the API from a browser while it
-        /// is open (no `admin_key`); `*` for any. With `admin_key` any origin may, with a key;
-        /// WHIP and `/sdk/` take any origin always.
+        /// is open (no `admin_key`), and publish over WHIP while publishes are unsigned (no
+        /// `publish_secret`); `*` for any. Otherwise any origin may (with the key, the signature).
         cors_origins ("LIVESNAP_CORS_ORIGINS"): Vec<String> = Vec::new(), "[]";
     }
     table {

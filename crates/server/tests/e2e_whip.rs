@@ -231,7 +231,7 @@ fn a_browser_publishes_over_whip_and_its_pictures_show_the_camera() {
 
 #[test]
 fn whip_refuses_bad_offers_and_garbage_alone() {
-    let s = Server::start();
+    let s = Server::start_with(&[], &["--cors-origins", "https://app.example"]);
     let path = "/whip/live/cam1";
 
     let r2 = request_with(
@@ -268,7 +268,7 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
         "a refused offer went live"
     );
 
-    // The open API answers no foreign page (no cors_origins here); WHIP answers any.
+    // The open API and unsigned WHIP answer only the pages of cors_origins.
     let pre = request_with(
         "OPTIONS",
         &s.url("/v1/streams"),
@@ -283,6 +283,21 @@ fn whip_refuses_bad_offers_and_garbage_alone() {
         pre.header("access-control-allow-origin"),
         None,
         "an open API answered a foreign page"
+    );
+    let pre = request_with(
+        "OPTIONS",
+        &s.url(path),
+        None,
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        None,
+        "unsigned WHIP answered a page outside cors_origins"
     );
     // A CORS preflight from a page elsewhere, with the headers a WHIP client sends.
     let pre = request_with(
@@ -489,7 +504,23 @@ fn whip_needs_a_publish_signature_not_an_api_key() {
     // A cam1 signature does not publish cam3.
     let r = offer(&s, &format!("/whip/live/cam3?{query}"), H264_OFFER, &[]);
     assert_eq!(r.status, 401, "{}", r.text());
-    // With a key required, any page may call the API (the key is what it needs).
+    // With publishes signed, any page may publish (the signature is what it needs)...
+    let pre = request_with(
+        "OPTIONS",
+        &s.url("/whip/live/cam9"),
+        None,
+        &[
+            ("origin", "https://elsewhere.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://elsewhere.example")
+    );
+    // ... and with a key required, any page may call the API (the key is what it needs).
     let pre = request_with(
         "OPTIONS",
         &s.url("/v1/streams"),

@@ -72,9 +72,23 @@ async function imageUrl(path) {
   return url;
 }
 
+/** Runs `fn` now and again `ms` after each run ends (a stalled server never piles requests
+ * up), until the page changes. */
 function every(ms, fn) {
-  fn();
-  timers.push(setInterval(fn, ms));
+  const poll = { stopped: false, timer: null };
+  poll.stop = () => {
+    poll.stopped = true;
+    clearTimeout(poll.timer);
+  };
+  const tick = async () => {
+    try {
+      await fn();
+    } finally {
+      if (!poll.stopped) poll.timer = setTimeout(tick, ms);
+    }
+  };
+  timers.push(poll);
+  tick();
 }
 
 function showError(where, e) {
@@ -164,11 +178,13 @@ function pageLive() {
     }
     for (const [id, card] of cards) {
       if (!seen.has(id)) {
-        card.el.remove();
+        card.remove();
         cards.delete(id);
       }
     }
   });
+  // Leaving the page lets every card's picture go.
+  timers.push({ stop: () => cards.forEach((card) => card.remove()) });
 }
 
 function makeCard(s) {
@@ -193,14 +209,23 @@ function makeCard(s) {
       if (s.keyframes === lastKeyframes || s.keyframes === 0) return;
       lastKeyframes = s.keyframes;
       try {
-        const url = await imageUrl(withQuery(streamPath(s, "/snapshot.jpg"), { width: 480, ask_keyframe: "false" }));
+        // Not through imageUrl(): each card keeps one picture's URL and lets the last go.
+        const response = await api(withQuery(streamPath(s, "/snapshot.jpg"), { width: 480, ask_keyframe: "false" }), { raw: true });
+        const url = URL.createObjectURL(await response.blob());
         img.src = url;
-        if (!shown) thumb.replaceChildren(img);
+        if (img.parentNode !== thumb) thumb.replaceChildren(img);
         if (shown) URL.revokeObjectURL(shown);
         shown = url;
       } catch (e) {
+        // Shown until a picture comes again; the next keyframe tries again.
+        lastKeyframes = -1;
         thumb.replaceChildren(e.message);
       }
+    },
+    remove() {
+      el.remove();
+      if (shown) URL.revokeObjectURL(shown);
+      shown = null;
     },
   };
 }
@@ -266,6 +291,13 @@ function pagePublish() {
   const snap = h("button", { type: "button", id: "publish-snapshot", disabled: true }, "Take a snapshot");
   let publisher = null;
   let media = null;
+  let left = false;
+  const teardown = () => {
+    publisher?.stop();
+    media?.getTracks().forEach((t) => t.stop());
+    publisher = null;
+    media = null;
+  };
   const form = h("form", { class: "inline" }, h("label", {}, "Stream (app/stream)", name), start, stop);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -273,9 +305,12 @@ function pagePublish() {
     status.textContent = "Starting the camera…";
     try {
       media = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+      // The page was left while the camera prompt was open: no publish nobody sees.
+      if (left) return teardown();
       video.srcObject = media;
       status.textContent = "Connecting…";
       publisher = await client().publish(name.value.trim(), media);
+      if (left) return teardown();
       stop.disabled = false;
       snap.disabled = false;
       status.textContent = `Publishing ${name.value.trim()} over WHIP.`;
@@ -310,8 +345,8 @@ function pagePublish() {
   });
   main.replaceChildren(h("h1", {}, "Publish this browser's camera"), form, status,
     h("div", { class: "two" }, h("section", {}, h("h2", {}, "Camera"), video), h("section", {}, h("h2", {}, "Snapshot"), snap, shot)));
-  // Leaving the page ends the publish.
-  timers.push({ stop: () => { publisher?.stop(); media?.getTracks().forEach((t) => t.stop()); } });
+  // Leaving the page ends the publish, also one still starting.
+  timers.push({ stop: () => { left = true; teardown(); } });
 }
 
 /** Stored pictures: filter, pages of thumbnails, hover to enlarge, select and delete. */
@@ -331,6 +366,7 @@ function pageSnapshots(params) {
   const selected = new Set();
   const results = h("div", { id: "delete-results" });
   let cursor = null;
+  let shownQuery = {};
 
   const query = () => {
     const q = {};
@@ -340,25 +376,30 @@ function pageSnapshots(params) {
     return q;
   };
   const refreshButtons = () => {
-    del.disabled = selected.size === 0 || selected.size > MAX_BATCH;
-    del.textContent = selected.size > MAX_BATCH ? `Select at most ${MAX_BATCH}` : `Delete selected (${selected.size})`;
+    del.disabled = selected.size === 0;
+    del.textContent = `Delete selected (${selected.size})`;
   };
   const load = async (reset) => {
     if (reset) {
       list.replaceChildren();
       selected.clear();
       cursor = null;
+      // Later pages go on with this filter, whatever is typed meanwhile.
+      shownQuery = query();
       refreshButtons();
     }
+    more.disabled = true;
     status.textContent = "Loading…";
     try {
-      const page = await api(withQuery("/v1/snapshots", { ...query(), limit: PAGE_SIZE, cursor }));
+      const page = await api(withQuery("/v1/snapshots", { ...shownQuery, limit: PAGE_SIZE, cursor }));
       cursor = page.next_cursor;
       more.hidden = !cursor;
       for (const row of page.items) list.append(shotItem(row));
       status.textContent = `${list.children.length} shown${cursor ? ", more below" : ""}.`;
     } catch (e) {
       showError(status, e);
+    } finally {
+      more.disabled = false;
     }
   };
   const shotItem = (row) => {
@@ -376,7 +417,9 @@ function pageSnapshots(params) {
   };
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const q = new URLSearchParams(Object.entries(query()).filter(([, v]) => v));
+    // The hash keeps the form's own values (a local date-time stays one) for a reload.
+    const raw = { ...Object.fromEntries(fields.map((f) => [f, inputs[f].value.trim()])), from: from.value, to: to.value };
+    const q = new URLSearchParams(Object.entries(raw).filter(([, v]) => v));
     history.replaceState(null, "", `#/snapshots?${q}`);
     load(true);
   });
@@ -389,10 +432,16 @@ function pageSnapshots(params) {
     }
   });
   del.addEventListener("click", async () => {
-    const ids = [...selected].slice(0, MAX_BATCH);
+    const ids = [...selected];
     if (!confirm(`Delete ${ids.length} pictures?`)) return;
     try {
-      const r = await api("/v1/snapshots/batch-delete", { method: "POST", body: { ids } });
+      // The API takes at most MAX_BATCH ids a call.
+      const all = [];
+      for (let i = 0; i < ids.length; i += MAX_BATCH) {
+        const r = await api("/v1/snapshots/batch-delete", { method: "POST", body: { ids: ids.slice(i, i + MAX_BATCH) } });
+        all.push(...r.results);
+      }
+      const r = { results: all };
       const failed = r.results.filter((x) => !x.deleted);
       for (const x of r.results) {
         const fig = list.querySelector(`figure[data-id="${CSS.escape(x.id)}"]`);
@@ -507,13 +556,16 @@ async function pageTemplates() {
 async function pageJobs() {
   const table = h("table", { id: "job-list" });
   const out = h("div");
+  const note = h("p", { class: "muted" });
   const f = Object.fromEntries(["name", "input_url", "template", "storage", "callback_url"].map((k) => [k, h("input", { name: k, autocomplete: "off", required: ["name", "input_url", "template"].includes(k) })]));
   const form = h("form", { class: "inline", id: "job-form" },
     h("label", {}, "Name", f.name), h("label", {}, "Input URL (rtsp://, rtmp://)", f.input_url), h("label", {}, "Template", f.template),
     h("label", {}, "Storage (optional)", f.storage), h("label", {}, "Callback URL (optional)", f.callback_url), h("button", { type: "submit" }, "Submit job"));
   const refresh = async () => {
     try {
-      const jobs = (await api("/v1/jobs?limit=200")).jobs;
+      const page = await api("/v1/jobs?limit=200");
+      const jobs = page.jobs;
+      note.replaceChildren(page.next_cursor ? "Showing the newest 200 jobs; list the others through the API." : "");
       table.replaceChildren(h("tr", {}, h("th", {}, "Name"), h("th", {}, "State"), h("th", {}, "Source"), h("th", {}, "Pictures"), h("th", {}, "Last error"), h("th", {}, "")),
         ...jobs.map((j) => {
           const act = (label, path, method = "POST", cls = "secondary") => {
@@ -539,7 +591,7 @@ async function pageJobs() {
     for (const [k, el] of Object.entries(f)) if (el.value.trim()) body[k] = el.value.trim();
     try { await api("/v1/jobs", { method: "POST", body }); out.replaceChildren(h("p", { class: "ok" }, "Submitted.")); await refresh(); } catch (e) { out.replaceChildren(fieldError(e)); }
   });
-  main.replaceChildren(h("h1", {}, "Pull jobs"), form, out, table);
+  main.replaceChildren(h("h1", {}, "Pull jobs"), form, out, note, table);
   every(REFRESH_MS * 2, refresh);
 }
 
@@ -556,11 +608,18 @@ async function pageUsage() {
   const load = async () => {
     try {
       const u = await api(withQuery("/v1/usage", { from: from.value, to: to.value }));
+      // Every day of the range, those without usage at zero.
       const days = new Map();
+      for (let d = new Date(`${u.from}T00:00:00Z`); d <= new Date(`${u.to}T00:00:00Z`) && days.size < 400; d = new Date(d.getTime() + 86400e3)) {
+        days.set(d.toISOString().slice(0, 10), 0);
+      }
       for (const row of u.usage) days.set(row.day, (days.get(row.day) || 0) + row.running_s);
       const max = Math.max(1, ...days.values());
-      chart.replaceChildren(...[...days.entries()].sort().map(([day, s]) =>
-        h("div", { class: "bar", style: `height:${Math.max(2, (100 * s) / max)}%`, title: `${day}: ${(s / 3600).toFixed(2)} h` }, h("span", {}, day.slice(5)))));
+      chart.replaceChildren(...[...days.entries()].sort().map(([day, s]) => {
+        const bar = h("div", { class: "bar", title: `${day}: ${(s / 3600).toFixed(2)} h` }, h("span", {}, day.slice(5)));
+        bar.style.height = `${Math.max(1, (100 * s) / max)}%`;
+        return bar;
+      }));
       total.textContent = `${(u.total_running_s / 3600).toFixed(2)} job hours from ${u.from} to ${u.to}.`;
     } catch (e) {
       showError(total, e);
@@ -671,7 +730,7 @@ const pages = {
 };
 
 function route() {
-  for (const t of timers) (t.stop ? t.stop() : clearInterval(t));
+  for (const t of timers) t.stop();
   timers = [];
   for (const u of objectUrls) URL.revokeObjectURL(u);
   objectUrls = [];

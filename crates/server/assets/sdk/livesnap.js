@@ -189,11 +189,13 @@ export class Livesnap {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(n.domain ? { app: n.app, stream: n.stream, domain: n.domain } : { app: n.app, stream: n.stream }),
     }).catch(() => null);
-    if (response && response.ok) {
-      const whip = (await response.json()).whip;
-      // The server names itself by its public_url or Host; the page reached it at this.server.
-      const u = new URL(whip);
-      return this.server + u.pathname + u.search;
+    const whip = response && response.ok ? (await response.json()).whip : null;
+    if (typeof whip === "string") {
+      // The server names itself by its public_url or Host; the page reached it at this.server
+      // (another name, or a proxy's). The key is never sent there either way.
+      const u = new URL(whip, this.server);
+      const base = new URL(this.server, globalThis.location?.href);
+      return u.origin === base.origin ? u.toString() : this.server + u.pathname + u.search;
     }
     const q = n.domain ? `?domain=${encodeURIComponent(n.domain)}` : "";
     return `${this.server}/whip/${encodeURIComponent(n.app)}/${encodeURIComponent(n.stream)}${q}`;
@@ -207,7 +209,12 @@ function prefer(transceiver, codec) {
   const mime = `video/${codec}`.toLowerCase();
   const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === mime);
   const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== mime);
-  if (first.length > 0) transceiver.setCodecPreferences([...first, ...rest]);
+  if (first.length === 0) return;
+  try {
+    transceiver.setCodecPreferences([...first, ...rest]);
+  } catch (_) {
+    // A browser that checks them against its receiving codecs may refuse: its own order it is.
+  }
 }
 
 /** Waits until ICE gathering is complete (or the timeout): WHIP here takes no trickle. */
@@ -257,6 +264,8 @@ class WcsStream {
   }
 
   async run() {
+    // The handlers run outside the try: one that throws is the page's error, not a FAILED.
+    let event = STREAM_STATUS.FAILED;
     try {
       const response = await this.client.request("/rest-api/stream/snapshot", {
         method: "POST",
@@ -266,15 +275,14 @@ class WcsStream {
       const body = await response.json().catch(() => null);
       if (response.ok && body && typeof body.data === "string") {
         this.info = body.data;
-        this.emit(STREAM_STATUS.SNAPSHOT_COMPLETE);
+        event = STREAM_STATUS.SNAPSHOT_COMPLETE;
       } else {
         this.info = (body && (body.message || body.error)) || `${response.status} ${response.statusText}`;
-        this.emit(STREAM_STATUS.FAILED);
       }
     } catch (e) {
       this.info = String(e && e.message ? e.message : e);
-      this.emit(STREAM_STATUS.FAILED);
     }
+    this.emit(event);
   }
 }
 
