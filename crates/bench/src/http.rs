@@ -19,12 +19,27 @@ pub fn request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
+    request_typed(addr, method, path, "application/json", body)
+        .map(|(status, _, body)| (status, body))
+}
+
+/// A response's status, headers (names in lower case) and body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+/// [`request`] with a body of `content_type`; also returns the response's headers.
+pub fn request_typed(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&str>,
+) -> Result<Answer, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("HTTP connect {addr}: {e}"))?;
     s.set_read_timeout(Some(READ_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes())
@@ -39,15 +54,21 @@ pub fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or("HTTP: no status")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
         dechunk(rest)
     } else {
         rest.to_string()
     };
-    Ok((status, body))
+    Ok((status, headers, body))
 }
 
 fn dechunk(mut s: &str) -> String {

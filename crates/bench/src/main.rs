@@ -3,7 +3,9 @@
 //!
 //! Per resolution (720p, 1080p): the limit (decode + encode in-process), ingest only, periodic
 //! pictures (template every 5 s), on demand (HTTP clients, cache hits and misses apart), RTSP
-//! pull jobs of one shared mount of a third-party RTSP server (`jobs`), the
+//! pull jobs of one shared mount of a third-party RTSP server (`jobs`), ingest over WHIP
+//! against RTMP of the same video (`whip`), the console's grid of 20 streams open in headless
+//! Chromium (`grid`), the
 //! ffmpeg baseline (a) `-vf fps=1/5` and (b) the same with `-skip_frame nokey`, each reading the
 //! stream over RTMP (from the load generator, as peers document it) and from the file, and
 //! saturation (pictures/s when asked for more than the server can make, and the largest N at
@@ -11,6 +13,7 @@
 //! a Markdown report (see `report`).
 
 mod flv;
+mod grid;
 mod harness;
 mod http;
 mod input;
@@ -23,6 +26,7 @@ mod report;
 mod saturation;
 mod scenarios;
 mod stats;
+mod whip;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,6 +92,7 @@ struct Args {
     /// Rounds of ingest, periodic and both baselines for the CPU ratios (default 3, or 1 with
     /// --short): the first is the main run; the others follow back to back, so each round's
     /// ratio compares windows a minute apart, and the report gives every round and the median.
+    /// The whip scenario measures this many RTMP / WHIP pairs, alternating which goes first.
     #[arg(long)]
     rounds: Option<usize>,
     /// Most streams any scenario publishes (saturation and the 5 s check); default 64, or 4
@@ -126,6 +131,8 @@ enum Scenario {
     Protocols,
     Jobs,
     Auth,
+    Whip,
+    Grid,
     Baseline,
     Limit,
     Saturation,
@@ -322,6 +329,7 @@ fn run_resolution(
         limit_all: None,
         saturation: None,
         extra_rounds: Vec::new(),
+        grid: Vec::new(),
         failures: Vec::new(),
     };
     let record = |out: &mut ResolutionResult, what: &str, r: Result<(), String>| {
@@ -392,6 +400,17 @@ fn run_resolution(
     if wants(Scenario::Auth) {
         let r = scenarios::auth(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));
         record(&mut out, "auth", r);
+    }
+    if wants(Scenario::Whip) {
+        let r = whip::run(ctx, tag, &camera.tags, n, rounds).map(|rows| out.rows.extend(rows));
+        record(&mut out, "whip", r);
+    }
+    if wants(Scenario::Grid) {
+        let r = grid::run(ctx, tag, &camera.tags).map(|(rows, figures)| {
+            out.rows.extend(rows);
+            out.grid = figures;
+        });
+        record(&mut out, "grid", r);
     }
     if wants(Scenario::Abuse) {
         let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));

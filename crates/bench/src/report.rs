@@ -40,6 +40,10 @@ pub enum Kind {
     Jobs,
     /// The light on-demand client with API keys off and on.
     Auth,
+    /// Ingest of the same video over RTMP and over WHIP (the `whip` scenario).
+    Whip,
+    /// 20 RTMP streams with the console's grid open in 0, 1 and 3 browsers.
+    Grid,
     Baseline,
 }
 
@@ -111,6 +115,31 @@ pub struct OnDemandFigures {
     pub mean_kib: f64,
 }
 
+/// One window of the grid scenario.
+#[derive(Clone, Debug)]
+pub struct GridFigures {
+    /// Browsers showing the console's grid.
+    pub browsers: usize,
+    pub streams: usize,
+    pub window_s: f64,
+    /// Deltas over the window: `counters.pictures_made`, `cache_hits` and `on_demand` of
+    /// `GET /v1/pictures`, and the streams' `keyframes`, summed.
+    pub made: u64,
+    pub hits: u64,
+    pub requests: u64,
+    pub keyframes: u64,
+    /// Server CPU % over the window, and everything else's (the browsers among it).
+    pub cpu_pct: f64,
+    pub other_pct: f64,
+}
+
+impl GridFigures {
+    /// At most one decode per stream per keyframe, plus one per stream for the window's edge.
+    pub fn within_bound(&self) -> bool {
+        self.made <= self.keyframes + self.streams as u64
+    }
+}
+
 /// One saturation step.
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -180,6 +209,8 @@ pub struct ResolutionResult {
     pub saturation: Option<Saturation>,
     /// Rounds after the first of ingest, periodic, (a) and (b), back to back (`--rounds`).
     pub extra_rounds: Vec<Vec<Row>>,
+    /// The grid scenario's windows (0, 1 and 3 browsers).
+    pub grid: Vec<GridFigures>,
     /// Scenarios that failed, with why (the run goes on).
     pub failures: Vec<String>,
 }
@@ -227,6 +258,8 @@ pub fn render(run: &RunInfo, results: &[ResolutionResult]) -> String {
     let _ = writeln!(w, "- saturation method: pictures are taken only at keyframes, so with a 2 s GOP a stream offers at most 0.5 pictures/s whatever the interval (>= 1 s), and saturating the decoder would take ~2 x limit streams whose publishers and ingest would use the very cores measured. Instead a fixed N publish an all-intra version of the input (every frame an IDR, about the size of the camera stream's mean keyframe; its limit is the mean over 5 of its frames) and a template `every_n_frames: k` offers N x 30 / k pictures/s; publishers and ingest cost the same at every step, only the picture rate changes. Steps at about 0.5, 0.8, 1, 1.25, 1.6 and 2 x the limit, each on a fresh server ({} s window), until one falls behind (made < {:.0} % of due, or lag p99 > max(interval, {:.0} s)); if the first does, the rate is halved, at most twice, to find one that keeps up. The largest N at interval 5 s is then derived as saturation pictures/s x 5 and checked with the camera-like input (capped at --max-streams {})",
         run.step_window_s, KEEP_UP_MADE * 100.0, KEEP_UP_LAG_MS / 1000.0, run.max_streams);
     let _ = writeln!(w, "- jobs (issue 15): `--jobs` RTSP pull jobs (`POST /v1/jobs`) of one shared mount of GStreamer's gst-rtsp-server serving the camera input pre-encoded and looped (no transcoding; its CPU is in other processes), template `interval_s: 5`, JPEG, sequence mode; once every job is running and after the warm-up, the window is --seconds rounded up to a multiple of 10 s (lcm of the 5 s interval and the 2 s GOP), starting 1 s after a keyframe (from the newest picture's time_ms), so no picture is near an edge; per job due = window / 5, made = its index rows (`GET /v1/snapshots?job=ID`) with time_ms in the window; goal: made / due >= {:.0} % over all jobs", TARGET_JOBS_MADE * 100.0);
+    let _ = writeln!(w, "- whip: N publishers of the same video (the camera input's tags) over RTMP, then over WHIP (a str0m client in the load generator, one thread and UDP socket per stream: ICE, DTLS, SRTP, RTP H.264 packetization-mode 1, the tags' NAL units in Annex B with SPS and PPS before each keyframe, paced like the RTMP publishers), each on a fresh server with no pictures; every stream live over its protocol and pictured once before the window; the server's CPU per stream over one window each; `--rounds` pairs back to back, alternating which protocol goes first; ratio WHIP / RTMP per round, their median and the ratio of the means; the publishers' SRTP is the load generator's CPU, not the server's");
+    let _ = writeln!(w, "- grid: {} RTMP publishers on one server; the console (`http://HTTP/`) open in headless Chromium, whose live grid polls `GET /v1/streams` every 2 s and asks `snapshot.jpg?width=480&ask_keyframe=false` of a stream once per new keyframe; windows with 0, 1 and 3 browsers back to back; pictures made = delta of `counters.pictures_made` (`GET /v1/pictures`), keyframes = delta of the streams' `keyframes`; bound: made <= keyframes + one per stream (window edge); Chromium's CPU is in other processes", crate::grid::GRID_STREAMS);
     let _ = writeln!(w, "- pictures due at interval 5 s: N x window / 5; with a 2 s GOP the pictures fall at 0, 6, 10, 16, 20 s..., so made/due is exact only for windows that are a multiple of 10 s");
     for r in results {
         section(w, run, r);
@@ -250,6 +283,8 @@ fn section(w: &mut String, run: &RunInfo, r: &ResolutionResult) {
     auto_table(w, r);
     on_demand_table(w, r);
     protocol_lines(w, r);
+    whip_lines(w, r, idle);
+    grid_lines(w, r);
     jobs_lines(w, r, idle);
     ratio_table(w, r, idle);
     limit_section(w, run, r);
@@ -347,6 +382,95 @@ fn protocol_lines(w: &mut String, r: &ResolutionResult) {
             if ratio <= TARGET_RTSP_RATIO { "met" } else { "not met" }
         );
     }
+}
+
+/// WHIP ingest against RTMP ingest of the same video: CPU and PSS per stream by round, the
+/// ratios WHIP / RTMP of each round, their median, and the ratio of the means.
+fn whip_lines(w: &mut String, r: &ResolutionResult, idle: Option<&Row>) {
+    let rows: Vec<&Row> = r.rows.iter().filter(|x| x.kind == Kind::Whip).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let idle_pss = idle.map_or(0.0, |i| i.pss_mib);
+    let per = |x: &Row, v: f64| v / x.streams.max(1) as f64;
+    let round_of = |x: &Row| x.name.rsplit("whip round ").next().map(str::to_string);
+    let side = |round: &str, what: &str| {
+        rows.iter()
+            .find(|x| x.name.contains(what) && round_of(x).as_deref() == Some(round))
+            .copied()
+    };
+    let mut rounds: Vec<String> = rows.iter().filter_map(|x| round_of(x)).collect();
+    rounds.dedup();
+    let _ = writeln!(w, "\nWHIP ingest against RTMP ingest of the same video ({} streams each, fresh servers, no pictures in the windows; rounds back to back, alternating which goes first):\n", rows[0].streams);
+    let _ = writeln!(w, "| round | RTMP CPU % / stream | WHIP CPU % / stream | CPU WHIP / RTMP | RTMP PSS MiB / stream minus idle | WHIP PSS MiB / stream minus idle | PSS WHIP / RTMP |");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+    let (mut cpu, mut ratios) = ((0.0, 0.0, 0usize), Vec::new());
+    for round in &rounds {
+        let (Some(rtmp), Some(whip)) = (side(round, "over RTMP"), side(round, "over WHIP")) else {
+            continue;
+        };
+        let (c_rtmp, c_whip) = (per(rtmp, rtmp.cpu_pct), per(whip, whip.cpu_pct));
+        let (p_rtmp, p_whip) = (
+            per(rtmp, rtmp.pss_mib - idle_pss),
+            per(whip, whip.pss_mib - idle_pss),
+        );
+        if c_rtmp > 0.0 {
+            ratios.push(c_whip / c_rtmp);
+        }
+        cpu = (cpu.0 + c_rtmp, cpu.1 + c_whip, cpu.2 + 1);
+        let _ = writeln!(
+            w,
+            "| {round} | {c_rtmp:.3} | {c_whip:.3} | {} | {p_rtmp:.2} | {p_whip:.2} | {} |",
+            ratio2(c_whip, c_rtmp),
+            ratio2(p_whip, p_rtmp)
+        );
+    }
+    if cpu.2 == 0 {
+        return;
+    }
+    let k = cpu.2 as f64;
+    let _ = writeln!(
+        w,
+        "\n- WHIP ingest CPU per stream {:.3} % against RTMP's {:.3} % (means over {} rounds): WHIP / RTMP = {}; median of the rounds' ratios {}",
+        cpu.1 / k,
+        cpu.0 / k,
+        cpu.2,
+        ratio2(cpu.1, cpu.0),
+        if ratios.is_empty() { "n/a".to_string() } else { format!("{:.2}x", median(&ratios)) }
+    );
+}
+
+/// The console's grid: pictures made against keyframes, and the server's CPU against no browser.
+fn grid_lines(w: &mut String, r: &ResolutionResult) {
+    let Some(none) = r.grid.iter().find(|g| g.browsers == 0) else {
+        return;
+    };
+    let _ = writeln!(w, "\nThe console's grid ({} RTMP streams; made = pictures made over the window, keyframes = the streams' keyframes over it; bound = keyframes + one per stream for the window's edge):\n", none.streams);
+    let _ = writeln!(w, "| browsers | window s | keyframes | pictures made | made / keyframes | bound | within | cache hits | pictures answered | server CPU % | CPU ratio to no browser | other processes CPU % |");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for g in &r.grid {
+        let _ = writeln!(
+            w,
+            "| {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} | {:.1} | {} | {:.0} |",
+            g.browsers,
+            g.window_s,
+            g.keyframes,
+            g.made,
+            g.made as f64 / g.keyframes.max(1) as f64,
+            g.keyframes + g.streams as u64,
+            yes_no(g.within_bound()),
+            g.hits,
+            g.requests,
+            g.cpu_pct,
+            ratio2(g.cpu_pct, none.cpu_pct),
+            g.other_pct
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n- the grid adds at most one decode per stream per keyframe, whatever the number of browsers: {}",
+        if r.grid.iter().all(GridFigures::within_bound) { "met" } else { "not met" }
+    );
 }
 
 /// Pull jobs against the goal, and their CPU and PSS per job beside RTMP periodic's per stream.
@@ -516,6 +640,15 @@ impl RoundCpu {
 fn ratio(b: f64, l: f64) -> String {
     if l > 0.0 {
         format!("{:.1}x", b / l)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// [`ratio`] with two decimals, for ratios near 1.
+fn ratio2(b: f64, l: f64) -> String {
+    if l > 0.0 {
+        format!("{:.2}x", b / l)
     } else {
         "n/a".into()
     }
