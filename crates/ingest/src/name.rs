@@ -89,6 +89,22 @@ pub fn resolve(
     StreamKey::new(&domain, app.trim_matches('/'), stream)
 }
 
+/// [`resolve`] for a publish named by a URL path (`/{app}/{stream}?{query}`: RTSP, WHIP): the
+/// query goes with the stream name, as RTMP's does.
+pub fn resolve_path(
+    app: &str,
+    stream: &str,
+    query: &str,
+    url: &str,
+    domains: &[String],
+) -> media::Result<StreamKey> {
+    if query.is_empty() {
+        resolve(app, stream, Some(url), domains)
+    } else {
+        resolve(app, &format!("{stream}?{query}"), Some(url), domains)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,23 +227,6 @@ impl WhipHandle {
     }
 }
 
-/// The stream key of `/whip/{app}/{stream}?{query}` at `url`.
-fn resolve(
-    app: &str,
-    stream: &str,
-    query: &str,
-    url: &str,
-    domains: &[String],
-) -> Result<StreamKey, WhipError> {
-    let name = if query.is_empty() {
-        stream.to_string()
-    } else {
-        format!("{stream}?{query}")
-    };
-    crate::name::resolve(app, &name, Some(url), domains)
-        .map_err(|e| WhipError::Refused(PublishRefused::BadName(e.to_string())))
-}
-
 /// The WHIP front end: its UDP socket, bound, and the commands the HTTP side sends.
 pub struct WhipFrontEnd {
     socket: UdpSocket,
@@ -363,6 +346,8 @@ struct Session {
     addrs: std::collections::VecDeque<SocketAddr>,
     /// Loss-driven keyframe requests since the last keyframe (their spacing doubles).
     loss_requests: u32,
+    /// What the feed made of the access unit in hand (kept for the next one).
+    events: Vec<RtpEvent>,
 }
 
 /// Every session, and what finds them.
@@ -503,13 +488,14 @@ impl Host {
     }
 
     fn offer(&mut self, socket: &UdpSocket, offer: Offer) -> Result<Answer, WhipError> {
-        let key = resolve(
+        let key = crate::name::resolve_path(
             &offer.app,
             &offer.stream,
             &offer.query,
             &offer.url,
             &self.config.domains,
-        )?;
+        )
+        .map_err(|e| WhipError::Refused(PublishRefused::BadName(e.to_string())))?;
         let queries = [
             offer.query.as_str(),
             offer.token.as_deref().unwrap_or(""),
@@ -621,6 +607,7 @@ impl Host {
             ufrag: ufrag.clone(),
             addrs: std::collections::VecDeque::new(),
             loss_requests: 0,
+            events: Vec::new(),
         };
         self.sessions.insert(seq, session);
         self.by_id.insert(id.clone(), seq);
@@ -917,7 +904,8 @@ impl Session {
             }
         }
         let feed = self.feed.as_mut().expect("made above");
-        let mut events = Vec::new();
+        // The session's buffer: no allocation per access unit.
+        let mut events = std::mem::take(&mut self.events);
         match feed.push(data.time.numer(), &data.data, data.contiguous, &mut events) {
             Ok(()) => {}
             // What this server cannot picture (a VP9 profile, a size past the limits) shows on
@@ -931,7 +919,7 @@ impl Session {
             Err(e) => debug!(session = %self.id, error = %e, "access unit dropped"),
         }
         let awaits = feed.awaits_keyframe();
-        for event in events {
+        for event in events.drain(..) {
             match event {
                 RtpEvent::Config(c) => self.publication.writer().config(c),
                 RtpEvent::Frame(f) => {
@@ -942,6 +930,7 @@ impl Session {
                 }
             }
         }
+        self.events = events;
         if awaits {
             self.ask_keyframe(fir, false);
         }

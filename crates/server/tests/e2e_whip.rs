@@ -27,39 +27,6 @@ const H264_OFFER: &str = include_str!("peers/whip/chromium-h264.sdp");
 const VP8_OFFER: &str = include_str!("peers/whip/chromium-vp8.sdp");
 const AUDIO_OFFER: &str = include_str!("peers/whip/chromium-audio.sdp");
 
-/// The camera's picture: SMPTE colour bars at 640x480, as a looping `.y4m` for Chromium's fake
-/// camera, and the picture as rgb24 the way a decoder of that video gives it.
-fn camera(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let still = dir.join("bars.png");
-    run(ffmpeg_cmd()
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "smptehdbars=size=640x480:rate=30",
-            "-frames:v",
-            "1",
-        ])
-        .arg(&still));
-    let clip = dir.join("camera.y4m");
-    run(ffmpeg_cmd()
-        .args(["-loop", "1", "-framerate", "30", "-i"])
-        .arg(&still)
-        .args(["-frames:v", "30", "-pix_fmt", "yuv420p"])
-        .arg(&clip));
-    let rgb = run(ffmpeg_cmd().arg("-i").arg(&clip).args([
-        "-frames:v",
-        "1",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    ]));
-    assert_eq!(rgb.len(), 640 * 480 * 3);
-    (clip, rgb)
-}
-
 /// A page on another origin than the server's: `http://127.0.0.1:{port}/` serves an empty
 /// page (and no icon), as a customer's own site would host a page using the module.
 fn page_server() -> u16 {
@@ -93,7 +60,7 @@ fn offer(s: &Server, path: &str, sdp: &str, headers: &[(&str, &str)]) -> Resp {
 #[test]
 fn a_browser_publishes_over_whip_and_its_pictures_show_the_camera() {
     let work = workdir();
-    let (clip, reference) = camera(work.path());
+    let (clip, reference) = bars_camera(work.path());
     // The page is on another origin than the server: the module and WHIP answer any origin,
     // the open API the origins of cors_origins.
     let page = format!("http://127.0.0.1:{}", page_server());
@@ -580,7 +547,7 @@ fn the_browser_module_is_served_to_any_origin() {
 #[test]
 fn a_browser_publishes_vp8_vp9_and_av1_and_each_is_pictured() {
     let work = workdir();
-    let (clip, reference) = camera(work.path());
+    let (clip, reference) = bars_camera(work.path());
     let s = Server::start();
     let b = Browser::start(Some(&clip));
     b.goto(&s.url("/healthz"));

@@ -418,39 +418,6 @@ impl Drop for Client {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The camera's picture: SMPTE colour bars at 640x480, one second of `.y4m` the client loops,
-/// and the picture as rgb24 the way a decoder of that video gives it (as in e2e_whip.rs).
-fn camera(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let still = dir.join("bars.png");
-    run(ffmpeg_cmd()
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "smptehdbars=size=640x480:rate=30",
-            "-frames:v",
-            "1",
-        ])
-        .arg(&still));
-    let clip = dir.join("camera.y4m");
-    run(ffmpeg_cmd()
-        .args(["-loop", "1", "-framerate", "30", "-i"])
-        .arg(&still)
-        .args(["-frames:v", "30", "-pix_fmt", "yuv420p"])
-        .arg(&clip));
-    let rgb = run(ffmpeg_cmd().arg("-i").arg(&clip).args([
-        "-frames:v",
-        "1",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    ]));
-    assert_eq!(rgb.len(), 640 * 480 * 3);
-    (clip, rgb)
-}
-
 fn assert_shows_camera(img: &Image, reference: &[u8], what: &str) {
     assert_eq!((img.width, img.height), (640, 480), "{what}: size");
     let db = psnr(&img.rgb, reference);
@@ -465,7 +432,7 @@ fn assert_shows_camera(img: &Image, reference: &[u8], what: &str) {
 fn aiortc_publishes_over_whip_from_a_network_namespace() {
     let python = aiortc_python();
     let work = workdir();
-    let (clip, reference) = camera(work.path());
+    let (clip, reference) = bars_camera(work.path());
     let ns = Netns::create();
     let s = VethServer::start(&ns.host_ip);
     let url = s.url("/whip/live/cam1");

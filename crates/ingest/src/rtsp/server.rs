@@ -346,12 +346,7 @@ impl Host for Publisher {
             .trim_matches('/')
             .rsplit_once('/')
             .ok_or_else(|| Refusal::Forbidden(format!("the URL names no app/stream: {url:?}")))?;
-        let name = if query.is_empty() {
-            stream.to_string()
-        } else {
-            format!("{stream}?{query}")
-        };
-        let key = crate::name::resolve(app, &name, Some(url), &self.domains)
+        let key = crate::name::resolve_path(app, stream, query, url, &self.domains)
             .map_err(|e| Refusal::Forbidden(e.to_string()))?;
         // The query once: the stream name carries the URL's.
         let queries = [query, "", ""];

@@ -1291,6 +1291,40 @@ impl Source {
 pub const JPEG_SCALED_DB: f64 = 25.0;
 
 /// A temporary directory for sources and logs, kept until the end of the test.
+/// A camera for WebRTC publishers (Chromium's fake camera, the aiortc client): SMPTE colour
+/// bars at 640x480 as one second of looping `.y4m`, and the picture as rgb24 the way a decoder
+/// of that video gives it. Every frame is the same, so any picture of the stream matches it.
+pub fn bars_camera(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let still = dir.join("bars.png");
+    run(ffmpeg_cmd()
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "smptehdbars=size=640x480:rate=30",
+            "-frames:v",
+            "1",
+        ])
+        .arg(&still));
+    let clip = dir.join("camera.y4m");
+    run(ffmpeg_cmd()
+        .args(["-loop", "1", "-framerate", "30", "-i"])
+        .arg(&still)
+        .args(["-frames:v", "30", "-pix_fmt", "yuv420p"])
+        .arg(&clip));
+    let rgb = run(ffmpeg_cmd().arg("-i").arg(&clip).args([
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]));
+    assert_eq!(rgb.len(), 640 * 480 * 3);
+    (clip, rgb)
+}
+
 pub fn workdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
