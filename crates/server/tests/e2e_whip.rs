@@ -17,7 +17,6 @@ mod browser;
 mod common;
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
 
 use browser::Browser;
 use common::*;
