@@ -29,7 +29,9 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{
+    Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -56,6 +58,12 @@ pub const DEFAULT_MAX_PENDING_SESSIONS: usize = 64;
 /// Keyframe requests to one publisher are at least this far apart: a sender answers each with
 /// a keyframe, which costs it bandwidth.
 pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
+/// Logged with a DTLS failure: the one cause seen in practice.
+#[cfg(not(feature = "webrtc-openssl"))]
+const DTLS_HINT: &str = "a publisher whose DTLS certificate is RSA (GStreamer's webrtcbin) needs \
+    livesnap built with the webrtc-openssl feature (in full); ECDSA ones need nothing";
+#[cfg(feature = "webrtc-openssl")]
+const DTLS_HINT: &str = "see the publisher's log for its side of the handshake";
 /// How often sessions are checked against their timeouts and their stats reported.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// Loss-driven keyframe requests that brought no usable keyframe back off, doubling up to this.
@@ -377,6 +385,10 @@ impl Host {
         candidates: Vec<SocketAddr>,
         sink: Arc<dyn StreamSink>,
     ) -> Result<Host, String> {
+        // OpenSSL's DTLS takes RSA and ECDSA certificates; str0m's own (dimpl), ECDSA only.
+        #[cfg(feature = "webrtc-openssl")]
+        let crypto = str0m_openssl::default_provider();
+        #[cfg(not(feature = "webrtc-openssl"))]
         let crypto = str0m::crypto::from_feature_flags();
         // One certificate for every session: generating one per offer costs a key pair.
         let cert = crypto
@@ -649,8 +661,14 @@ impl Host {
             self.remember(seq, source);
         }
         let session = self.sessions.get_mut(&seq).expect("found above");
-        if let Err(e) = session.rtc.handle_input(input) {
-            debug!(session = %session.id, error = %e, "WebRTC datagram refused");
+        match session.rtc.handle_input(input) {
+            Ok(()) => {}
+            // A DTLS failure is fatal to the session: say why now rather than at its timeout.
+            Err(RtcError::Dtls(e)) => {
+                warn!(session = %session.id, error = %e, hint = DTLS_HINT, "WebRTC DTLS failed");
+                session.ended = Some(format!("DTLS failed: {e}"));
+            }
+            Err(e) => debug!(session = %session.id, error = %e, "WebRTC datagram refused"),
         }
         self.drain(socket, seq);
     }

@@ -347,22 +347,28 @@ impl Client {
         seconds: u32,
         log: PathBuf,
     ) -> Client {
+        let (video, seconds) = (video.to_str().expect("UTF-8 path"), seconds.to_string());
+        Client::start_with(
+            ns,
+            &[python, "-u", CLIENT, url, video, &seconds],
+            log,
+            format!("the aiortc WHIP client publishing to {url}"),
+        )
+    }
+
+    /// `argv` run in the namespace, its stdout and stderr in `log`.
+    fn start_with(ns: &Netns, argv: &[&str], log: PathBuf, what: String) -> Client {
         let out = fs::File::create(&log).expect("client log");
         let err = out.try_clone().expect("client log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, python, "-u", CLIENT, url])
-            .arg(video)
-            .arg(seconds.to_string())
+            .args(["netns", "exec", &ns.name])
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run the WHIP client: {e}"));
-        Client {
-            child,
-            log,
-            what: format!("the aiortc WHIP client publishing to {url}"),
-        }
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        Client { child, log, what }
     }
 
     fn log_text(&self) -> String {
@@ -534,4 +540,189 @@ fn aiortc_publishes_over_whip_from_a_network_namespace() {
         "{}",
         tail(&s.log, 20)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// H.265 from GStreamer's webrtcbin
+
+const GST_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/peers/gst_whip_client.py"
+);
+
+/// The system Python with GStreamer's introspection bindings and the elements the client uses;
+/// a failure naming the packages when any is missing.
+fn gst_python() -> &'static str {
+    const PY: &str = "/usr/bin/python3";
+    let ok = Command::new(PY)
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstWebRTC','1.0'); \
+             gi.require_version('GstSdp','1.0'); from gi.repository import Gst; Gst.init(None); \
+             missing=[e for e in ('webrtcbin','nicesrc','dtlssrtpenc','srtpenc','x265enc',\
+             'rtph265pay','x264enc','rtph264pay','pngdec','imagefreeze') \
+             if Gst.ElementFactory.find(e) is None]; \
+             assert not missing, missing",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match ok {
+        Ok(out) if out.status.success() => PY,
+        Ok(out) => panic!(
+            "the H.265 WHIP test needs GStreamer's webrtcbin with Python bindings: \
+             apt-get install python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-nice \
+             gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("cannot run {PY} ({e}): the H.265 WHIP test needs python3-gi"),
+    }
+}
+
+/// H.265 over WHIP from a real software client: GStreamer's webrtcbin with x265, from the
+/// network namespace (libnice, like aiortc, offers no loopback candidate). The stream is live as
+/// `h265`; its keyframe and newest-frame pictures show the camera (PSNR); a picture of a stale
+/// keyframe asks x265 for a fresh one (PLI, turned into a GstForceKeyUnit the client counts);
+/// the client's DELETE ends the stream. Needs the `ffmpeg` feature (H.265 decoding) and
+/// `webrtc-openssl` (webrtcbin's DTLS certificate is RSA).
+#[cfg(all(feature = "ffmpeg", feature = "webrtc-openssl"))]
+#[test]
+fn gstreamer_publishes_h265_over_whip() {
+    let python = gst_python();
+    let work = workdir();
+    let (clip, reference) = bars_camera(work.path());
+    let still = clip.with_file_name("bars.png");
+    assert!(still.is_file(), "bars_camera made no {}", still.display());
+    let ns = Netns::create();
+    let s = VethServer::start(&ns.host_ip);
+    let url = s.url("/whip/live/hevc");
+
+    let mut client = Client::start_with(
+        &ns,
+        &[
+            python,
+            "-u",
+            GST_CLIENT,
+            &url,
+            still.to_str().unwrap(),
+            "120",
+            "h265",
+        ],
+        work.path().join("gst-client.log"),
+        format!("the GStreamer WHIP client publishing H.265 to {url}"),
+    );
+    let live = poll(WAIT, "live/hevc to be live with a keyframe", || {
+        client.assert_running();
+        let st = s.stream("live", "hevc")?;
+        (st["keyframes"].as_u64()? >= 1).then_some(st)
+    });
+    assert_eq!(live["protocol"], "whip", "{live}");
+    assert_eq!(live["codec"], "h265", "{live}");
+    assert_eq!(
+        (live["width"].as_u64(), live["height"].as_u64()),
+        (Some(640), Some(480)),
+        "{live}"
+    );
+    let log = client.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("201 Created") && l.contains("H265/90000")),
+        "the answer did not choose H.265: {log}"
+    );
+
+    let (_, img) = s.picture("/v1/streams/live/hevc/snapshot.png");
+    assert_shows_camera(&img, &reference, "the H.265 keyframe picture");
+    let (_, img) = s.picture("/v1/streams/live/hevc/snapshot.png?precision=latest");
+    assert_shows_camera(&img, &reference, "the H.265 newest-frame picture");
+
+    // x265 makes a keyframe every 10 s here: a picture once the newest is 1.5 s old asks for one.
+    poll(WAIT, "the newest keyframe to be older than 1.5 s", || {
+        client.assert_running();
+        let st = s.stream("live", "hevc")?;
+        (st["last_keyframe_age_ms"].as_u64()? > 1500).then_some(())
+    });
+    let asked = |c: &Client| {
+        c.log_text()
+            .matches("the encoder was asked for a keyframe")
+            .count()
+    };
+    let asked_before = asked(&client);
+    let (r, img) = s.picture("/v1/streams/live/hevc/snapshot.png");
+    let age: f64 = r
+        .header("x-livesnap-frame-age-ms")
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no X-Livesnap-Frame-Age-Ms: {:?}", r.headers));
+    assert!(
+        age < 1000.0,
+        "the picture is of an old keyframe ({age} ms): x265 sent none when asked"
+    );
+    assert_shows_camera(&img, &reference, "the H.265 keyframe asked for");
+    assert!(
+        asked(&client) > asked_before,
+        "the server's PLI for the stale keyframe never reached the encoder: {}",
+        client.log_text()
+    );
+
+    client.ask_to_stop();
+    let status = client.wait_exit(WAIT);
+    let out = client.log_text();
+    eprintln!("---- the GStreamer client's output ----\n{out}----");
+    assert!(
+        status.success(),
+        "the client exited {status}; its output:\n{out}"
+    );
+    assert!(out.contains("DELETE 200"), "{out}");
+    poll(WAIT, "live/hevc to end after the client's DELETE", || {
+        s.stream("live", "hevc").is_none().then_some(())
+    });
+}
+
+/// Without `webrtc-openssl`, str0m's DTLS takes ECDSA certificates only, and webrtcbin's is RSA:
+/// the publish fails, and the server says why at once (the session ends naming DTLS, with the
+/// hint to build with `webrtc-openssl`) instead of waiting out its connect timeout.
+#[cfg(not(feature = "webrtc-openssl"))]
+#[test]
+fn gstreamer_rsa_certificate_is_refused_with_its_reason() {
+    let python = gst_python();
+    let work = workdir();
+    let (clip, _) = bars_camera(work.path());
+    let still = clip.with_file_name("bars.png");
+    let ns = Netns::create();
+    let s = VethServer::start(&ns.host_ip);
+    let url = s.url("/whip/live/rsa");
+    let mut client = Client::start_with(
+        &ns,
+        &[
+            python,
+            "-u",
+            GST_CLIENT,
+            &url,
+            still.to_str().unwrap(),
+            "10",
+            "h264",
+        ],
+        work.path().join("gst-client.log"),
+        format!("the GStreamer WHIP client publishing H.264 to {url}"),
+    );
+    let status = client.wait_exit(WAIT);
+    let out = client.log_text();
+    assert!(
+        !status.success() && out.contains("201 Created") && out.contains("not connected"),
+        "the GStreamer client exited {status}: want its offer answered, then no connection; its \
+         output:\n{out}"
+    );
+    let ended = poll(WAIT, "the server to end the session naming DTLS", || {
+        let log = s.log_text();
+        log.lines()
+            .find(|l| l.contains("WHIP session ended") && l.contains("DTLS failed"))
+            .map(str::to_string)
+    });
+    assert!(ended.contains("connected=false"), "{ended}");
+    let log = s.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WebRTC DTLS failed") && l.contains("webrtc-openssl")),
+        "no DTLS failure with its hint in the server log:\n{}",
+        tail(&s.log, 20)
+    );
+    assert!(s.stream("live", "rsa").is_none(), "live/rsa is still live");
 }
