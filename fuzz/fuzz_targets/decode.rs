@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         frames.push(Frame {
             dts_ms: n * 40,
             pts_ms: n * 40,
-            keyframe: n == 0 || contains_idr(au, config.nal_length_size()),
+            keyframe: n == 0 || contains_idr(au, config.nal_length_size().unwrap_or(4)),
             data: Bytes::copy_from_slice(au),
         });
     }
@@ -126,7 +126,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(picture::encode(&mut pic, sps.colour, &options).is_err());
         return;
     }
-    let image =
-        picture::encode(&mut pic, sps.colour, &options).expect("a decoded picture encodes");
+    let image = picture::encode(&mut pic, sps.colour, &options).expect("a decoded picture encodes");
     assert!(!image.is_empty());
 });

@@ -29,7 +29,9 @@ fn on_video(body: &Bytes, config: &mut Option<VideoConfig>) {
         Ok(VideoTag::Frame { data, .. }) => {
             if let Some(c) = config {
                 let _ = c.is_keyframe(&data);
-                let _ = append_annexb(&data, c.nal_length_size(), &mut Vec::new());
+                if let Some(n) = c.nal_length_size() {
+                    let _ = append_annexb(&data, n, &mut Vec::new());
+                }
             }
         }
         Ok(VideoTag::Unsupported(name)) => assert!(!name.is_empty()),

@@ -10,8 +10,13 @@ fuzz_target!(|data: &[u8]| {
     for codec in [Codec::Vp8, Codec::Vp9, Codec::Av1] {
         let key = is_keyframe(codec, data);
         if let Ok(Some(c)) = keyframe_config(codec, data) {
-            assert!(key, "{codec:?}: a configuration from a frame that is no keyframe");
-            let info = c.info().expect("accepted configurations are within the limits");
+            assert!(
+                key,
+                "{codec:?}: a configuration from a frame that is no keyframe"
+            );
+            let info = c
+                .info()
+                .expect("accepted configurations are within the limits");
             assert!(info.width >= 1 && info.height >= 1);
         }
     }

@@ -12,8 +12,8 @@
 
 use bytes::Bytes;
 use ingest::flv::{parse_video_tag, VideoTag};
-use ingest::rtmp::session::{Event, Session};
 use ingest::name::resolve;
+use ingest::rtmp::session::{Event, Session};
 use libfuzzer_sys::fuzz_target;
 use media::avc::{append_annexb, AvcConfig};
 use media::hevc::HevcConfig;
@@ -84,7 +84,21 @@ fn on_event(session: &mut Session, publish: &mut Option<Publish>, event: Event) 
             }
         }
         Event::Unpublished => *publish = None,
-        Event::Refused(_) => return false,
+        Event::PlayRequested { app, name, tc_url } => {
+            // Played: every byte after it must still be handled, and video written to it.
+            if resolve(&app, &name, tc_url.as_deref(), &[]).is_err() {
+                let _ = session.reject_play("NetStream.Play.StreamNotFound", "bad name");
+                return false;
+            }
+            session
+                .accept_play()
+                .expect("accept right after PlayRequested");
+            assert!(session.playing());
+            session
+                .send_video(0, Bytes::from_static(&[0x17, 1, 0, 0, 0]))
+                .expect("video to a player");
+        }
+        Event::PlayStopped => return false,
     }
     true
 }
@@ -104,7 +118,9 @@ fn on_video(p: &mut Publish, body: &Bytes) {
         Ok(VideoTag::Frame { data, .. }) => {
             if let Some(c) = &p.config {
                 let _ = c.is_keyframe(&data);
-                let _ = append_annexb(&data, c.nal_length_size(), &mut Vec::new());
+                if let Some(n) = c.nal_length_size() {
+                    let _ = append_annexb(&data, n, &mut Vec::new());
+                }
             }
         }
         _ => {}

@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
     let mut pieces = split::Splitter(u32::from(mode) | 1);
     let mut rest = stream;
     while !rest.is_empty() {
-        let n = if mode == 0 { rest.len() } else { pieces.next().min(rest.len()) };
+        let n = if mode == 0 {
+            rest.len()
+        } else {
+            pieces.next().min(rest.len())
+        };
         let (piece, tail) = rest.split_at(n);
         rest = tail;
         let Ok(events) = session.feed(piece, &mut host) else {

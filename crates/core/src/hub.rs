@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use media::budget::MemoryBudget;
 use media::sps::SpsInfo;
-use media::stream::{PublishRefused, PublisherInfo, StreamKey, StreamSink, StreamWriter};
+use media::stream::{
+    PlayItem, PlayNext, PublishRefused, PublisherInfo, StreamKey, StreamPlayer, StreamSink,
+    StreamSource, StreamWriter,
+};
 use media::{Codec, Frame, VideoConfig};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -190,6 +193,9 @@ pub struct LiveStream {
     pub snapshots: AtomicU64,
     state: Mutex<StreamState>,
     keyframe_tx: watch::Sender<u64>,
+    /// The newest buffered frame's number, sent only while players listen (a frame nobody
+    /// plays costs one atomic load here).
+    frames_tx: watch::Sender<u64>,
     closed: AtomicBool,
     clock: Arc<dyn Clock>,
 }
@@ -640,6 +646,7 @@ impl Hub {
             }
         }
         let (keyframe_tx, _) = watch::channel(0);
+        let (frames_tx, _) = watch::channel(0);
         let stream = Arc::new(LiveStream {
             key: key.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -648,6 +655,7 @@ impl Hub {
             snapshots: AtomicU64::new(0),
             state: Mutex::new(StreamState::default()),
             keyframe_tx,
+            frames_tx,
             closed: AtomicBool::new(false),
             clock: self.clock.clone(),
         });
@@ -693,6 +701,98 @@ impl StreamSink for HubSink {
         info: PublisherInfo,
     ) -> std::result::Result<Box<dyn StreamWriter>, PublishRefused> {
         Ok(Box::new(self.0.start(key, info)?))
+    }
+}
+
+impl StreamSource for HubSink {
+    fn play(&self, key: &StreamKey) -> Option<Box<dyn StreamPlayer>> {
+        Some(Box::new(HubPlayer::new(self.0.get(key)?)))
+    }
+}
+
+/// A player's cursor in a stream's buffered GOP: it starts at the newest keyframe, follows the
+/// frames as they are buffered, and jumps to the newest keyframe when the frames it wanted are
+/// gone (it fell a GOP behind, or the GOP was trimmed).
+pub struct HubPlayer {
+    stream: Arc<LiveStream>,
+    frames: watch::Receiver<u64>,
+    /// The number of the frame to send next; `None` before the first.
+    next_seq: Option<u64>,
+    /// The parameters the player was last given.
+    sent: Option<Arc<StreamParams>>,
+}
+
+/// What a look at the buffered GOP found for a player.
+enum Look {
+    Item(PlayItem),
+    Wait,
+    Ended,
+}
+
+impl HubPlayer {
+    /// A player of `stream` from its newest keyframe.
+    pub fn new(stream: Arc<LiveStream>) -> HubPlayer {
+        let frames = stream.frames_tx.subscribe();
+        HubPlayer {
+            stream,
+            frames,
+            next_seq: None,
+            sent: None,
+        }
+    }
+
+    fn look(&mut self) -> Look {
+        // Marked seen before the look: a frame buffered after it wakes the next wait.
+        self.frames.borrow_and_update();
+        if self.stream.is_closed() {
+            return Look::Ended;
+        }
+        let s = self.stream.lock();
+        let (Some(params), Some(first), Some(last)) = (&s.params, s.gop.first(), s.gop.last())
+        else {
+            return Look::Wait;
+        };
+        let want = match self.next_seq {
+            Some(n) if n > last.seq => return Look::Wait,
+            Some(n) if n >= first.seq => n,
+            // The first frame, or the frames wanted are gone: from the GOP's keyframe.
+            _ => first.seq,
+        };
+        if self.sent.as_ref().is_none_or(|p| !Arc::ptr_eq(p, params)) {
+            self.sent = Some(params.clone());
+            // The GOP was cleared when the configuration came: it starts at a keyframe.
+            self.next_seq = Some(first.seq);
+            return Look::Item(PlayItem::Config(params.config.clone()));
+        }
+        // Buffered frames have consecutive numbers (a GOP stops buffering at its first gap).
+        match s.gop.get((want - first.seq) as usize) {
+            Some(f) if f.seq == want => {
+                self.next_seq = Some(want + 1);
+                Look::Item(PlayItem::Frame(f.frame.clone()))
+            }
+            _ => {
+                self.next_seq = Some(first.seq + 1);
+                Look::Item(PlayItem::Frame(first.frame.clone()))
+            }
+        }
+    }
+}
+
+impl StreamPlayer for HubPlayer {
+    fn next(&mut self) -> PlayNext<'_> {
+        Box::pin(async move {
+            loop {
+                match self.look() {
+                    Look::Item(item) => return Some(item),
+                    Look::Ended => return None,
+                    Look::Wait => {
+                        if self.frames.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 
@@ -847,6 +947,9 @@ impl StreamWriter for HubWriter {
         if keyframe && stored {
             self.stream.keyframe_tx.send_modify(|n| *n = seq);
         }
+        if stored && self.stream.frames_tx.receiver_count() > 0 {
+            self.stream.frames_tx.send_replace(seq);
+        }
     }
 
     fn unsupported(&mut self, name: &str) {
@@ -874,8 +977,9 @@ impl Drop for HubWriter {
         }
         self.stream.closed.store(true, Ordering::Release);
         self.hub.remove(&self.stream);
-        // Wake anyone waiting for a keyframe so they see the stream is gone.
+        // Wake anyone waiting for a keyframe or a frame so they see the stream is gone.
         self.stream.keyframe_tx.send_modify(|_| {});
+        self.stream.frames_tx.send_modify(|_| {});
     }
 }
 
@@ -985,6 +1089,61 @@ mod tests {
             keyframe: key,
             data: Bytes::from(vec![0u8; n]),
         }
+    }
+
+    /// Waits for a player's next item, failing the test after a second.
+    async fn next(p: &mut Box<dyn StreamPlayer>) -> Option<PlayItem> {
+        tokio::time::timeout(Duration::from_secs(1), p.next())
+            .await
+            .expect("the player waited for an item that was there")
+    }
+
+    fn dts(item: Option<PlayItem>) -> (i64, bool) {
+        match item {
+            Some(PlayItem::Frame(f)) => (f.dts_ms, f.keyframe),
+            other => panic!("want a frame, got {other:?}"),
+        }
+    }
+
+    /// A player starts with the configuration and the newest keyframe, follows the frames as
+    /// they come, skips to the newest keyframe when the frames it wanted are gone, is given a
+    /// new configuration when it changes, and ends with the stream.
+    #[tokio::test]
+    async fn a_player_follows_the_stream_from_its_newest_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        let sink = HubSink(hub.clone());
+        assert!(sink.play(&key("_default", "live", "p")).is_none());
+        let mut w = configured(&hub, "p");
+        w.frame(f(0, true, 10));
+        w.frame(f(40, false, 10));
+        w.frame(f(80, true, 10)); // the newest keyframe: a player starts here
+        w.frame(f(120, false, 10));
+        let mut p = sink.play(&key("_default", "live", "p")).unwrap();
+        assert!(matches!(
+            next(&mut p).await,
+            Some(PlayItem::Config(VideoConfig::Avc(_)))
+        ));
+        assert_eq!(dts(next(&mut p).await), (80, true));
+        assert_eq!(dts(next(&mut p).await), (120, false));
+        // Nothing new: it waits, and a frame buffered meanwhile wakes it.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), p.next()).await;
+        assert!(waiting.is_err(), "a player with nothing new must wait");
+        w.frame(f(160, false, 10));
+        assert_eq!(dts(next(&mut p).await), (160, false));
+        // Two GOPs pass while the player is away: it resumes at the newest keyframe.
+        for (t, k) in [(200, true), (240, false), (280, true), (320, false)] {
+            w.frame(f(t, k, 10));
+        }
+        assert_eq!(dts(next(&mut p).await), (280, true));
+        assert_eq!(dts(next(&mut p).await), (320, false));
+        // A new configuration comes first, then the keyframe after it.
+        let cfg = w.stream().gop(false).unwrap().params.config.clone();
+        w.config(cfg);
+        w.frame(f(360, true, 10));
+        assert!(matches!(next(&mut p).await, Some(PlayItem::Config(_))));
+        assert_eq!(dts(next(&mut p).await), (360, true));
+        drop(w);
+        assert!(next(&mut p).await.is_none(), "the stream ended");
     }
 
     #[test]

@@ -170,6 +170,55 @@ fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
     }
 }
 
+/// The video tag body of a decoder configuration, as a player is sent it: a legacy AVC
+/// sequence header for H.264, an enhanced-RTMP `hvc1` SequenceStart for H.265; `None` for the
+/// codecs RTMP does not carry here (VP8, VP9, AV1).
+pub fn config_tag(config: &VideoConfig) -> Option<Bytes> {
+    let (head, record): (&[u8], Vec<u8>) = match config {
+        VideoConfig::Avc(c) => (&[0x10 | 7, 0, 0, 0, 0], c.to_record()),
+        VideoConfig::Hevc(c) => (
+            &[
+                0x80 | (FRAME_TYPE_KEY << 4) | packet::SEQUENCE_START,
+                b'h',
+                b'v',
+                b'c',
+                b'1',
+            ],
+            c.to_record(),
+        ),
+        VideoConfig::Framed(_) => return None,
+    };
+    let mut body = Vec::with_capacity(head.len() + record.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(&record);
+    Some(Bytes::from(body))
+}
+
+/// The video tag body of one H.264 or H.265 frame (its length-prefixed NAL units as they are
+/// buffered), with its composition time; `None` for other codecs.
+pub fn frame_tag(codec: Codec, frame: &Frame) -> Option<Bytes> {
+    const FRAME_TYPE_INTER: u8 = 2;
+    let kind = if frame.keyframe {
+        FRAME_TYPE_KEY
+    } else {
+        FRAME_TYPE_INTER
+    };
+    let cts = (frame.pts_ms - frame.dts_ms).clamp(-(1 << 23), (1 << 23) - 1) as i32;
+    let cts = &cts.to_be_bytes()[1..];
+    let mut body = Vec::with_capacity(frame.data.len() + 8);
+    match codec {
+        Codec::H264 => body.extend_from_slice(&[(kind << 4) | 7, 1]),
+        Codec::H265 => {
+            body.push(0x80 | (kind << 4) | packet::CODED_FRAMES);
+            body.extend_from_slice(b"hvc1");
+        }
+        _ => return None,
+    }
+    body.extend_from_slice(cts);
+    body.extend_from_slice(&frame.data);
+    Some(Bytes::from(body))
+}
+
 /// What one video tag did to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fed {
@@ -294,6 +343,53 @@ pub fn read_file(data: &Bytes) -> Result<Vec<FileTag>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a player is sent reads back, through the parser publishers go through, as what
+    /// was buffered: configurations, keyframes, composition times (negative too).
+    #[test]
+    fn tags_written_for_players_parse_back_the_same() {
+        let sps = Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9]);
+        let pps = Bytes::from_static(&[0x68, 0xeb, 0xe3, 0xcb]);
+        let avc = AvcConfig::from_parameter_sets(vec![sps], vec![pps]).unwrap();
+        let tag = config_tag(&VideoConfig::Avc(avc.clone())).unwrap();
+        match parse_video_tag(&tag).unwrap() {
+            VideoTag::Config {
+                codec: Codec::H264,
+                record,
+            } => assert_eq!(AvcConfig::parse(&record).unwrap(), avc),
+            other => panic!("{other:?}"),
+        }
+        for codec in [Codec::H264, Codec::H265] {
+            for (keyframe, cts) in [(true, 0), (false, 80), (false, -40)] {
+                let frame = Frame {
+                    dts_ms: 1000,
+                    pts_ms: 1000 + cts,
+                    keyframe,
+                    data: Bytes::from_static(&[0, 0, 0, 2, 0x26, 0x01]),
+                };
+                let tag = frame_tag(codec, &frame).unwrap();
+                assert_eq!(
+                    parse_video_tag(&tag).unwrap(),
+                    VideoTag::Frame {
+                        codec,
+                        keyframe,
+                        composition_ms: cts as i32,
+                        data: frame.data.clone()
+                    }
+                );
+            }
+        }
+        assert!(frame_tag(
+            Codec::Vp8,
+            &Frame {
+                dts_ms: 0,
+                pts_ms: 0,
+                keyframe: true,
+                data: Bytes::new()
+            }
+        )
+        .is_none());
+    }
 
     #[test]
     fn parses_avc_frame_with_negative_composition_time() {

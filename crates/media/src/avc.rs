@@ -129,6 +129,38 @@ impl AvcConfig {
         })
     }
 
+    /// The AVCDecoderConfigurationRecord of these parameter sets (what RTMP and MP4 carry;
+    /// [`AvcConfig::parse`] reads it back). Without the high-profile extension, which decoders
+    /// read from the SPS anyway.
+    pub fn to_record(&self) -> Vec<u8> {
+        let compat = self
+            .sps
+            .first()
+            .and_then(|s| s.get(2))
+            .copied()
+            .unwrap_or(0);
+        let mut out = vec![
+            1,
+            self.profile,
+            compat,
+            self.level,
+            0xfc | (self.nal_length_size.clamp(1, 4) as u8 - 1),
+            0xe0 | self.sps.len().min(31) as u8,
+        ];
+        let put = |out: &mut Vec<u8>, set: &Bytes| {
+            out.extend_from_slice(&(set.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+            out.extend_from_slice(&set[..set.len().min(usize::from(u16::MAX))]);
+        };
+        for set in self.sps.iter().take(31) {
+            put(&mut out, set);
+        }
+        out.push(self.pps.len().min(255) as u8);
+        for set in self.pps.iter().take(255) {
+            put(&mut out, set);
+        }
+        out
+    }
+
     /// The parameter sets in Annex B form, to put before a keyframe.
     pub fn annexb_parameter_sets(&self, out: &mut Vec<u8>) {
         for set in self.sps.iter().chain(self.pps.iter()) {
@@ -318,6 +350,15 @@ mod tests {
         assert_eq!(c.nal_length_size, 4);
         assert_eq!(&c.sps[0][..], SPS);
         assert_eq!(&c.pps[0][..], PPS);
+    }
+
+    #[test]
+    fn a_record_written_reads_back_the_same() {
+        let c = AvcConfig::parse(&record(SPS, PPS)).unwrap();
+        let written = c.to_record();
+        assert_eq!(AvcConfig::parse(&Bytes::from(written.clone())).unwrap(), c);
+        // Byte for byte what an encoder writes, but for the reserved bits it sets to 1.
+        assert_eq!(written, &record(SPS, PPS)[..]);
     }
 
     #[test]

@@ -138,3 +138,30 @@ pub trait StreamWriter: Send {
 /// Asks a stream's sender for a keyframe; returns at once (the keyframe comes with the stream),
 /// false when the request could not be queued.
 pub type KeyframeRequester = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Hands out live streams to players (RTMP play): the other direction of [`StreamSink`].
+pub trait StreamSource: Send + Sync {
+    /// The live stream `key` as a player reads it, from its newest keyframe on; `None` when it
+    /// is not live.
+    fn play(&self, key: &StreamKey) -> Option<Box<dyn StreamPlayer>>;
+}
+
+/// What a player is given next.
+#[derive(Debug, Clone)]
+pub enum PlayItem {
+    /// The decoder configuration of the frames that follow (first, and whenever it changes).
+    Config(VideoConfig),
+    /// One frame, in decode order; the first after a configuration or a gap is a keyframe.
+    Frame(Frame),
+}
+
+/// A future a player awaits: boxed, so the trait stays object-safe.
+pub type PlayNext<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<PlayItem>> + Send + 'a>>;
+
+/// One player's cursor in a live stream. A player too slow to keep up skips to the newest
+/// keyframe rather than holding frames for it.
+pub trait StreamPlayer: Send {
+    /// The next configuration or frame, waiting for it; `None` once the stream ended.
+    fn next(&mut self) -> PlayNext<'_>;
+}

@@ -225,6 +225,9 @@ settings! {
         /// Seconds a connected publisher may send nothing before it is dropped.
         rtmp_idle_timeout_s ("LIVESNAP_RTMP_IDLE_TIMEOUT_S"): u64 =
             rtmp::DEFAULT_IDLE_TIMEOUT.as_secs(), "30", range(1, MAX_TIMEOUT_S);
+        /// RTMP players (ffmpeg, VLC, another server's pull) may play live streams from the
+        /// RTMP port; with publish_secret they need a signed URL, as publishers do.
+        rtmp_play ("LIVESNAP_RTMP_PLAY"): bool = false, "false";
         /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
         /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
         rtmp_merge_read_ms ("LIVESNAP_RTMP_MERGE_READ_MS"): u64 =

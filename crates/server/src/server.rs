@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::frontend::{ConnectionStats, FrontEnd};
-use ingest::rtmp::server::{RtmpConfig, RtmpFrontEnd};
+use ingest::rtmp::server::{Playback, RtmpConfig, RtmpFrontEnd};
 use ingest::rtsp::server::{RtspConfig, RtspFrontEnd};
 use ingest::whip::{WhipConfig, WhipFrontEnd, WhipHandle};
 use livesnap_core::auto::{AutoConfig, Automation};
@@ -133,6 +133,7 @@ async fn bind_front_ends(
     settings: &Settings,
     budget: &Arc<MemoryBudget>,
     publish_auth: &ingest::publish_auth::PublishAuth,
+    hub: &Arc<Hub>,
 ) -> Result<(Vec<Box<dyn FrontEnd>>, WhipHandle), StartError> {
     let rtmp_config = RtmpConfig {
         domains: settings.domains.clone(),
@@ -143,6 +144,11 @@ async fn bind_front_ends(
         merge_read: Duration::from_millis(settings.rtmp_merge_read_ms),
         budget: budget.clone(),
         publish_auth: publish_auth.clone(),
+        playback: Playback(
+            settings
+                .rtmp_play
+                .then(|| Arc::new(HubSink(hub.clone())) as Arc<dyn media::stream::StreamSource>),
+        ),
         ..RtmpConfig::default()
     };
     let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)
@@ -320,7 +326,7 @@ pub async fn start_with_clock(
     })?;
     // One for every front end: accounts change its domains' secrets as they change.
     let publish_auth = ingest::publish_auth::PublishAuth::new(settings.publish_secret.as_deref());
-    let (front_ends, whip) = bind_front_ends(&settings, &budget, &publish_auth).await?;
+    let (front_ends, whip) = bind_front_ends(&settings, &budget, &publish_auth, &hub).await?;
     let rtmp_addr = front_ends
         .iter()
         .find(|f| f.protocol() == ingest::rtmp::server::PROTOCOL)

@@ -5,7 +5,7 @@ mod common;
 mod rtmp_peer;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -154,12 +154,12 @@ fn grab_rejects_garbage_with_a_message() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// rtmp:// URLs. livesnap's own RTMP port only takes publishers (it serves no play), so the pull
-// client plays from ffmpeg as an RTMP server: `ffmpeg -i SRC -c copy -f flv -listen 1 URL`
-// (`-listen` is an option of the output URL, so it comes after the input).
+// rtmp:// URLs: from ffmpeg as an RTMP server (`ffmpeg -i SRC -c copy -f flv -listen 1 URL`;
+// `-listen` is an option of the output URL, so it comes after the input), and from livesnap's
+// own RTMP port with `rtmp_play` on.
 
 use std::net::TcpListener;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtmp_peer::{free_port, FfmpegRtmpServer};
 
@@ -306,4 +306,138 @@ fn grab_rejects_bad_urls_with_a_message() {
         let stderr = grab_fails(url, extra, d);
         assert!(stderr.contains(says), "{url}: want {says:?} in:\n{stderr}");
     }
+}
+
+/// With `rtmp_play` on, livesnap's own RTMP port plays its live streams: `grab rtmp://` (the
+/// pull client every rtmp:// pull job uses) and ffmpeg as a player both picture the publisher's
+/// keyframe (the source has one, at its start, so every loop's keyframe is frame 0); ffmpeg
+/// reads to the end when the publisher leaves. A name not live, and any play while `rtmp_play`
+/// is off, are refused with the reason.
+#[test]
+fn grab_and_ffmpeg_play_from_livesnaps_own_rtmp_port() {
+    require_ffmpeg();
+    let dir = workdir();
+    let d = dir.path();
+    let src = Source::generate(d, "own", SourceSpec::testsrc(640, 360, 2.0, 1000));
+    assert_eq!(src.frames.iter().filter(|f| f.key).count(), 1);
+    let s = Server::start_with(&[], &["--rtmp-play", "true"]);
+    let mut publisher = Publisher::start(&src.path, &s.rtmp_url("live", "cam1"));
+    s.wait_keyframes("live", "cam1", None, 1);
+    let url = s.rtmp_url("live", "cam1");
+
+    let (jpg, stderr) = grab_url_ok(&url, &d.join("own.jpg"), &[]);
+    assert_eq!(
+        (jpg.kind, jpg.width, jpg.height),
+        (ImageKind::Jpeg, 640, 360),
+        "{stderr}"
+    );
+    src.assert_matches(&jpg, 0, 30.0, 6.0, &format!("grab {url}"));
+
+    // ffmpeg as the player: its first decoded frame is the keyframe it was sent first.
+    let first = d.join("ffmpeg-play.png");
+    run(ffmpeg_cmd()
+        .args([
+            "-rw_timeout",
+            "20000000",
+            "-i",
+            &url,
+            "-frames:v",
+            "1",
+            "-y",
+        ])
+        .arg(&first));
+    let img = decode_image(&std::fs::read(&first).unwrap());
+    assert_eq!((img.width, img.height), (640, 360));
+    src.assert_matches(&img, 0, 30.0, 6.0, &format!("ffmpeg -i {url}"));
+    let log = s.log_text();
+    assert!(
+        log.matches("rtmp play started").count() >= 2,
+        "{}",
+        s.log_tail(20)
+    );
+
+    // A name nobody publishes: refused, naming it.
+    let msg = grab_fails(&s.rtmp_url("live", "nobody"), &["--timeout-s", "10"], d);
+    assert!(msg.contains("is not live"), "{msg}");
+
+    // A player reading to the end: it ends when the publisher leaves.
+    let mut player = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "20000000",
+        ])
+        .args(["-i", &url, "-c", "copy", "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    poll(WAIT, "a third play to start", || {
+        (s.log_text().matches("rtmp play started").count() >= 3).then_some(())
+    });
+    publisher.kill();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = player.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the player did not end with the stream"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "ffmpeg's play ended {status}");
+    poll(WAIT, "the server to log the end of the play", || {
+        s.log_text()
+            .contains("rtmp play ended: the stream ended")
+            .then_some(())
+    });
+
+    // Playback is off by default: the play is refused with the setting's name.
+    let off = Server::start();
+    let _p = Publisher::start(&src.path, &off.rtmp_url("live", "cam1"));
+    off.wait_keyframes("live", "cam1", None, 1);
+    let msg = grab_fails(&off.rtmp_url("live", "cam1"), &["--timeout-s", "10"], d);
+    assert!(msg.contains("rtmp_play"), "{msg}");
+}
+
+/// With `publish_secret`, playing takes the signed URL `POST /v1/publish-urls` gives, as
+/// publishing does: unsigned is refused, signed plays.
+#[test]
+fn playing_from_livesnap_needs_the_signature_publishing_does() {
+    require_ffmpeg();
+    let dir = workdir();
+    let d = dir.path();
+    let src = Source::generate(d, "signed", SourceSpec::testsrc(320, 240, 2.0, 1000));
+    let s = Server::start_with(
+        &[("LIVESNAP_PUBLISH_SECRET", "e2e-play-secret-of-some-length")],
+        &["--rtmp-play", "true"],
+    );
+    let urls = s.expect(
+        s.post_json(
+            "/v1/publish-urls",
+            &serde_json::json!({"app": "live", "stream": "cam1", "ttl_s": 600}),
+        ),
+        200,
+        "POST /v1/publish-urls",
+    );
+    let signed = urls["rtmp"].as_str().unwrap().to_string();
+    let _p = Publisher::start(&src.path, &signed);
+    s.wait_keyframes("live", "cam1", None, 1);
+
+    let msg = grab_fails(&s.rtmp_url("live", "cam1"), &["--timeout-s", "10"], d);
+    assert!(msg.contains("Unauthorized"), "{msg}");
+    let (img, _) = grab_url_ok(&signed, &d.join("signed.png"), &[]);
+    src.assert_matches(&img, 0, 30.0, 6.0, "grab of the signed URL");
+    let sign = signed.rsplit("sign=").next().unwrap();
+    assert!(
+        !s.log_text().contains(sign),
+        "a signature reached the log:\n{}",
+        s.log_tail(20)
+    );
 }

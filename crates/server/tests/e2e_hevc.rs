@@ -185,7 +185,7 @@ fn enhanced_rtmp_hvc1_publish_is_pictured() {
     let dir = workdir();
     let src = make_h265(dir.path());
     let refs = references(&src);
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--rtmp-play", "true"]);
     let _p = publish_hvc1(&server, &src);
     let info = server.wait_keyframes("live", "hevc", None, 1);
     assert_eq!(info["codec"], "h265", "{info}");
@@ -205,4 +205,22 @@ fn enhanced_rtmp_hvc1_publish_is_pictured() {
     );
     let jpg = server.snapshot_get("live", "hevc", "jpg", "precision=keyframe&width=320");
     assert_eq!((jpg.image.width, jpg.image.height), (320, 180));
+
+    // Played back from the RTMP port (enhanced RTMP `hvc1` out) and pulled by grab's client.
+    let out = dir.path().join("played.png");
+    let url = server.rtmp_url("live", "hevc");
+    let o = Command::new(BIN)
+        .args(["grab", &url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "grab {url}: {said}");
+    let img = decode_image(&std::fs::read(&out).unwrap());
+    let scores: Vec<f64> = refs.iter().map(|r| psnr(&img.rgb, r)).collect();
+    eprintln!("grab of the hvc1 stream played by livesnap: PSNR {scores:.1?}");
+    assert!(
+        scores[0] >= 38.0 && scores[1] < scores[0] - 6.0,
+        "{scores:.1?}"
+    );
 }

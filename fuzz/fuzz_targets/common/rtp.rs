@@ -77,7 +77,7 @@ fn check(codec: Codec, limit: usize, events: &[Event]) -> u64 {
         match event {
             Event::Config(c) => {
                 assert_eq!(c.codec(), codec);
-                assert_eq!(c.nal_length_size(), 4);
+                assert_eq!(c.nal_length_size(), Some(4));
                 assert_ne!(config, Some(c), "a Config that changes nothing");
                 config = Some(c);
             }

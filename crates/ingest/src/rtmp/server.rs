@@ -1,5 +1,7 @@
-//! The tokio side of RTMP ingest: accepts connections, runs a [`Session`] per connection, and
-//! turns published video into frames for a [`StreamSink`].
+//! The tokio side of RTMP: accepts connections, runs a [`Session`] per connection, turns
+//! published video into frames for a [`StreamSink`], and, when playback is on
+//! ([`RtmpConfig::playback`]), plays live streams to RTMP players (ffmpeg, VLC, another
+//! livesnap's pull) from a [`StreamSource`].
 //!
 //! A connection that sends garbage, stalls or dies is dropped alone and logged. A connection
 //! must have published within [`RtmpConfig::handshake_timeout`] of its accept, however it
@@ -12,7 +14,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media::stream::{PublishRefused, PublisherInfo, StreamSink};
+use media::stream::{
+    PlayItem, PublishRefused, PublisherInfo, StreamPlayer, StreamSink, StreamSource,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -50,8 +54,20 @@ pub struct RtmpConfig {
     pub stats: Arc<ConnectionStats>,
     /// The ingest memory budget publishers' partial messages are charged to.
     pub budget: Arc<media::budget::MemoryBudget>,
-    /// Signed publish URLs (`publish_secret`).
+    /// Signed publish URLs (`publish_secret`); a signed URL also lets its holder play.
     pub publish_auth: crate::publish_auth::PublishAuth,
+    /// Where players' streams come from; off (every play refused) by default.
+    pub playback: Playback,
+}
+
+/// The live streams RTMP players may play (`rtmp_play`), or none.
+#[derive(Clone, Default)]
+pub struct Playback(pub Option<Arc<dyn StreamSource>>);
+
+impl std::fmt::Debug for Playback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "on" } else { "off" })
+    }
 }
 
 /// Most RTMP connections at once by default.
@@ -77,6 +93,7 @@ impl Default for RtmpConfig {
             stats: Arc::default(),
             budget: media::budget::MemoryBudget::unlimited(),
             publish_auth: crate::publish_auth::PublishAuth::default(),
+            playback: Playback::default(),
         }
     }
 }
@@ -239,10 +256,18 @@ struct Connection {
     config: Arc<RtmpConfig>,
     session: Session,
     publishing: Option<Publication>,
+    /// The stream being played, once a play is accepted (handed to the play loop).
+    player: Option<(media::stream::StreamKey, Box<dyn StreamPlayer>)>,
     /// Its slot in the listener's limits, established once a publish is accepted.
     admitted: Admitted,
     /// The absolute deadline for the first publish to be accepted; `None` once it was.
     publish_by: Option<Instant>,
+}
+
+/// True for the errors of a peer that closed or reset its connection.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
 }
 
 /// When the read now starting must have finished: before the first publish is accepted, by the
@@ -267,6 +292,7 @@ impl Connection {
             session: Session::with_budget(config.budget.clone()),
             config,
             publishing: None,
+            player: None,
             admitted,
             publish_by: Some(publish_by),
         }
@@ -294,6 +320,17 @@ impl Connection {
             if close {
                 socket.shutdown().await.ok();
                 return Ok(());
+            }
+            if let Some((key, player)) = self.player.take() {
+                let played = self.run_playing(socket, &key, player, &mut events).await;
+                return match played {
+                    // A player closing its socket without a word is how most of them stop.
+                    Err(Error::Io(e)) if peer_gone(&e) => {
+                        info!(addr = %self.addr, stream = %key, "rtmp play ended: the player left");
+                        Ok(())
+                    }
+                    other => other,
+                };
             }
             if self.publishing.is_some() && !self.config.merge_read.is_zero() {
                 // Out of the reactor: from here on the socket is read on the merged-read ticks.
@@ -453,12 +490,152 @@ impl Connection {
                 // Dropping the publication unpublishes the stream.
                 self.publishing = None;
             }
-            Event::Refused(why) => {
-                info!(addr = %self.addr, %why, "rtmp request refused");
-                return Ok(true);
+            Event::PlayRequested { app, name, tc_url } => {
+                return self.on_play(&app, &name, tc_url.as_deref());
             }
+            Event::PlayStopped => return Ok(true),
         }
         Ok(false)
+    }
+
+    /// Answers a play request; true when the connection should close (refused).
+    fn on_play(&mut self, app: &str, name: &str, tc_url: Option<&str>) -> Result<bool> {
+        // Without their queries (a `sign` is not for the log); Debug-escaped.
+        let bare_app = app.split('?').next().unwrap_or("");
+        let bare_name = name.split('?').next().unwrap_or("");
+        let Some(source) = self.config.playback.0.clone() else {
+            info!(addr = %self.addr, app = ?bare_app, name = ?bare_name, "rtmp play refused: playback is off (rtmp_play)");
+            self.session.reject_play(
+                "NetStream.Play.Failed",
+                "playback is off on this server (rtmp_play)",
+            )?;
+            return Ok(true);
+        };
+        let key = match crate::name::resolve(app, name, tc_url, &self.config.domains) {
+            Ok(k) => k,
+            Err(why) => {
+                warn!(addr = %self.addr, app = ?bare_app, name = ?bare_name, %why, "rtmp play refused");
+                self.session
+                    .reject_play("NetStream.Play.StreamNotFound", &why.to_string())?;
+                return Ok(true);
+            }
+        };
+        let queries = crate::publish_auth::queries(app, name, tc_url);
+        let now = crate::publish_auth::unix_now();
+        if let Err(why) = self
+            .config
+            .publish_auth
+            .check_from(self.addr.ip(), &key, &queries, now)
+        {
+            warn!(addr = %self.addr, stream = %key, %why, "rtmp play refused");
+            self.session
+                .reject_play("NetStream.Play.Unauthorized", &why.to_string())?;
+            return Ok(true);
+        }
+        let Some(player) = source.play(&key) else {
+            info!(addr = %self.addr, stream = %key, "rtmp play refused: not live");
+            self.session.reject_play(
+                "NetStream.Play.StreamNotFound",
+                &format!("{key} is not live"),
+            )?;
+            return Ok(true);
+        };
+        self.session.accept_play()?;
+        info!(addr = %self.addr, stream = %key, "rtmp play started");
+        self.player = Some((key, player));
+        self.admitted.establish();
+        self.publish_by = None;
+        Ok(false)
+    }
+
+    /// The rest of a playing connection: the stream's configurations and frames out as video
+    /// messages, the player's commands and acknowledgements in, until either side ends.
+    async fn run_playing(
+        &mut self,
+        mut socket: TcpStream,
+        key: &media::stream::StreamKey,
+        mut player: Box<dyn StreamPlayer>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let mut codec = None;
+        // RTMP timestamps from 0 at the first frame sent.
+        let mut base = None;
+        let mut timestamp = 0u32;
+        let mut frames = 0u64;
+        loop {
+            let item = tokio::select! {
+                read = socket.read_buf(self.session.read_buffer()) => {
+                    if read? == 0 {
+                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the player left");
+                        return Ok(());
+                    }
+                    if self.handle(events)? {
+                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the player stopped");
+                        self.flush(&mut socket).await?;
+                        socket.shutdown().await.ok();
+                        return Ok(());
+                    }
+                    None
+                }
+                item = player.next() => match item {
+                    Some(item) => Some(item),
+                    None => {
+                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the stream ended");
+                        self.session.end_play()?;
+                        self.flush(&mut socket).await?;
+                        socket.shutdown().await.ok();
+                        return Ok(());
+                    }
+                },
+            };
+            match item {
+                Some(PlayItem::Config(config)) => match crate::flv::config_tag(&config) {
+                    Some(tag) => {
+                        codec = Some(config.codec());
+                        self.session.send_video(timestamp, tag)?;
+                    }
+                    None => {
+                        let codec = config.codec().display_name();
+                        warn!(addr = %self.addr, stream = %key, codec, "rtmp play ended: RTMP does not carry this codec here");
+                        self.session.end_play()?;
+                        self.flush(&mut socket).await?;
+                        return Ok(());
+                    }
+                },
+                Some(PlayItem::Frame(frame)) => {
+                    let Some(codec) = codec else { continue };
+                    let base = *base.get_or_insert(frame.dts_ms);
+                    timestamp = (frame.dts_ms - base).clamp(0, i64::from(u32::MAX)) as u32;
+                    if let Some(tag) = crate::flv::frame_tag(codec, &frame) {
+                        self.session.send_video(timestamp, tag)?;
+                        frames += 1;
+                    }
+                }
+                None => {}
+            }
+            self.flush(&mut socket).await?;
+        }
+    }
+
+    /// Writes what the session has to send; a player that takes none of it for the idle
+    /// timeout is dropped (a slow one skips frames instead: see [`StreamPlayer`]).
+    async fn flush(&mut self, socket: &mut TcpStream) -> Result<()> {
+        let out = self.session.output();
+        if out.is_empty() {
+            return Ok(());
+        }
+        let idle = self.config.idle_timeout;
+        match tokio::time::timeout(idle, socket.write_all(out)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(Error::Protocol(format!(
+                    "the player took nothing for {} s",
+                    idle.as_secs()
+                )))
+            }
+        }
+        out.clear();
+        Ok(())
     }
 }
 

@@ -1,10 +1,11 @@
-//! The sans-IO core of an RTMP publish connection: bytes in, [`Event`]s and reply bytes out.
+//! The sans-IO core of an RTMP connection: bytes in, [`Event`]s and reply bytes out.
 //!
 //! It drives rml_rtmp's handshake and chunk serializer and our own [`ChunkReader`], and answers
 //! the NetConnection and NetStream commands a publisher sends (connect, releaseStream,
-//! FCPublish, createStream, publish, FCUnpublish, deleteStream). It is written here rather than using rml_rtmp's
-//! `ServerSession` because that one hides the connect command's `tcUrl` (we need its host for the
-//! domain) and decodes AMF0 without a nesting limit. Playing is refused: livesnap only ingests.
+//! FCPublish, createStream, publish, FCUnpublish, deleteStream) and those of a player (play),
+//! whose video it then writes ([`Session::send_video`]). It is written here rather than using
+//! rml_rtmp's `ServerSession` because that one hides the connect command's `tcUrl` (we need its
+//! host for the domain) and decodes AMF0 without a nesting limit.
 
 use bytes::{Bytes, BytesMut};
 use rml_rtmp::chunk_io::ChunkSerializer;
@@ -66,8 +67,18 @@ pub enum Event {
     },
     /// The publisher stopped publishing (FCUnpublish, deleteStream or closeStream).
     Unpublished,
-    /// The peer asked for something we do not serve (playing); the connection should close.
-    Refused(String),
+    /// The peer asks to play `name` (query string included) of `app`; answer with
+    /// [`Session::accept_play`] or [`Session::reject_play`].
+    PlayRequested {
+        /// The app from the connect command.
+        app: String,
+        /// The stream name, with any `?query`.
+        name: String,
+        /// The tcUrl from the connect command, if any.
+        tc_url: Option<String>,
+    },
+    /// The player stopped playing (deleteStream or closeStream).
+    PlayStopped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +87,8 @@ enum State {
     Connected,
     PublishPending,
     Publishing,
+    PlayPending,
+    Playing,
 }
 
 /// One RTMP publish connection's protocol state.
@@ -90,6 +103,7 @@ pub struct Session {
     app: Option<String>,
     tc_url: Option<String>,
     publish_tx: f64,
+    play_tx: f64,
     /// Bytes received, handshake included.
     received: u64,
     /// What the read buffer held after the last [`Session::process`].
@@ -124,6 +138,7 @@ impl Session {
             app: None,
             tc_url: None,
             publish_tx: 0.0,
+            play_tx: 0.0,
             received: 0,
             unread: 0,
             peer_window: 0,
@@ -207,15 +222,7 @@ impl Session {
             return Err(Error::Protocol("no publish is pending".into()));
         }
         self.state = State::Publishing;
-        self.send(
-            RtmpMessage::UserControl {
-                event_type: UserControlEventType::StreamBegin,
-                stream_id: Some(STREAM_ID),
-                buffer_length: None,
-                timestamp: None,
-            },
-            0,
-        )?;
+        self.user_control(UserControlEventType::StreamBegin)?;
         let tx = self.publish_tx;
         self.on_status(
             tx,
@@ -230,6 +237,86 @@ impl Session {
         self.state = State::Connected;
         let tx = self.publish_tx;
         self.on_status(tx, "error", code, description)
+    }
+
+    /// Accepts the pending play: the player gets NetStream.Play.Reset and .Start, then the
+    /// video written with [`Session::send_video`].
+    pub fn accept_play(&mut self) -> Result<()> {
+        if self.state != State::PlayPending {
+            return Err(Error::Protocol("no play is pending".into()));
+        }
+        self.state = State::Playing;
+        self.user_control(UserControlEventType::StreamBegin)?;
+        let tx = self.play_tx;
+        self.on_status(
+            tx,
+            "status",
+            "NetStream.Play.Reset",
+            "Playing and resetting.",
+        )?;
+        self.on_status(tx, "status", "NetStream.Play.Start", "Started playing.")
+    }
+
+    /// Refuses the pending play with an error status (e.g. `NetStream.Play.StreamNotFound`).
+    pub fn reject_play(&mut self, code: &str, description: &str) -> Result<()> {
+        self.state = State::Connected;
+        let tx = self.play_tx;
+        self.on_status(tx, "error", code, description)
+    }
+
+    /// True while a play is accepted and running.
+    pub fn playing(&self) -> bool {
+        self.state == State::Playing
+    }
+
+    /// Writes one video message (an FLV video tag body) to the player.
+    pub fn send_video(&mut self, timestamp: u32, body: Bytes) -> Result<()> {
+        if self.state != State::Playing {
+            return Err(Error::Protocol(
+                "video for a connection that does not play".into(),
+            ));
+        }
+        let payload = MessagePayload {
+            timestamp: RtmpTimestamp::new(timestamp),
+            type_id: msg::VIDEO,
+            message_stream_id: STREAM_ID,
+            data: body,
+        };
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .map_err(|e| Error::Chunk(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
+    /// Tells the player the stream ended (its publisher left): NetStream.Play.UnpublishNotify
+    /// and StreamEOF.
+    pub fn end_play(&mut self) -> Result<()> {
+        if self.state != State::Playing {
+            return Ok(());
+        }
+        self.state = State::Connected;
+        let tx = self.play_tx;
+        self.on_status(
+            tx,
+            "status",
+            "NetStream.Play.UnpublishNotify",
+            "The stream's publisher left.",
+        )?;
+        self.user_control(UserControlEventType::StreamEof)
+    }
+
+    fn user_control(&mut self, event_type: UserControlEventType) -> Result<()> {
+        self.send(
+            RtmpMessage::UserControl {
+                event_type,
+                stream_id: Some(STREAM_ID),
+                buffer_length: None,
+                timestamp: None,
+            },
+            0,
+        )
     }
 
     fn on_message(&mut self, m: Message, events: &mut Vec<Event>) -> Result<()> {
@@ -403,6 +490,10 @@ impl Session {
                     tc_url: self.tc_url.clone(),
                 });
             }
+            "deleteStream" | "closeStream" if self.state == State::Playing => {
+                self.state = State::Connected;
+                events.push(Event::PlayStopped);
+            }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
                 if self.state == State::Publishing {
                     self.state = State::Connected;
@@ -418,13 +509,22 @@ impl Session {
                 }
             }
             "play" => {
-                self.on_status(
-                    tx,
-                    "error",
-                    "NetStream.Play.Failed",
-                    "livesnap does not serve playback",
-                )?;
-                events.push(Event::Refused("play is not supported".into()));
+                self.require_connected(&name)?;
+                if self.state != State::Connected {
+                    return Err(Error::Protocol("play while publishing or playing".into()));
+                }
+                // play(null, name, start, duration, reset): only the name matters for live.
+                let stream_name = match args.first() {
+                    Some(Amf0Value::Utf8String(s)) if !s.is_empty() => s.clone(),
+                    _ => return Err(Error::Protocol("play without a stream name".into())),
+                };
+                self.play_tx = tx;
+                self.state = State::PlayPending;
+                events.push(Event::PlayRequested {
+                    app: self.app.clone().unwrap_or_default(),
+                    name: stream_name,
+                    tc_url: self.tc_url.clone(),
+                });
             }
             _ => {} // getStreamLength, _checkbw, ...: ignored, as other servers do
         }
@@ -637,6 +737,72 @@ mod tests {
                 body
             }]
         );
+    }
+
+    #[test]
+    fn play_flow_with_an_independent_client() {
+        let mut p = Pair::new("rtmp://127.0.0.1:1935/live");
+        let r = p.client.request_connection("live".into()).unwrap();
+        p.pump(vec![r]);
+        let r = p.client.request_playback("cam1?x=1".into()).unwrap();
+        p.pump(vec![r]);
+        assert_eq!(
+            p.server_events.drain(..).collect::<Vec<_>>(),
+            vec![Event::PlayRequested {
+                app: "live".into(),
+                name: "cam1?x=1".into(),
+                tc_url: Some("rtmp://127.0.0.1:1935/live".into()),
+            }]
+        );
+        // Video before the play is accepted is a caller's mistake, refused.
+        assert!(p.server.send_video(0, Bytes::from_static(&[0x17])).is_err());
+        p.server.accept_play().unwrap();
+        assert!(p.server.playing());
+        let bodies = [
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+            Bytes::from(vec![0x27; 9000]), // over the chunk size: sent in chunks
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            p.server.send_video(40 * i as u32, body.clone()).unwrap();
+        }
+        p.pump(Vec::new());
+        assert!(p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted)));
+        let got: Vec<(u32, Bytes)> = p
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                ClientSessionEvent::VideoDataReceived { data, timestamp } => {
+                    Some((timestamp.value, data.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![(0, bodies[0].clone()), (40, bodies[1].clone())]);
+        // The stream ends: the player is told, and the session no longer plays.
+        p.server.end_play().unwrap();
+        assert!(!p.server.playing());
+        assert!(!p.server.output().is_empty());
+    }
+
+    #[test]
+    fn a_refused_play_reaches_the_client_as_an_error() {
+        let mut p = Pair::new("rtmp://127.0.0.1/live");
+        let r = p.client.request_connection("live".into()).unwrap();
+        p.pump(vec![r]);
+        let r = p.client.request_playback("nope".into()).unwrap();
+        p.pump(vec![r]);
+        p.server
+            .reject_play("NetStream.Play.StreamNotFound", "nope is not live")
+            .unwrap();
+        assert!(!p.server.playing());
+        p.pump(Vec::new());
+        assert!(!p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted)));
     }
 
     #[test]

@@ -188,7 +188,9 @@ impl<W: StreamWriter> Receiver<W> {
                             .feed(i64::from(timestamp), &body, &mut self.writer)
                             .expect("valid video tag");
                     }
-                    Event::Unpublished | Event::Refused(_) => panic!("unexpected {e:?}"),
+                    Event::Unpublished | Event::PlayRequested { .. } | Event::PlayStopped => {
+                        panic!("unexpected {e:?}")
+                    }
                 }
             }
             self.session.output().clear();
