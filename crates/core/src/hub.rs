@@ -779,6 +779,10 @@ impl HubPlayer {
 }
 
 impl StreamPlayer for HubPlayer {
+    fn codec(&self) -> Option<Codec> {
+        self.stream.lock().params.as_ref().map(|p| p.codec)
+    }
+
     fn next(&mut self) -> PlayNext<'_> {
         Box::pin(async move {
             loop {

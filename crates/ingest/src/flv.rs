@@ -170,12 +170,29 @@ fn parse_enhanced(first: u8, body: &Bytes) -> Result<VideoTag> {
     }
 }
 
+/// Legacy FLV codec id of AVC (H.264).
+const CODEC_ID_AVC: u8 = 7;
+/// FLV frame type 2: an inter frame.
+const FRAME_TYPE_INTER: u8 = 2;
+/// Composition times are signed 24-bit.
+const MAX_COMPOSITION_MS: i64 = (1 << 23) - 1;
+/// The longest header [`frame_tag`] puts before the NAL units (enhanced: byte, FourCC, SI24).
+const FRAME_TAG_HEADER: usize = 8;
+
+/// True for the codecs [`config_tag`] and [`frame_tag`] write: H.264 and H.265.
+pub fn carries(codec: Codec) -> bool {
+    matches!(codec, Codec::H264 | Codec::H265)
+}
+
 /// The video tag body of a decoder configuration, as a player is sent it: a legacy AVC
 /// sequence header for H.264, an enhanced-RTMP `hvc1` SequenceStart for H.265; `None` for the
 /// codecs RTMP does not carry here (VP8, VP9, AV1).
 pub fn config_tag(config: &VideoConfig) -> Option<Bytes> {
     let (head, record): (&[u8], Vec<u8>) = match config {
-        VideoConfig::Avc(c) => (&[0x10 | 7, 0, 0, 0, 0], c.to_record()),
+        VideoConfig::Avc(c) => (
+            &[(FRAME_TYPE_KEY << 4) | CODEC_ID_AVC, 0, 0, 0, 0],
+            c.to_record(),
+        ),
         VideoConfig::Hevc(c) => (
             &[
                 0x80 | (FRAME_TYPE_KEY << 4) | packet::SEQUENCE_START,
@@ -197,17 +214,17 @@ pub fn config_tag(config: &VideoConfig) -> Option<Bytes> {
 /// The video tag body of one H.264 or H.265 frame (its length-prefixed NAL units as they are
 /// buffered), with its composition time; `None` for other codecs.
 pub fn frame_tag(codec: Codec, frame: &Frame) -> Option<Bytes> {
-    const FRAME_TYPE_INTER: u8 = 2;
     let kind = if frame.keyframe {
         FRAME_TYPE_KEY
     } else {
         FRAME_TYPE_INTER
     };
-    let cts = (frame.pts_ms - frame.dts_ms).clamp(-(1 << 23), (1 << 23) - 1) as i32;
+    let cts =
+        (frame.pts_ms - frame.dts_ms).clamp(-MAX_COMPOSITION_MS - 1, MAX_COMPOSITION_MS) as i32;
     let cts = &cts.to_be_bytes()[1..];
-    let mut body = Vec::with_capacity(frame.data.len() + 8);
+    let mut body = Vec::with_capacity(frame.data.len() + FRAME_TAG_HEADER);
     match codec {
-        Codec::H264 => body.extend_from_slice(&[(kind << 4) | 7, 1]),
+        Codec::H264 => body.extend_from_slice(&[(kind << 4) | CODEC_ID_AVC, 1]),
         Codec::H265 => {
             body.push(0x80 | (kind << 4) | packet::CODED_FRAMES);
             body.extend_from_slice(b"hvc1");

@@ -3,6 +3,8 @@
 //! `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))` of the stream key's app and stream.
 //! RTMP publishers put it in the stream key's query (`rtmp://host/live/cam1?expires=...&sign=...`,
 //! as OBS users paste it), or the app's or the URL's; RTSP publishers in the URL's query.
+//! RTMP players (`rtmp_play`) sign `"play:{app}/{stream}:{expires}"` instead, so that a URL
+//! handed to a viewer cannot publish into the name, nor a publisher's URL play it.
 //!
 //! Sans-IO: the front ends hand in what the publisher sent and the time; [`PublishAuth::check`]
 //! says whether it may publish, and why not.
@@ -19,13 +21,13 @@ const SIGN_HEX_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `expires` or no `sign`.
-    #[error("the publish is not signed: add ?expires=<unix seconds>&sign=<hex HMAC-SHA256> to the stream name")]
+    #[error("not signed: add ?expires=<unix seconds>&sign=<hex HMAC-SHA256> to the stream name")]
     Unsigned,
     /// `expires` is not a number, or `sign` not 64 hex digits.
-    #[error("the publish signature is malformed: {0}")]
+    #[error("the signature is malformed: {0}")]
     Malformed(&'static str),
     /// The signature's time has passed.
-    #[error("the publish signature expired at {expires} (unix seconds; now {now})")]
+    #[error("the signature expired at {expires} (unix seconds; now {now})")]
     Expired {
         /// When it expired.
         expires: u64,
@@ -33,7 +35,7 @@ pub enum AuthError {
         now: u64,
     },
     /// The signature does not match the stream and time.
-    #[error("the publish signature does not match this stream and expiry")]
+    #[error("the signature does not match this stream, expiry and use (publish or play)")]
     BadSignature,
     /// The address sent too many refused publishes this minute.
     #[error("too many refused publishes from this address; try again in {retry_after_s} s")]
@@ -73,10 +75,27 @@ impl std::fmt::Debug for PublishAuth {
     }
 }
 
-/// `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))`.
+/// What a signature lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Publish the stream (RTMP, RTSP, WHIP).
+    Publish,
+    /// Play it (RTMP play).
+    Play,
+}
+
+/// `hex(HMAC-SHA256(secret, "{app}/{stream}:{expires}"))`: a publish signature.
 pub fn sign(secret: &[u8], app: &str, stream: &str, expires: u64) -> String {
+    sign_for(Purpose::Publish, secret, app, stream, expires)
+}
+
+/// The signature for `purpose`: plays sign `"play:{app}/{stream}:{expires}"`.
+pub fn sign_for(purpose: Purpose, secret: &[u8], app: &str, stream: &str, expires: u64) -> String {
     // HMAC takes a key of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    if purpose == Purpose::Play {
+        mac.update(b"play:");
+    }
     mac.update(format!("{app}/{stream}:{expires}").as_bytes());
     mac.finalize()
         .into_bytes()
@@ -142,6 +161,17 @@ impl PublishAuth {
     /// the first that has a parameter wins) are `queries`, at `now` (Unix seconds). A
     /// signature is good until `expires`, not at it.
     pub fn check(&self, key: &StreamKey, queries: &[&str], now: u64) -> Result<(), AuthError> {
+        self.check_for(Purpose::Publish, key, queries, now)
+    }
+
+    /// [`PublishAuth::check`] of a signature for `purpose`.
+    pub fn check_for(
+        &self,
+        purpose: Purpose,
+        key: &StreamKey,
+        queries: &[&str],
+        now: u64,
+    ) -> Result<(), AuthError> {
         let Some(secret) = self.secret_for(&key.domain) else {
             return Ok(());
         };
@@ -157,8 +187,8 @@ impl PublishAuth {
         if now >= expires {
             return Err(AuthError::Expired { expires, now });
         }
-        let want =
-            unhex(&sign(&secret, &key.app, &key.stream, expires)).ok_or(AuthError::BadSignature)?;
+        let want = unhex(&sign_for(purpose, &secret, &key.app, &key.stream, expires))
+            .ok_or(AuthError::BadSignature)?;
         // In time that does not depend on where they differ.
         let differ = want
             .iter()
@@ -183,6 +213,18 @@ impl PublishAuth {
         queries: &[&str],
         now: u64,
     ) -> Result<(), AuthError> {
+        self.check_from_for(Purpose::Publish, peer, key, queries, now)
+    }
+
+    /// [`PublishAuth::check_from`] of a signature for `purpose` (refusals of either count).
+    pub fn check_from_for(
+        &self,
+        purpose: Purpose,
+        peer: std::net::IpAddr,
+        key: &StreamKey,
+        queries: &[&str],
+        now: u64,
+    ) -> Result<(), AuthError> {
         let peer = crate::frontend::source_of(peer);
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&(start, n)) = failures.get(&peer) {
@@ -193,7 +235,7 @@ impl PublishAuth {
             }
         }
         drop(failures);
-        let result = self.check(key, queries, now);
+        let result = self.check_for(purpose, key, queries, now);
         if result.is_err() {
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
             if failures.len() >= MAX_TRACKED_ADDRESSES {
@@ -233,6 +275,33 @@ mod tests {
     use proptest::prelude::*;
 
     const SECRET: &str = "publish-secret";
+
+    /// A play signature does not publish, nor a publish signature play.
+    #[test]
+    fn play_and_publish_signatures_are_not_interchangeable() {
+        let auth = PublishAuth::new(Some(SECRET));
+        let k = key("live", "cam1");
+        let q = |purpose| {
+            format!(
+                "expires=2000&sign={}",
+                sign_for(purpose, SECRET.as_bytes(), "live", "cam1", 2000)
+            )
+        };
+        let (publish, play) = (q(Purpose::Publish), q(Purpose::Play));
+        assert_eq!(
+            auth.check_for(Purpose::Publish, &k, &[&publish], 1000),
+            Ok(())
+        );
+        assert_eq!(auth.check_for(Purpose::Play, &k, &[&play], 1000), Ok(()));
+        assert_eq!(
+            auth.check_for(Purpose::Publish, &k, &[&play], 1000),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            auth.check_for(Purpose::Play, &k, &[&publish], 1000),
+            Err(AuthError::BadSignature)
+        );
+    }
 
     fn key(app: &str, stream: &str) -> StreamKey {
         StreamKey::new("_default", app, stream).unwrap()

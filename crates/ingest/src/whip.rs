@@ -663,8 +663,10 @@ impl Host {
         let session = self.sessions.get_mut(&seq).expect("found above");
         match session.rtc.handle_input(input) {
             Ok(()) => {}
-            // A DTLS failure is fatal to the session: say why now rather than at its timeout.
-            Err(RtcError::Dtls(e)) => {
+            // A failed handshake is fatal to the session: say why now rather than at its
+            // timeout. Once connected, a bad record is dropped like any stray (one spoofed
+            // datagram must not end a publish).
+            Err(RtcError::Dtls(e)) if !session.connected => {
                 warn!(session = %session.id, error = %e, hint = DTLS_HINT, "WebRTC DTLS failed");
                 session.ended = Some(format!("DTLS failed: {e}"));
             }

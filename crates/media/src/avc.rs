@@ -133,6 +133,9 @@ impl AvcConfig {
     /// [`AvcConfig::parse`] reads it back). Without the high-profile extension, which decoders
     /// read from the SPS anyway.
     pub fn to_record(&self) -> Vec<u8> {
+        // The record's counts: 5 bits of SPS, 8 of PPS.
+        const MAX_SPS: usize = 31;
+        const MAX_PPS: usize = 255;
         let compat = self
             .sps
             .first()
@@ -145,17 +148,17 @@ impl AvcConfig {
             compat,
             self.level,
             0xfc | (self.nal_length_size.clamp(1, 4) as u8 - 1),
-            0xe0 | self.sps.len().min(31) as u8,
+            0xe0 | self.sps.len().min(MAX_SPS) as u8,
         ];
         let put = |out: &mut Vec<u8>, set: &Bytes| {
             out.extend_from_slice(&(set.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
             out.extend_from_slice(&set[..set.len().min(usize::from(u16::MAX))]);
         };
-        for set in self.sps.iter().take(31) {
+        for set in self.sps.iter().take(MAX_SPS) {
             put(&mut out, set);
         }
-        out.push(self.pps.len().min(255) as u8);
-        for set in self.pps.iter().take(255) {
+        out.push(self.pps.len().min(MAX_PPS) as u8);
+        for set in self.pps.iter().take(MAX_PPS) {
             put(&mut out, set);
         }
         out

@@ -164,4 +164,6 @@ pub type PlayNext<'a> =
 pub trait StreamPlayer: Send {
     /// The next configuration or frame, waiting for it; `None` once the stream ended.
     fn next(&mut self) -> PlayNext<'_>;
+    /// The stream's codec now, if its configuration has come.
+    fn codec(&self) -> Option<crate::Codec>;
 }

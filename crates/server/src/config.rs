@@ -228,6 +228,10 @@ settings! {
         /// RTMP players (ffmpeg, VLC, another server's pull) may play live streams from the
         /// RTMP port; with publish_secret they need a signed URL, as publishers do.
         rtmp_play ("LIVESNAP_RTMP_PLAY"): bool = false, "false";
+        /// Most RTMP players at once (with rtmp_play), so that they never take every
+        /// connection slot from publishers; one more is refused.
+        rtmp_max_players ("LIVESNAP_RTMP_MAX_PLAYERS"): usize = rtmp::DEFAULT_MAX_PLAYERS, "200",
+            range(1, MAX_COUNT);
         /// Merged read for publishers, in ms: a publishing socket is read on the ticks of one
         /// process-wide clock of this period (fewer wakeups; 0 = read as bytes arrive).
         rtmp_merge_read_ms ("LIVESNAP_RTMP_MERGE_READ_MS"): u64 =
@@ -855,6 +859,7 @@ mod tests {
             "max_access_unit_bytes",
             "max_request_bytes",
             "rtmp_idle_timeout_s",
+            "rtmp_max_players",
             "rtmp_merge_read_ms",
             "rtmp_handshake_timeout_s",
             "max_connections_per_address",

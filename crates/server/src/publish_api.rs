@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
+use ingest::publish_auth::{sign_for, Purpose};
 use media::stream::{StreamKey, DEFAULT_DOMAIN};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -79,6 +80,9 @@ struct PublishUrls {
     rtsp: String,
     /// The WHIP endpoint with the same query (WebRTC ingest).
     whip: String,
+    /// `rtmp://host:port/app/stream?expires=...&sign=...` signed for playing, not publishing
+    /// (players need it when the server has `rtmp_play` on and a `publish_secret`).
+    rtmp_play: String,
     /// When they stop working, Unix seconds (absent when publishes need no signature).
     expires: Option<u64>,
     /// Whether they are signed: false when the server has no `publish_secret`, and any publish
@@ -164,6 +168,7 @@ async fn publish_urls(
         host
     };
     let mut query = Vec::new();
+    let mut play_query = Vec::new();
     let mut expires = None;
     // The domain's own secret (its account's), else the server's. An account without one of
     // its own gets no URL signed with the server's: the signature does not cover the domain,
@@ -179,23 +184,33 @@ async fn publish_urls(
         // On the server's clock, as everything it times.
         let now = u64::try_from(st.hub.clock().unix_ms() / 1000).unwrap_or(0);
         let at = now.saturating_add(ttl);
-        let sign = ingest::publish_auth::sign(secret.as_bytes(), &key.app, &key.stream, at);
-        query.push(format!("expires={at}&sign={sign}"));
+        for (purpose, query) in [
+            (Purpose::Publish, &mut query),
+            (Purpose::Play, &mut play_query),
+        ] {
+            let sign = sign_for(purpose, secret.as_bytes(), &key.app, &key.stream, at);
+            query.push(format!("expires={at}&sign={sign}"));
+        }
         expires = Some(at);
     }
     if key.domain != DEFAULT_DOMAIN {
         query.push(format!("domain={}", key.domain));
+        play_query.push(format!("domain={}", key.domain));
     }
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", query.join("&"))
+    let joined = |q: Vec<String>| {
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
     };
-    let path = format!("{}/{}{query}", key.app, key.stream);
+    let path = format!("{}/{}{}", key.app, key.stream, joined(query));
+    let play_path = format!("{}/{}{}", key.app, key.stream, joined(play_query));
     Ok(Json(PublishUrls {
         rtmp: format!("rtmp://{host}:{}/{path}", maker.rtmp_port),
         rtsp: format!("rtsp://{host}:{}/{path}", maker.rtsp_port),
         whip: format!("{}/whip/{path}", maker.public_url.trim_end_matches('/')),
+        rtmp_play: format!("rtmp://{host}:{}/{play_path}", maker.rtmp_port),
         expires,
         signed: secret.is_some(),
     }))

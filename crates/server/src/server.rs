@@ -149,6 +149,7 @@ async fn bind_front_ends(
                 .rtmp_play
                 .then(|| Arc::new(HubSink(hub.clone())) as Arc<dyn media::stream::StreamSource>),
         ),
+        max_players: settings.rtmp_max_players,
         ..RtmpConfig::default()
     };
     let rtmp = RtmpFrontEnd::bind(settings.rtmp, rtmp_config)

@@ -333,22 +333,40 @@ fn grab_and_ffmpeg_play_from_livesnaps_own_rtmp_port() {
     );
     src.assert_matches(&jpg, 0, 30.0, 6.0, &format!("grab {url}"));
 
-    // ffmpeg as the player: its first decoded frame is the keyframe it was sent first.
-    let first = d.join("ffmpeg-play.png");
-    run(ffmpeg_cmd()
-        .args([
-            "-rw_timeout",
-            "20000000",
-            "-i",
-            &url,
-            "-frames:v",
-            "1",
-            "-y",
-        ])
-        .arg(&first));
-    let img = decode_image(&std::fs::read(&first).unwrap());
-    assert_eq!((img.width, img.height), (640, 360));
-    src.assert_matches(&img, 0, 30.0, 6.0, &format!("ffmpeg -i {url}"));
+    // ffmpeg as the player, decoding: it is sent the GOP so far, then the frames as they come,
+    // so its frames in presentation order are the source's from its keyframe on (B-frames and
+    // composition times included); frames 0, 17 and 39 (of 50 a loop) are checked.
+    const PLAYED: usize = 40;
+    let rgb = run(ffmpeg_cmd().args([
+        "-rw_timeout",
+        "20000000",
+        "-i",
+        &url,
+        "-frames:v",
+        &PLAYED.to_string(),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]));
+    let size = 640 * 360 * 3;
+    assert_eq!(rgb.len(), PLAYED * size, "ffmpeg decoded too few frames");
+    for index in [0, 17, PLAYED - 1] {
+        let img = Image {
+            kind: ImageKind::Png,
+            width: 640,
+            height: 360,
+            rgb: rgb[index * size..(index + 1) * size].to_vec(),
+        };
+        src.assert_matches(
+            &img,
+            index,
+            30.0,
+            6.0,
+            &format!("ffmpeg -i {url}, frame {index}"),
+        );
+    }
     let log = s.log_text();
     assert!(
         log.matches("rtmp play started").count() >= 2,
@@ -426,18 +444,47 @@ fn playing_from_livesnap_needs_the_signature_publishing_does() {
         200,
         "POST /v1/publish-urls",
     );
-    let signed = urls["rtmp"].as_str().unwrap().to_string();
-    let _p = Publisher::start(&src.path, &signed);
+    let publish = urls["rtmp"].as_str().unwrap().to_string();
+    let play = urls["rtmp_play"].as_str().unwrap().to_string();
+    let (_, port) = s.rtmp.rsplit_once(':').unwrap();
+    assert!(
+        play.contains(&format!(":{port}/live/cam1?expires=")),
+        "{urls}"
+    );
+    let _p = Publisher::start(&src.path, &publish);
     s.wait_keyframes("live", "cam1", None, 1);
 
-    let msg = grab_fails(&s.rtmp_url("live", "cam1"), &["--timeout-s", "10"], d);
-    assert!(msg.contains("Unauthorized"), "{msg}");
-    let (img, _) = grab_url_ok(&signed, &d.join("signed.png"), &[]);
-    src.assert_matches(&img, 0, 30.0, 6.0, "grab of the signed URL");
-    let sign = signed.rsplit("sign=").next().unwrap();
-    assert!(
-        !s.log_text().contains(sign),
-        "a signature reached the log:\n{}",
-        s.log_tail(20)
+    // Unsigned, or signed for publishing: refused.
+    for url in [s.rtmp_url("live", "cam1"), publish.clone()] {
+        let msg = grab_fails(&url, &["--timeout-s", "10"], d);
+        assert!(msg.contains("Unauthorized"), "{url}: {msg}");
+    }
+    let (img, _) = grab_url_ok(&play, &d.join("signed.png"), &[]);
+    src.assert_matches(&img, 0, 30.0, 6.0, "grab of the URL signed for playing");
+    // ... and a play URL does not publish (cam2: a name nobody publishes yet).
+    let urls2 = s.expect(
+        s.post_json(
+            "/v1/publish-urls",
+            &serde_json::json!({"app": "live", "stream": "cam2", "ttl_s": 600}),
+        ),
+        200,
+        "POST /v1/publish-urls",
     );
+    let mut intruder = Publisher::start_once(&src.path, urls2["rtmp_play"].as_str().unwrap());
+    let status = intruder.wait_exit(WAIT);
+    assert!(!status.success(), "a play URL published");
+    assert!(s.stream("live", "cam2").is_none());
+    assert!(
+        s.log_text().contains("rtmp publish refused"),
+        "{}",
+        s.log_tail(10)
+    );
+    for url in [&publish, &play] {
+        let sign = url.rsplit("sign=").next().unwrap();
+        assert!(
+            !s.log_text().contains(sign),
+            "a signature reached the log:\n{}",
+            s.log_tail(20)
+        );
+    }
 }

@@ -29,6 +29,7 @@ use crate::frontend::{
     accept_admitted, AcceptBackoff, Admitted, ConnectionLimit, ConnectionStats, FrontEnd, Limits,
     Publication,
 };
+use crate::publish_auth::Purpose;
 use crate::{Error, Result};
 
 /// Settings of the RTMP server.
@@ -58,7 +59,15 @@ pub struct RtmpConfig {
     pub publish_auth: crate::publish_auth::PublishAuth,
     /// Where players' streams come from; off (every play refused) by default.
     pub playback: Playback,
+    /// Most players at once, so that they never take every connection slot from publishers.
+    pub max_players: usize,
 }
+
+/// Most RTMP players at once by default.
+pub const DEFAULT_MAX_PLAYERS: usize = 200;
+/// A player's output buffer is given back after a flush when it grew past this (a big
+/// keyframe), so that a thousand idle players do not each keep one.
+const PLAYER_BUFFER_KEEP: usize = 256 * 1024;
 
 /// The live streams RTMP players may play (`rtmp_play`), or none.
 #[derive(Clone, Default)]
@@ -94,6 +103,7 @@ impl Default for RtmpConfig {
             budget: media::budget::MemoryBudget::unlimited(),
             publish_auth: crate::publish_auth::PublishAuth::default(),
             playback: Playback::default(),
+            max_players: DEFAULT_MAX_PLAYERS,
         }
     }
 }
@@ -224,6 +234,7 @@ pub async fn serve(
     tasks: TaskTracker,
 ) {
     let limit = ConnectionLimit::new(config.limits, config.stats.clone());
+    let players = Arc::new(tokio::sync::Semaphore::new(config.max_players));
     let config = Arc::new(config);
     let mut backoff = AcceptBackoff::new(PROTOCOL);
     while let Some((socket, addr, accepted_at, admitted)) =
@@ -232,12 +243,14 @@ pub async fn serve(
         let sink = sink.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let players = players.clone();
         tasks.spawn(async move {
             let _ = socket.set_nodelay(true);
             // Dropping the connection at an await point ends its stream (the writer's drop
             // unpublishes it), closes the socket and gives its slot back.
             let publish_by = accepted_at + config.handshake_timeout;
-            let run = Connection::new(addr, sink, config, admitted, publish_by).run(socket);
+            let run =
+                Connection::new(addr, sink, config, admitted, publish_by, players).run(socket);
             tokio::select! {
                 _ = shutdown.cancelled() => debug!(%addr, "rtmp connection closed: shutting down"),
                 result = run => match result {
@@ -250,6 +263,13 @@ pub async fn serve(
     debug!("rtmp listener closed");
 }
 
+/// An accepted play: the stream, its cursor, and the player's slot.
+struct Playing {
+    key: media::stream::StreamKey,
+    player: Box<dyn StreamPlayer>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 struct Connection {
     addr: SocketAddr,
     sink: Arc<dyn StreamSink>,
@@ -257,7 +277,11 @@ struct Connection {
     session: Session,
     publishing: Option<Publication>,
     /// The stream being played, once a play is accepted (handed to the play loop).
-    player: Option<(media::stream::StreamKey, Box<dyn StreamPlayer>)>,
+    player: Option<Playing>,
+    /// Slots for players ([`RtmpConfig::max_players`]), shared by the listener's connections.
+    players: Arc<tokio::sync::Semaphore>,
+    /// Frames sent to the player.
+    played: u64,
     /// Its slot in the listener's limits, established once a publish is accepted.
     admitted: Admitted,
     /// The absolute deadline for the first publish to be accepted; `None` once it was.
@@ -285,6 +309,7 @@ impl Connection {
         config: Arc<RtmpConfig>,
         admitted: Admitted,
         publish_by: Instant,
+        players: Arc<tokio::sync::Semaphore>,
     ) -> Self {
         Connection {
             addr,
@@ -293,6 +318,8 @@ impl Connection {
             config,
             publishing: None,
             player: None,
+            players,
+            played: 0,
             admitted,
             publish_by: Some(publish_by),
         }
@@ -321,12 +348,13 @@ impl Connection {
                 socket.shutdown().await.ok();
                 return Ok(());
             }
-            if let Some((key, player)) = self.player.take() {
-                let played = self.run_playing(socket, &key, player, &mut events).await;
-                return match played {
+            if let Some(playing) = self.player.take() {
+                let key = playing.key.clone();
+                let result = self.run_playing(socket, playing, &mut events).await;
+                return match result {
                     // A player closing its socket without a word is how most of them stop.
                     Err(Error::Io(e)) if peer_gone(&e) => {
-                        info!(addr = %self.addr, stream = %key, "rtmp play ended: the player left");
+                        info!(addr = %self.addr, stream = %key, frames = self.played, "rtmp play ended: the player left");
                         Ok(())
                     }
                     other => other,
@@ -522,11 +550,13 @@ impl Connection {
         };
         let queries = crate::publish_auth::queries(app, name, tc_url);
         let now = crate::publish_auth::unix_now();
-        if let Err(why) = self
-            .config
-            .publish_auth
-            .check_from(self.addr.ip(), &key, &queries, now)
-        {
+        if let Err(why) = self.config.publish_auth.check_from_for(
+            Purpose::Play,
+            self.addr.ip(),
+            &key,
+            &queries,
+            now,
+        ) {
             warn!(addr = %self.addr, stream = %key, %why, "rtmp play refused");
             self.session
                 .reject_play("NetStream.Play.Unauthorized", &why.to_string())?;
@@ -540,9 +570,28 @@ impl Connection {
             )?;
             return Ok(true);
         };
+        if let Some(codec) = player.codec().filter(|c| !crate::flv::carries(*c)) {
+            let why = format!("{} cannot be played over RTMP", codec.display_name());
+            info!(addr = %self.addr, stream = %key, %why, "rtmp play refused");
+            self.session.reject_play("NetStream.Play.Failed", &why)?;
+            return Ok(true);
+        }
+        let Ok(permit) = self.players.clone().try_acquire_owned() else {
+            let why = format!(
+                "too many players (rtmp_max_players: {})",
+                self.config.max_players
+            );
+            warn!(addr = %self.addr, stream = %key, %why, "rtmp play refused");
+            self.session.reject_play("NetStream.Play.Failed", &why)?;
+            return Ok(true);
+        };
         self.session.accept_play()?;
         info!(addr = %self.addr, stream = %key, "rtmp play started");
-        self.player = Some((key, player));
+        self.player = Some(Playing {
+            key,
+            player,
+            _permit: permit,
+        });
         self.admitted.establish();
         self.publish_by = None;
         Ok(false)
@@ -553,24 +602,28 @@ impl Connection {
     async fn run_playing(
         &mut self,
         mut socket: TcpStream,
-        key: &media::stream::StreamKey,
-        mut player: Box<dyn StreamPlayer>,
+        playing: Playing,
         events: &mut Vec<Event>,
     ) -> Result<()> {
+        let Playing {
+            key, mut player, ..
+        } = playing;
+        let key = &key;
         let mut codec = None;
-        // RTMP timestamps from 0 at the first frame sent.
+        // RTMP timestamps from 0 at the first frame sent, never going back.
         let mut base = None;
         let mut timestamp = 0u32;
-        let mut frames = 0u64;
+        // After a frame too large for RTMP, the frames that need it are skipped.
+        let mut skip_to_keyframe = false;
         loop {
             let item = tokio::select! {
                 read = socket.read_buf(self.session.read_buffer()) => {
                     if read? == 0 {
-                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the player left");
+                        info!(addr = %self.addr, stream = %key, frames = self.played, "rtmp play ended: the player left");
                         return Ok(());
                     }
                     if self.handle(events)? {
-                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the player stopped");
+                        info!(addr = %self.addr, stream = %key, frames = self.played, "rtmp play ended: the player stopped");
                         self.flush(&mut socket).await?;
                         socket.shutdown().await.ok();
                         return Ok(());
@@ -580,8 +633,12 @@ impl Connection {
                 item = player.next() => match item {
                     Some(item) => Some(item),
                     None => {
-                        info!(addr = %self.addr, stream = %key, frames, "rtmp play ended: the stream ended");
-                        self.session.end_play()?;
+                        info!(addr = %self.addr, stream = %key, frames = self.played, "rtmp play ended: the stream ended");
+                        self.session.end_play(
+                            "status",
+                            "NetStream.Play.UnpublishNotify",
+                            "The stream's publisher left.",
+                        )?;
                         self.flush(&mut socket).await?;
                         socket.shutdown().await.ok();
                         return Ok(());
@@ -595,20 +652,38 @@ impl Connection {
                         self.session.send_video(timestamp, tag)?;
                     }
                     None => {
-                        let codec = config.codec().display_name();
-                        warn!(addr = %self.addr, stream = %key, codec, "rtmp play ended: RTMP does not carry this codec here");
-                        self.session.end_play()?;
+                        // The publisher changed to a codec RTMP does not carry here.
+                        let why = format!(
+                            "{} cannot be played over RTMP",
+                            config.codec().display_name()
+                        );
+                        info!(addr = %self.addr, stream = %key, %why, "rtmp play ended");
+                        self.session
+                            .end_play("error", "NetStream.Play.Failed", &why)?;
                         self.flush(&mut socket).await?;
                         return Ok(());
                     }
                 },
                 Some(PlayItem::Frame(frame)) => {
                     let Some(codec) = codec else { continue };
+                    if skip_to_keyframe && !frame.keyframe {
+                        continue;
+                    }
                     let base = *base.get_or_insert(frame.dts_ms);
-                    timestamp = (frame.dts_ms - base).clamp(0, i64::from(u32::MAX)) as u32;
+                    let since = (frame.dts_ms - base).clamp(0, i64::from(u32::MAX)) as u32;
+                    timestamp = timestamp.max(since);
                     if let Some(tag) = crate::flv::frame_tag(codec, &frame) {
-                        self.session.send_video(timestamp, tag)?;
-                        frames += 1;
+                        match self.session.send_video(timestamp, tag) {
+                            Ok(()) => {
+                                skip_to_keyframe = false;
+                                self.played += 1;
+                            }
+                            Err(Error::TooLarge { size, limit, .. }) => {
+                                debug!(addr = %self.addr, stream = %key, size, limit, "frame too large for RTMP: skipped with those that need it");
+                                skip_to_keyframe = true;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 None => {}
@@ -617,24 +692,30 @@ impl Connection {
         }
     }
 
-    /// Writes what the session has to send; a player that takes none of it for the idle
-    /// timeout is dropped (a slow one skips frames instead: see [`StreamPlayer`]).
+    /// Writes what the session has to send. A player whose socket takes nothing for the idle
+    /// timeout is dropped; a slow one that keeps reading is not (it skips frames instead: see
+    /// [`StreamPlayer`]).
     async fn flush(&mut self, socket: &mut TcpStream) -> Result<()> {
-        let out = self.session.output();
-        if out.is_empty() {
-            return Ok(());
-        }
         let idle = self.config.idle_timeout;
-        match tokio::time::timeout(idle, socket.write_all(out)).await {
-            Ok(written) => written?,
-            Err(_) => {
-                return Err(Error::Protocol(format!(
-                    "the player took nothing for {} s",
-                    idle.as_secs()
-                )))
+        let out = self.session.output();
+        let mut written = 0;
+        while written < out.len() {
+            match tokio::time::timeout(idle, socket.write(&out[written..])).await {
+                Ok(Ok(0)) => return Err(Error::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(Error::Protocol(format!(
+                        "the player took nothing for {} s",
+                        idle.as_secs()
+                    )))
+                }
             }
         }
         out.clear();
+        if out.capacity() > PLAYER_BUFFER_KEEP {
+            *out = Vec::new();
+        }
         Ok(())
     }
 }

@@ -31,6 +31,8 @@ const WINDOW_ACK_SIZE: u32 = 2_500_000;
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// Largest command or data message decoded as AMF0.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest message RTMP can carry (its length field is 24 bits).
+pub const MAX_MESSAGE_BYTES: usize = (1 << 24) - 1;
 /// The message stream id given to the one stream a publisher creates.
 const STREAM_ID: u32 = 1;
 
@@ -269,12 +271,20 @@ impl Session {
         self.state == State::Playing
     }
 
-    /// Writes one video message (an FLV video tag body) to the player.
+    /// Writes one video message (an FLV video tag body) to the player; one over
+    /// [`MAX_MESSAGE_BYTES`] is refused ([`Error::TooLarge`]) and nothing is written.
     pub fn send_video(&mut self, timestamp: u32, body: Bytes) -> Result<()> {
         if self.state != State::Playing {
             return Err(Error::Protocol(
                 "video for a connection that does not play".into(),
             ));
+        }
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::TooLarge {
+                what: "video message to a player",
+                size: body.len(),
+                limit: MAX_MESSAGE_BYTES,
+            });
         }
         let payload = MessagePayload {
             timestamp: RtmpTimestamp::new(timestamp),
@@ -290,20 +300,15 @@ impl Session {
         Ok(())
     }
 
-    /// Tells the player the stream ended (its publisher left): NetStream.Play.UnpublishNotify
-    /// and StreamEOF.
-    pub fn end_play(&mut self) -> Result<()> {
+    /// Ends the play with a status (`NetStream.Play.UnpublishNotify` when the publisher left,
+    /// an error level and code otherwise), then StreamEOF.
+    pub fn end_play(&mut self, level: &str, code: &str, description: &str) -> Result<()> {
         if self.state != State::Playing {
             return Ok(());
         }
         self.state = State::Connected;
         let tx = self.play_tx;
-        self.on_status(
-            tx,
-            "status",
-            "NetStream.Play.UnpublishNotify",
-            "The stream's publisher left.",
-        )?;
+        self.on_status(tx, level, code, description)?;
         self.user_control(UserControlEventType::StreamEof)
     }
 
@@ -490,8 +495,13 @@ impl Session {
                     tc_url: self.tc_url.clone(),
                 });
             }
-            "deleteStream" | "closeStream" if self.state == State::Playing => {
-                self.state = State::Connected;
+            "deleteStream" | "closeStream"
+                if matches!(self.state, State::Playing | State::PlayPending) =>
+            {
+                // A pending play is answered first: its event came before this one.
+                if self.state == State::Playing {
+                    self.state = State::Connected;
+                }
                 events.push(Event::PlayStopped);
             }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
@@ -782,7 +792,9 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(0, bodies[0].clone()), (40, bodies[1].clone())]);
         // The stream ends: the player is told, and the session no longer plays.
-        p.server.end_play().unwrap();
+        p.server
+            .end_play("status", "NetStream.Play.UnpublishNotify", "gone")
+            .unwrap();
         assert!(!p.server.playing());
         assert!(!p.server.output().is_empty());
     }
