@@ -2,7 +2,7 @@
 //! makes, and [`Conn`], a keep-alive connection for the on-demand clients.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// How long a read may wait: far above any picture's latency, so only a hung server hits it.
@@ -116,6 +116,32 @@ pub struct Conn {
     stream: Option<BufReader<TcpStream>>,
     /// The API key sent as `Authorization: Bearer`, if any.
     auth: Option<&'static str>,
+    /// The local address to connect from (another loopback address is another client to the
+    /// server's per-address limits), if not the system's choice.
+    source: Option<IpAddr>,
+}
+
+/// A TCP connection to `addr`, from `source` when given.
+fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, String> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).map_err(|e| format!("HTTP connect {addr}: {e}"));
+    };
+    let target = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("HTTP connect {addr}: not an address"))?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(|e| e.to_string())?;
+    sock.bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| format!("HTTP connect from {ip}: {e}"))?;
+    sock.connect(&target.into())
+        .map_err(|e| format!("HTTP connect {addr} from {ip}: {e}"))?;
+    Ok(sock.into())
 }
 
 impl Conn {
@@ -129,7 +155,14 @@ impl Conn {
             addr: addr.to_string(),
             stream: None,
             auth,
+            source: None,
         }
+    }
+
+    /// This connection from `source` (a local address), when given.
+    pub fn from_source(mut self, source: Option<IpAddr>) -> Conn {
+        self.source = source;
+        self
     }
 
     /// GETs `path`. A request on a reused connection that the server had closed is sent once
@@ -147,8 +180,7 @@ impl Conn {
 
     fn try_get(&mut self, path: &str) -> Result<Response, String> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .map_err(|e| format!("HTTP connect {}: {e}", self.addr))?;
+            let s = connect(&self.addr, self.source)?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(READ_TIMEOUT))
                 .map_err(|e| e.to_string())?;

@@ -5,7 +5,8 @@
 //! pictures (template every 5 s), on demand (HTTP clients, cache hits and misses apart), RTSP
 //! pull jobs of one shared mount of a third-party RTSP server (`jobs`), ingest over WHIP
 //! against RTMP of the same video (`whip`), the console's grid of 20 streams open in headless
-//! Chromium (`grid`), the
+//! Chromium (`grid`), one RTMP player per stream against ingest only on a server with
+//! `rtmp_play` on (`play`), the
 //! ffmpeg baseline (a) `-vf fps=1/5` and (b) the same with `-skip_frame nokey`, each reading the
 //! stream over RTMP (from the load generator, as peers document it) and from the file, and
 //! saturation (pictures/s when asked for more than the server can make, and the largest N at
@@ -20,6 +21,7 @@ mod input;
 mod jobs;
 mod limit;
 mod ondemand;
+mod play;
 mod procstat;
 mod publisher;
 mod report;
@@ -133,6 +135,7 @@ enum Scenario {
     Auth,
     Whip,
     Grid,
+    Play,
     Baseline,
     Limit,
     Saturation,
@@ -411,6 +414,10 @@ fn run_resolution(
             out.grid = figures;
         });
         record(&mut out, "grid", r);
+    }
+    if wants(Scenario::Play) {
+        let r = play::run(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));
+        record(&mut out, "play", r);
     }
     if wants(Scenario::Abuse) {
         let r = scenarios::abuse(ctx, tag, &camera.tags, n).map(|rows| out.rows.extend(rows));

@@ -17,6 +17,8 @@ pub struct Plan {
     pub pace: Option<Duration>,
     /// The API key each request carries, if the server wants one.
     pub auth: Option<&'static str>,
+    /// The local address the clients connect from (`None`: the system's choice, 127.0.0.1).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// What the clients saw.
@@ -91,7 +93,7 @@ impl Running {
 
 fn client(addr: &str, plan: Plan, index: usize, deadline: Instant) -> Outcome {
     let mut out = Outcome::default();
-    let mut conn = Conn::with_auth(addr, plan.auth);
+    let mut conn = Conn::with_auth(addr, plan.auth).from_source(plan.source);
     let mut rng = XorShift::new(index as u64);
     // Paced clients start spread over one period, not all at once.
     let mut next = Instant::now()

@@ -27,6 +27,45 @@ pub struct Stats {
 
 /// Pause between two connection attempts to a listener that is not up yet.
 const CONNECT_RETRY: Duration = Duration::from_millis(50);
+/// How long a client waits for each step of the server's handshake.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
+
+/// The client side of the RTMP handshake; returns the bytes read past its end.
+pub async fn handshake(sock: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, String> {
+    let mut hs = Handshake::new(PeerType::Client);
+    let p0p1 = hs
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| format!("handshake: {e:?}"))?;
+    sock.write_all(&p0p1).await.map_err(|e| e.to_string())?;
+    loop {
+        let n = tokio::time::timeout(HANDSHAKE_WAIT, sock.read(buf))
+            .await
+            .map_err(|_| format!("handshake: no answer within {} s", HANDSHAKE_WAIT.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("server closed during handshake".into());
+        }
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| format!("handshake: {e:?}"))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                sock.write_all(&response_bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                sock.write_all(&response_bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
 
 /// Publishes `tags` to `rtmp://addr/app/stream` until the task is aborted, retrying a refused
 /// connection for up to `connect_wait`.
@@ -49,37 +88,7 @@ pub async fn publish(
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
 
-    // Handshake.
-    let mut hs = Handshake::new(PeerType::Client);
-    let p0p1 = hs
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| format!("handshake: {e:?}"))?;
-    sock.write_all(&p0p1).await.map_err(|e| e.to_string())?;
-    let leftover = loop {
-        let n = sock.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("server closed during handshake".into());
-        }
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(|e| format!("handshake: {e:?}"))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                sock.write_all(&response_bytes)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                sock.write_all(&response_bytes)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                break remaining_bytes;
-            }
-        }
-    };
+    let leftover = handshake(&mut sock, &mut buf).await?;
 
     // connect, then createStream + publish.
     let mut config = ClientSessionConfig::new();
@@ -133,7 +142,8 @@ pub async fn publish(
     }
 }
 
-async fn send_results(
+/// Writes a session's outbound packets (commands, acknowledgements); collects its events.
+pub async fn send_results(
     sock: &mut TcpStream,
     results: Vec<ClientSessionResult>,
     events: &mut Vec<ClientSessionEvent>,

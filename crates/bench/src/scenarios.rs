@@ -172,6 +172,7 @@ pub fn on_demand(
             streams: n,
             pace: None,
             auth: None,
+            source: None,
         };
         let warm = ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
         if warm.ok() == 0 {
@@ -189,6 +190,7 @@ pub fn on_demand(
                     streams: n,
                     pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
                     auth: None,
+                    source: None,
                 },
             ),
             (
@@ -198,6 +200,7 @@ pub fn on_demand(
                     streams: n,
                     pace: None,
                     auth: None,
+                    source: None,
                 },
             ),
         ];
@@ -274,6 +277,11 @@ const ABUSE_LATEST_CLIENTS: usize = 2;
 const ABUSE_FLOODERS: usize = 4;
 const FLOOD_FRAMES: usize = 299;
 const FLOOD_FRAME_BYTES: usize = 256 << 10;
+/// The server's `picture_requests_per_s` in the abuse scenario: twice the honest client's rate.
+/// The abusers all come from 127.0.0.1, the honest client from [`HONEST_SOURCE`], as they would
+/// from different machines.
+const ABUSE_PICTURE_RATE: u32 = 2 * LIGHT_RATE_PER_S;
+const HONEST_SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 /// Time the abusers get before the honest client's window (GOPs fill, decodes pile up).
 const ABUSE_RAMP: Duration = Duration::from_secs(2);
 
@@ -299,7 +307,12 @@ pub fn abuse(
     tags: &Arc<Vec<VideoTag>>,
     n: usize,
 ) -> Result<Vec<Row>, String> {
-    let server = Server::start(&ctx.livesnap, &ctx.tmp.join(format!("{tag}-abuse")))?;
+    let rate = ABUSE_PICTURE_RATE.to_string();
+    let server = Server::start_env(
+        &ctx.livesnap,
+        &ctx.tmp.join(format!("{tag}-abuse")),
+        &[("LIVESNAP_PICTURE_REQUESTS_PER_S", &rate)],
+    )?;
     let result = (|| {
         let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
         let prewarm = ondemand::Plan {
@@ -307,6 +320,7 @@ pub fn abuse(
             streams: n,
             pace: None,
             auth: None,
+            source: None,
         };
         ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
         let light = ondemand::Plan {
@@ -314,6 +328,7 @@ pub fn abuse(
             streams: n,
             pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
             auth: None,
+            source: Some(HONEST_SOURCE),
         };
         let mut rows = vec![light_window(
             ctx,
@@ -397,7 +412,7 @@ pub fn abuse(
         };
         let (h, l) = (count(&huge), count(&latest));
         under.note = format!(
-            "{}; abusers: {} huge requests hung up, latest {} sent ({} pictures, {} refused), {} flood frames sent",
+            "{}; picture_requests_per_s {ABUSE_PICTURE_RATE}, the honest client from {HONEST_SOURCE}, the abusers from 127.0.0.1; abusers: {} huge requests hung up, latest {} sent ({} pictures, {} refused), {} flood frames sent",
             under.note,
             h.0,
             l.0,
@@ -437,6 +452,7 @@ pub fn auth(ctx: &Ctx, tag: &str, tags: &Arc<Vec<VideoTag>>, n: usize) -> Result
                 streams: n,
                 pace: None,
                 auth: key,
+                source: None,
             };
             ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
             let light = ondemand::Plan {
@@ -444,6 +460,7 @@ pub fn auth(ctx: &Ctx, tag: &str, tags: &Arc<Vec<VideoTag>>, n: usize) -> Result
                 streams: n,
                 pace: Some(Duration::from_secs(1) / LIGHT_RATE_PER_S),
                 auth: key,
+                source: None,
             };
             let mut row = light_window(
                 ctx,

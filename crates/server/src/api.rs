@@ -1,11 +1,12 @@
 //! The HTTP API. It reads the hub and asks the snapshot service; it holds no logic of its own.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
@@ -58,6 +59,32 @@ pub struct AppState {
     pub whip: ingest::whip::WhipHandle,
     /// Origins whose pages may call the API when it is open (`cors_origins`).
     pub cors_origins: Arc<Vec<String>>,
+    /// Each client's rate of on-demand pictures (`picture_requests_per_s`).
+    pub picture_rate: Arc<crate::rate::PictureRate>,
+}
+
+/// Paces an on-demand picture request to its client's `picture_requests_per_s`: returns when
+/// it is the request's turn, or the `429` to answer.
+pub(crate) async fn pace(
+    st: &AppState,
+    caller: &crate::auth::Caller,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), AppError> {
+    use crate::rate::Admit;
+    let Some(client) = crate::rate::client_of(caller, peer) else {
+        return Ok(());
+    };
+    match st.picture_rate.admit(client) {
+        Admit::Now => Ok(()),
+        Admit::After(wait) => {
+            st.hub.clock().sleep(wait).await;
+            Ok(())
+        }
+        Admit::Refused { retry_after_s } => Err(AppError::TooManyPictureRequests {
+            per_s: st.picture_rate.per_s(),
+            retry_after_s,
+        }),
+    }
 }
 
 /// Longest a readiness check waits for the index or one storage location.
@@ -730,6 +757,8 @@ fn image_request(
             )),
         (status = 400, description = "A bad parameter or name", body = ErrorBody),
         (status = 404, description = "The stream is not live", body = ErrorBody),
+        (status = 429, description = "More picture requests than `picture_requests_per_s` from this client",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 503, description = "No picture could be made within `snapshot_taking_interval_ms`",
             body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 500, description = "The picture service failed", body = ErrorBody),
@@ -738,10 +767,12 @@ fn image_request(
 async fn snapshot_jpg(
     st: State<AppState>,
     caller: Extension<crate::auth::Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     path: Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    direct_image(st, caller, path, q, ImageFormat::Jpeg)
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    direct_image(st, caller, peer, path, q, ImageFormat::Jpeg)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -770,6 +801,8 @@ async fn snapshot_jpg(
             )),
         (status = 400, description = "A bad parameter or name", body = ErrorBody),
         (status = 404, description = "The stream is not live", body = ErrorBody),
+        (status = 429, description = "More picture requests than `picture_requests_per_s` from this client",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 503, description = "No picture could be made within `snapshot_taking_interval_ms`",
             body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 500, description = "The picture service failed", body = ErrorBody),
@@ -778,10 +811,12 @@ async fn snapshot_jpg(
 async fn snapshot_png(
     st: State<AppState>,
     caller: Extension<crate::auth::Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     path: Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    direct_image(st, caller, path, q, ImageFormat::Png)
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    direct_image(st, caller, peer, path, q, ImageFormat::Png)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -789,10 +824,12 @@ async fn snapshot_png(
 async fn direct_image(
     State(st): State<AppState>,
     Extension(caller): Extension<crate::auth::Caller>,
+    peer: Option<IpAddr>,
     Path((app, stream)): Path<(String, String)>,
     q: Result<Query<ImageQuery>, QueryRejection>,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
+    pace(&st, &caller, peer).await?;
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let (request, domain, ask) = image_request(format, q)?;
     let s = lookup(&st, &caller, domain.as_deref(), &app, &stream)?;
@@ -948,6 +985,8 @@ fn wcs_timeout(now: SystemTime) -> Response {
         (status = 200, description = "The picture", body = WcsSnapshot),
         (status = 400, description = "Bad JSON, an unknown format or an absurd size", body = ErrorBody),
         (status = 404, description = "No such stream is live", body = ErrorBody),
+        (status = 429, description = "More picture requests than `picture_requests_per_s` from this client",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 409, description = "A bare stream name that more than one live stream has; \
             `candidates` lists them", body = ErrorBody),
         (status = 500, description = "No picture could be made in time (no keyframe yet, an \
@@ -958,8 +997,13 @@ fn wcs_timeout(now: SystemTime) -> Response {
 async fn wcs_snapshot(
     State(st): State<AppState>,
     Extension(caller): Extension<crate::auth::Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    if let Err(e) = pace(&st, &caller, peer).await {
+        return e.into_response();
+    }
     let req: WcsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return AppError::BadRequest(format!("invalid JSON body: {e}")).into_response(),

@@ -187,6 +187,11 @@ settings! {
         /// Threads of the async runtime (ingest, HTTP, storage, callbacks); decoding runs on the
         /// `workers` threads besides. 0 means one per CPU core.
         io_threads ("LIVESNAP_IO_THREADS"): usize = DEFAULT_IO_THREADS, "0", range(0, MAX_IO_THREADS);
+        /// On-demand picture requests a second one client (an account, else an address) may
+        /// make, cache hits included; past a second's burst they wait their turn, and past a
+        /// second of waiting are refused 429. 0: no limit.
+        picture_requests_per_s ("LIVESNAP_PICTURE_REQUESTS_PER_S"): u32 = 0, "0",
+            range(0, MAX_PICTURE_REQUESTS_PER_S);
         /// Pictures kept in the snapshot cache.
         cache_entries ("LIVESNAP_CACHE_ENTRIES"): usize = snapshot::DEFAULT_CACHE_ENTRIES, "256",
             range(1, MAX_CACHE_ENTRIES);
@@ -408,6 +413,8 @@ pub const MAX_GOP_BYTES: u64 = 1 << 30;
 pub const MAX_ACCESS_UNIT_BYTES: u64 = 256 << 20;
 /// Largest max_request_bytes (64 MiB).
 pub const MAX_REQUEST_BYTES: u64 = 64 << 20;
+/// Highest picture_requests_per_s: a million a second is no limit at all.
+const MAX_PICTURE_REQUESTS_PER_S: u64 = 1_000_000;
 /// Longest rtmp_idle_timeout_s and request_timeout_s: an hour. Every timeout is bounded, so
 /// that adding it to a clock reading can never overflow.
 pub const MAX_TIMEOUT_S: u64 = 3600;
@@ -848,6 +855,7 @@ mod tests {
             "snapshot_taking_attempts",
             "workers",
             "io_threads",
+            "picture_requests_per_s",
             "cache_entries",
             "cache_bytes",
             "picture_memory_bytes",

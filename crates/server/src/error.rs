@@ -52,6 +52,15 @@ pub enum AppError {
         /// Seconds until its minute is over.
         retry_after_s: u64,
     },
+    /// The client asked for pictures faster than `picture_requests_per_s`, past a second of
+    /// waiting its turn.
+    #[error("more than {per_s} picture requests a second from this client (picture_requests_per_s); try again in {retry_after_s} s")]
+    TooManyPictureRequests {
+        /// The limit.
+        per_s: u32,
+        /// Seconds until a request would go.
+        retry_after_s: u64,
+    },
     /// The caller's key may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -109,7 +118,9 @@ impl AppError {
                     A::Save(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 }
             }
-            AppError::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyAuthFailures { .. } | AppError::TooManyPictureRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::Overloaded(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -243,6 +254,7 @@ impl IntoResponse for AppError {
                 );
             }
             AppError::TooManyAuthFailures { retry_after_s }
+            | AppError::TooManyPictureRequests { retry_after_s, .. }
             | AppError::Whip(ingest::whip::WhipError::Unauthorized(
                 ingest::publish_auth::AuthError::TooManyFailures { retry_after_s },
             )) => {

@@ -2,9 +2,11 @@
 //! ListLiveSnapshotJobs, DeleteLiveSnapshotJob, and its usage export): `/v1/jobs` and
 //! `/v1/usage`.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -260,10 +262,13 @@ async fn start_job(
 async fn job_image(
     st: AppState,
     caller: Caller,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     id: String,
     q: Result<Query<ImageQuery>, QueryRejection>,
     format: ImageFormat,
 ) -> Result<Response, AppError> {
+    let peer = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    crate::api::pace(&st, &caller, peer).await?;
     let Query(q) = q.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let job = st.jobs.get(&id, scope(&caller))?;
     let key = livesnap_core::jobs::job_stream_key(&job.id)
@@ -293,6 +298,8 @@ async fn job_image(
             `/v1/streams/{app}/{stream}/snapshot.jpg`)", content(("image/jpeg"))),
         (status = 400, description = "A bad parameter", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "More picture requests than `picture_requests_per_s` from this client",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 503, description = "The job's source is not connected now, or no picture \
             could be made in time", body = ErrorBody),
     )
@@ -300,10 +307,11 @@ async fn job_image(
 async fn job_snapshot_jpg(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    job_image(st, caller, id, q, ImageFormat::Jpeg)
+    job_image(st, caller, peer, id, q, ImageFormat::Jpeg)
         .await
         .unwrap_or_else(|e| e.into_response())
 }
@@ -319,6 +327,8 @@ async fn job_snapshot_jpg(
             content(("image/png"))),
         (status = 400, description = "A bad parameter", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "More picture requests than `picture_requests_per_s` from this client",
+            body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait"))),
         (status = 503, description = "The job's source is not connected now, or no picture \
             could be made in time", body = ErrorBody),
     )
@@ -326,10 +336,11 @@ async fn job_snapshot_jpg(
 async fn job_snapshot_png(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
     q: Result<Query<ImageQuery>, QueryRejection>,
 ) -> Response {
-    job_image(st, caller, id, q, ImageFormat::Png)
+    job_image(st, caller, peer, id, q, ImageFormat::Png)
         .await
         .unwrap_or_else(|e| e.into_response())
 }

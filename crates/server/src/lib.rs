@@ -22,6 +22,7 @@ pub mod netif;
 pub mod openapi;
 pub mod publish_api;
 pub mod pull;
+pub mod rate;
 pub mod server;
 pub mod tls;
 pub mod whip_api;

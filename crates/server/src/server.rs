@@ -437,6 +437,10 @@ pub async fn start_with_clock(
             .collect(),
         http: http_stats.clone(),
     }));
+    let picture_rate = Arc::new(crate::rate::PictureRate::new(
+        settings.picture_requests_per_s,
+        hub.clock().clone(),
+    ));
     let state = AppState {
         metrics,
         hub,
@@ -471,6 +475,7 @@ pub async fn start_with_clock(
         public_url,
         whip,
         cors_origins: Arc::new(settings.cors_origins.clone()),
+        picture_rate,
     };
     if settings.admin_key.is_none() && !http_addr.ip().is_loopback() {
         warn!(http = %http_addr, "the HTTP API is open to anyone who can reach it: set admin_key (LIVESNAP_ADMIN_KEY) to require an API key");
