@@ -282,6 +282,8 @@ const FLOOD_FRAME_BYTES: usize = 256 << 10;
 /// from different machines.
 const ABUSE_PICTURE_RATE: u32 = 2 * LIGHT_RATE_PER_S;
 const HONEST_SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const PREWARM_SOURCE: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
 /// Time the abusers get before the honest client's window (GOPs fill, decodes pile up).
 const ABUSE_RAMP: Duration = Duration::from_secs(2);
 
@@ -315,12 +317,13 @@ pub fn abuse(
     )?;
     let result = (|| {
         let load = Load::start(&ctx.rt, &server.rtmp, n, tags.clone(), ctx.warmup)?;
+        // From an address of its own: paced with the abusers' it would warm nothing.
         let prewarm = ondemand::Plan {
             clients: ctx.cores,
             streams: n,
             pace: None,
             auth: None,
-            source: None,
+            source: Some(PREWARM_SOURCE),
         };
         ondemand::start(&server.http, prewarm, ON_DEMAND_PREWARM).finish();
         let light = ondemand::Plan {

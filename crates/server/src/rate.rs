@@ -19,7 +19,7 @@ use livesnap_core::clock::Clock;
 /// A client may run this far ahead of its rate before it waits: a second's worth of requests.
 const BURST: Duration = Duration::from_secs(1);
 /// Longest a request waits its turn; one that would wait longer is refused.
-pub const MAX_WAIT: Duration = Duration::from_secs(1);
+const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Most clients tracked; when full, those back within their rate are forgotten first.
 const MAX_CLIENTS: usize = 65_536;
 
@@ -79,33 +79,43 @@ impl PictureRate {
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
             clients.retain(|_, tat| *tat > now);
             if clients.len() >= MAX_CLIENTS {
-                // Every tracked client is ahead of its rate: the oldest turns are forgotten
-                // wholesale rather than growing the map (a flood of addresses gains a burst).
-                clients.clear();
+                // Every tracked client is ahead of its rate: a new one goes untracked rather
+                // than growing the map or making the tracked ones forget their turns.
+                return Admit::Now;
             }
         }
-        let tat = clients.get(&client).copied().unwrap_or(now).max(now);
-        let ahead = tat - now;
+        // This request's turn ends one interval after the client's last: within a second's
+        // burst it goes now, within a second more it waits, past that it is refused (and its
+        // turn is not taken). A request given up while it waits keeps its turn taken: that
+        // costs only its own client.
+        let next = clients.get(&client).copied().unwrap_or(now).max(now) + interval;
+        let ahead = next - now;
         if ahead <= BURST {
-            clients.insert(client, tat + interval);
+            clients.insert(client, next);
             return Admit::Now;
         }
         let wait = ahead - BURST;
         if wait > MAX_WAIT {
             return Admit::Refused {
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                retry_after_s: wait.as_secs_f64().ceil() as u64,
             };
         }
-        clients.insert(client, tat + interval);
+        clients.insert(client, next);
         Admit::After(wait)
     }
 }
 
-/// The client a request counts against: its account, else its address.
+/// The client a request counts against: its account, else its address; `None` for the holder
+/// of `admin_key` (the operator, whose console asks for a picture of every stream at once),
+/// who is not paced.
 pub fn client_of(caller: &crate::auth::Caller, peer: Option<IpAddr>) -> Option<Client> {
     match caller {
         crate::auth::Caller::Account { name, .. } => Some(Client::Account(name.clone())),
-        _ => peer.map(|ip| Client::Address(ingest::frontend::source_of(ip))),
+        crate::auth::Caller::Admin => None,
+        // Every HTTP connection carries its peer (http.rs); none would mean a test's router.
+        crate::auth::Caller::Open => {
+            peer.map(|ip| Client::Address(ingest::frontend::source_of(ip)))
+        }
     }
 }
 
@@ -124,7 +134,7 @@ mod tests {
     fn a_client_past_its_rate_waits_then_is_refused_alone() {
         let clock = Arc::new(ManualClock::default());
         let rate = PictureRate::new(10, clock.clone());
-        for i in 0..=10 {
+        for i in 0..10 {
             assert_eq!(rate.admit(addr(1)), Admit::Now, "request {i} of the burst");
         }
         let mut waits = Vec::new();
@@ -148,6 +158,28 @@ mod tests {
         assert_eq!(rate.admit(addr(1)), Admit::Now);
     }
 
+    /// Accounts count by name from any address; the open API by address; the holder of
+    /// `admin_key` not at all.
+    #[test]
+    fn who_is_paced() {
+        use crate::auth::Caller;
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        let account = Caller::Account {
+            name: "acme".into(),
+            role: livesnap_core::accounts::Role::Read,
+        };
+        assert_eq!(
+            client_of(&account, ip),
+            Some(Client::Account("acme".into()))
+        );
+        assert_eq!(
+            client_of(&account, None),
+            Some(Client::Account("acme".into()))
+        );
+        assert_eq!(client_of(&Caller::Open, ip), Some(addr(1)));
+        assert_eq!(client_of(&Caller::Admin, ip), None);
+    }
+
     #[test]
     fn no_limit_admits_everything() {
         let rate = PictureRate::new(0, Arc::new(ManualClock::default()));
@@ -165,5 +197,9 @@ mod tests {
             assert_eq!(rate.admit(Client::Address(ip)), Admit::Now);
         }
         assert!(rate.clients.lock().unwrap().len() <= MAX_CLIENTS);
+        // A client tracked before the map filled keeps its turn: at 1/s, its second request
+        // in the same instant waits.
+        let first = Client::Address(IpAddr::from(0u32.to_be_bytes()));
+        assert!(matches!(rate.admit(first), Admit::After(_)));
     }
 }
